@@ -1,0 +1,62 @@
+"""repalign: representational alignment between models and humans, and what it buys.
+
+Implements the measurements of Sucholutsky & Griffiths (NeurIPS 2023), "Alignment with
+human representations supports robust few-shot learning": alignment metrics (Pearson,
+Spearman, exact triplet agreement), model embeddings, few-shot transfer, robustness,
+the study's statistics and its information-theoretic predictions.
+
+Importing this package is cheap and never imports torch: public names are resolved
+lazily on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first use)
+_PUBLIC = {
+    # alignment
+    "similarity_matrix": "repalign.alignment",
+    "pairwise_alignment": "repalign.alignment",
+    "triplet_alignment": "repalign.alignment",
+    "triplet_agreement_counts": "repalign.alignment",
+    "triplet_alignment_sampled": "repalign.alignment",
+    "triplet_accuracy": "repalign.alignment",
+    "linear_cka": "repalign.alignment",
+    "compute_alignment": "repalign.alignment",
+    "bootstrap_alignment_ci": "repalign.alignment",
+    # human data
+    "load_human": "repalign.data.human",
+    "HumanSimilarity": "repalign.data.human",
+    # models and embeddings
+    "list_models": "repalign.models",
+    "resolve_model": "repalign.models",
+    "load_model": "repalign.models",
+    "extract_embeddings": "repalign.embed",
+    # few-shot
+    "run_fewshot": "repalign.fewshot",
+    "evaluate_fewshot": "repalign.fewshot",
+    "load_fewshot_dataset": "repalign.data.fewshot_datasets",
+    # study
+    "load_study": "repalign.study.store",
+    "run_study": "repalign.study.run",
+    "load_config": "repalign.study.config",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'repalign' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,65 @@
+"""Small file-system helpers shared by the data layer, the cache and the result store."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike, *, decompress_gzip: bool = False) -> str:
+    """sha256 of a file's bytes, or of its decompressed content for ``.gz`` files."""
+    opener = gzip.open if decompress_gzip else open
+    digest = hashlib.sha256()
+    with opener(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``destination``; rename it into place on success.
+
+    The rename is atomic on POSIX, so readers see either the old file or the complete
+    new one, never a half-written file -- even if the process is killed mid-write.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, destination)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(destination: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(destination) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_text_atomic(destination: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(destination, text.encode("utf-8"))
+
+
+def write_json_atomic(destination: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(destination, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

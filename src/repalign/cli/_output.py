@@ -1,0 +1,71 @@
+"""Formatting of tabular results for the terminal (`--format table|json|csv`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+FORMATS = ("table", "json", "csv")
+
+
+def add_format_option(parser, default: str = "table") -> None:
+    parser.add_argument("--format", choices=FORMATS, default=default, help="output format (default: %(default)s)")
+
+
+def emit(records: list[dict[str, Any]] | Any, fmt: str, *, title: str | None = None, stream=None) -> None:
+    """Print records (a list of dicts or a DataFrame) as a rich table, JSON lines array, or CSV."""
+    stream = stream or sys.stdout
+    if hasattr(records, "to_dict"):
+        records = records.to_dict(orient="records")
+    records = [{k: _plain(v) for k, v in r.items()} for r in records]
+    if fmt == "json":
+        stream.write(json.dumps(records, indent=2, default=str) + "\n")
+    elif fmt == "csv":
+        import csv
+
+        columns = _columns(records)
+        writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        columns = _columns(records)
+        for column in columns:
+            table.add_column(column)
+        for record in records:
+            table.add_row(*[_cell(record.get(c)) for c in columns])
+        Console(file=stream, width=max(100, Console(file=stream).width)).print(table)
+
+
+def _columns(records: list[dict]) -> list[str]:
+    columns: list[str] = []
+    for record in records:
+        for key in record:
+            if key not in columns:
+                columns.append(key)
+    return columns
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python; NaN -> None so JSON stays valid."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -39,7 +39,10 @@ def empty_results() -> pd.DataFrame:
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
     """Return ``frame`` with exactly the schema's columns, in order, with the schema's dtypes."""
     frame = frame.copy()
-    for column in RESULT_COLUMNS:
+    for column, dtype in RESULT_COLUMNS.items():
         if column not in frame:
-            frame[column] = pd.NA
+            # a typed missing column: pandas 3 cannot cast an object column of pd.NA to float64
+            frame[column] = pd.Series(float("nan") if dtype == "float64" else pd.NA, index=frame.index, dtype=dtype)
+        elif dtype == "float64" and frame[column].dtype == object:
+            frame[column] = pd.to_numeric(frame[column].where(frame[column].notna(), float("nan")))
     return frame[list(RESULT_COLUMNS)].astype(RESULT_COLUMNS)

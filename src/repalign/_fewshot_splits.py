@@ -1,0 +1,296 @@
+"""Few-shot splits: which examples train and which evaluate, for every (seed, shots).
+
+A split depends only on (labels, seed, shots, max_eval_per_class), so every model is
+scored on identical splits, and a single cell can be reproduced on its own. For each seed
+and each class, one random permutation of the class's examples is drawn; the first
+``shots`` of it train, the rest evaluate (the *last* ``max_eval_per_class`` of it when
+capped, so the evaluation set stays the same across shots whenever the class is large
+enough, and the union of images to embed stays small). Training sets are therefore
+nested: the 5-shot set contains the 1-shot set.
+
+Manifests are saved as JSON or ``.npz`` (no pickle) and carry a fingerprint of the labels;
+using a manifest with different labels is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from repalign.errors import InputError
+
+MANIFEST_FORMAT = "repalign-fewshot-splits"
+MANIFEST_VERSION = 1
+
+
+def labels_fingerprint(labels: np.ndarray) -> str:
+    """sha256 of the labels as little-endian int64 (order matters)."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
+
+
+def check_labels(labels, *, n_features: int | None = None) -> np.ndarray:
+    """Validate labels: 1-D integers, at least two classes. Returns an int64 copy, (n,)."""
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise InputError(f"labels must be 1-D (one class per example); got shape {array.shape}.")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        if not (np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array))):
+            raise InputError(f"labels must be integer class indices; got dtype {array.dtype}.")
+    array = array.astype(np.int64)
+    if n_features is not None and n_features != len(array):
+        raise InputError(
+            f"features and labels differ in length: {n_features} feature rows but {len(array)} labels. "
+            "Pass one label per feature row (in the same order)."
+        )
+    n_classes = len(np.unique(array))
+    if n_classes < 2:
+        raise InputError(f"Few-shot learning needs at least 2 classes; the labels hold {n_classes}.")
+    return array
+
+
+def normalize_shots(shots: int | Iterable[int]) -> tuple[int, ...]:
+    values = (shots,) if isinstance(shots, (int, np.integer)) else tuple(shots)
+    if not values:
+        raise InputError("shots is empty; give at least one number of examples per class, e.g. 1,5,10.")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"shots must be positive integers; got {value!r}.")
+    return tuple(sorted({int(v) for v in values}))
+
+
+def normalize_seeds(seeds: int | Iterable[int]) -> tuple[int, ...]:
+    """An int k means seeds 0..k-1; a sequence is taken as the seeds themselves."""
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise InputError(f"seeds must be at least 1; got {seeds}.")
+        return tuple(range(int(seeds)))
+    values = tuple(int(s) for s in seeds)
+    if not values or len(set(values)) != len(values) or min(values) < 0:
+        raise InputError(f"seeds must be distinct non-negative integers; got {list(values)}.")
+    return values
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices into the dataset: ``train`` (n_classes * shots,) and ``eval`` (n_eval,), int64."""
+
+    train: np.ndarray
+    eval: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class SplitManifest:
+    """Train/eval indices for every (seed, shots) of one dataset.
+
+    Attributes:
+        dataset: name of the dataset the indices refer to.
+        labels_fingerprint: :func:`labels_fingerprint` of the labels the splits were drawn from.
+        n_examples: number of examples in the dataset.
+        max_eval_per_class: the evaluation cap used, or None.
+        splits: (seed, shots) -> :class:`Split`.
+    """
+
+    dataset: str
+    labels_fingerprint: str
+    n_examples: int
+    max_eval_per_class: int | None
+    splits: dict[tuple[int, int], Split] = field(repr=False)
+
+    def __post_init__(self):
+        for (seed, shots), split in self.splits.items():
+            _check_split(split, seed, shots, self.n_examples)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(sorted({seed for seed, _ in self.splits}))
+
+    @property
+    def shots(self) -> tuple[int, ...]:
+        return tuple(sorted({shots for _, shots in self.splits}))
+
+    def split(self, seed: int, shots: int) -> Split:
+        try:
+            return self.splits[(seed, shots)]
+        except KeyError:
+            raise InputError(
+                f"The split manifest has no split for seed={seed}, shots={shots} "
+                f"(seeds {list(self.seeds)}, shots {list(self.shots)})."
+            ) from None
+
+    def used_indices(self) -> np.ndarray:
+        """Sorted union of every train and eval index: the only examples that need features."""
+        parts = [np.concatenate([s.train, s.eval]) for s in self.splits.values()]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+    def check_labels(self, labels: np.ndarray) -> None:
+        """Refuse labels other than the ones the splits were drawn from."""
+        labels = np.asarray(labels)
+        if len(labels) != self.n_examples or labels_fingerprint(labels) != self.labels_fingerprint:
+            raise InputError(
+                f"This split manifest was drawn for other labels (dataset '{self.dataset}', "
+                f"{self.n_examples} examples, fingerprint {self.labels_fingerprint[:12]}); got "
+                f"{len(labels)} labels with fingerprint {labels_fingerprint(labels)[:12]}. "
+                "Use the manifest of this dataset or draw new splits."
+            )
+
+    # ----------------------------------------------------------------------------- file I/O
+
+    def _meta(self) -> dict:
+        return {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "dataset": self.dataset,
+            "labels_fingerprint": self.labels_fingerprint,
+            "n_examples": self.n_examples,
+            "max_eval_per_class": self.max_eval_per_class,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the manifest as ``.json`` (readable) or ``.npz`` (compact), atomically."""
+        from repalign._io import atomic_path, write_json_atomic
+
+        path = Path(path)
+        keys = sorted(self.splits)
+        if path.suffix == ".json":
+            meta = self._meta()
+            meta["splits"] = [
+                {"seed": s, "shots": n, "train": self.splits[(s, n)].train.tolist(),
+                 "eval": self.splits[(s, n)].eval.tolist()}
+                for s, n in keys
+            ]  # fmt: skip
+            write_json_atomic(path, meta)
+        elif path.suffix == ".npz":
+            arrays = {"meta": np.array(json.dumps(self._meta()))}
+            for s, n in keys:
+                arrays[f"train__seed{s}__shots{n}"] = self.splits[(s, n)].train
+                arrays[f"eval__seed{s}__shots{n}"] = self.splits[(s, n)].eval
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez_compressed(handle, **arrays)
+        else:
+            raise InputError(f"Split manifests are saved as .json or .npz; got '{path.name}'.")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SplitManifest:
+        """Read a manifest written by :meth:`save`; checks that train and eval never overlap."""
+        from repalign.errors import MissingDataError
+
+        path = Path(path)
+        if not path.is_file():
+            raise MissingDataError(f"Split manifest not found: {path}")
+        try:
+            if path.suffix == ".json":
+                meta = json.loads(path.read_text())
+                splits = {
+                    (int(e["seed"]), int(e["shots"])): Split(
+                        np.asarray(e["train"], dtype=np.int64), np.asarray(e["eval"], dtype=np.int64)
+                    )
+                    for e in meta["splits"]
+                }
+            elif path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as data:
+                    meta = json.loads(str(data["meta"]))
+                    splits = {}
+                    for key in data.files:
+                        if key.startswith("train__"):
+                            _, seed, shots = key.split("__")
+                            seed, shots = int(seed.removeprefix("seed")), int(shots.removeprefix("shots"))
+                            eval_key = f"eval__seed{seed}__shots{shots}"
+                            splits[(seed, shots)] = Split(
+                                data[key].astype(np.int64), data[eval_key].astype(np.int64)
+                            )
+            else:
+                raise InputError(f"Split manifests are .json or .npz files; got '{path.name}'.")
+            if meta.get("format") != MANIFEST_FORMAT:
+                raise InputError(f"{path} is not a repalign split manifest (format {meta.get('format')!r}).")
+            return cls(
+                dataset=str(meta["dataset"]),
+                labels_fingerprint=str(meta["labels_fingerprint"]),
+                n_examples=int(meta["n_examples"]),
+                max_eval_per_class=meta.get("max_eval_per_class"),
+                splits=splits,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"Malformed split manifest {path}: {exc!r}") from exc
+
+
+def make_splits(
+    labels,
+    *,
+    shots: int | Iterable[int] = (1, 5, 10, 20, 40, 80),
+    seeds: int | Iterable[int] = 5,
+    max_eval_per_class: int | None = None,
+    dataset: str = "features",
+    class_names: Sequence[str] | None = None,
+) -> SplitManifest:
+    """Draw the few-shot splits of the study's protocol.
+
+    Args:
+        labels: (n_examples,) class of each example of the split the shots come from.
+        shots: examples per class for training (each class needs ``shots + 1`` examples).
+        seeds: number of seeds (0..k-1) or the seeds themselves.
+        max_eval_per_class: evaluate on at most this many remaining examples per class.
+        dataset: name stored in the manifest.
+        class_names: names used in error messages (index -> name).
+
+    Returns:
+        A :class:`SplitManifest` with one split per (seed, shots).
+    """
+    labels = check_labels(labels)
+    shots = normalize_shots(shots)
+    seeds = normalize_seeds(seeds)
+    if max_eval_per_class is not None and (isinstance(max_eval_per_class, bool) or int(max_eval_per_class) < 1):
+        raise InputError(f"max_eval_per_class must be a positive integer or None; got {max_eval_per_class!r}.")
+    classes, counts = np.unique(labels, return_counts=True)
+    smallest = int(np.argmin(counts))
+    if counts[smallest] < shots[-1] + 1:
+        label = int(classes[smallest])
+        name = class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
+        raise InputError(
+            f"Class '{name}' has only {counts[smallest]} examples, but shots={shots[-1]} needs "
+            f"{shots[-1] + 1} ({shots[-1]} to train and at least 1 to evaluate). Use fewer shots "
+            f"(at most {counts[smallest] - 1} here)."
+        )
+    members = [np.flatnonzero(labels == c) for c in classes]
+    splits: dict[tuple[int, int], Split] = {}
+    for seed in seeds:
+        # One permutation per class and seed; it does not depend on the shots asked for.
+        rng = np.random.default_rng(seed)
+        perms = [rng.permutation(m) for m in members]
+        for n in shots:
+            train = np.concatenate([p[:n] for p in perms])
+            if max_eval_per_class is None:
+                evals = [p[n:] for p in perms]
+            else:
+                evals = [p[max(n, len(p) - int(max_eval_per_class)):] for p in perms]
+            splits[(seed, n)] = Split(np.sort(train), np.sort(np.concatenate(evals)))
+    return SplitManifest(
+        dataset=dataset,
+        labels_fingerprint=labels_fingerprint(labels),
+        n_examples=len(labels),
+        max_eval_per_class=None if max_eval_per_class is None else int(max_eval_per_class),
+        splits=splits,
+    )
+
+
+def _check_split(split: Split, seed: int, shots: int, n_examples: int) -> None:
+    for part in (split.train, split.eval):
+        if part.ndim != 1 or (part.size and (part.min() < 0 or part.max() >= n_examples)):
+            raise InputError(f"Split seed={seed}, shots={shots} has indices outside 0..{n_examples - 1}.")
+    if not split.train.size or not split.eval.size:
+        raise InputError(f"Split seed={seed}, shots={shots} has an empty train or eval set.")
+    overlap = np.intersect1d(split.train, split.eval)
+    if overlap.size or len(np.unique(split.train)) != len(split.train):
+        raise InputError(
+            f"Split seed={seed}, shots={shots} is leaky: {overlap.size} example(s) are in both train and "
+            f"eval (e.g. index {int(overlap[0]) if overlap.size else -1}) or train repeats an example."
+        )

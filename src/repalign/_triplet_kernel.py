@@ -1,0 +1,297 @@
+"""Compiled kernels for exact triplet agreement (private; see :mod:`repalign.alignment`).
+
+A triplet is (anchor ``i``; pair ``j < k``) with ``j, k != i``; its answer is
+``sim[i, j] > sim[i, k]``. For one anchor, comparing the model's and the human's answers
+over all pairs ``(j, k)`` is exactly the concordant/discordant pair count of Kendall's tau
+between the two rows ``model_sim[i, :]`` and ``human_sim[i, :]``. So instead of
+enumerating the n(n-1)(n-2)/2 triplets we count, per anchor, in O(n log n) (Knight 1966):
+
+1. sort the anchor's valid entries by (model, human) lexicographically;
+2. count pairs tied on the model side (``n1``) and tied on both sides (``n3``) from runs;
+3. merge-sort the human values, counting strict inversions: those are exactly the
+   discordant pairs (ties in the model value were ordered by the human value in step 1,
+   so they never form an inversion; equal human values are never counted);
+4. count pairs tied on the human side (``n2``) from runs of the now sorted human values.
+
+Then ``tied = n1 + n2 - n3``, ``disagree = inversions`` and
+``agree = C(v, 2) - tied - disagree`` over the ``v`` valid entries of the row.
+
+Every kernel takes ``idx``, a map from rows of the (virtual) matrix being scored to rows
+of the stored matrices, so that a stimulus bootstrap scores ``M[idx][:, idx]`` without
+building it. Entries between two copies of the same stimulus are missing by definition;
+pairs ``(j, k)`` that are two copies of one stimulus are identical on both sides and are
+moved from "tied" to "missing" (they are not real triplets).
+
+Counts are int64 throughout, so they are exact (no floating-point sums).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Runs shorter than this are sorted by insertion sort inside the merge sort: fewer
+# passes over memory for the common small blocks.
+_INSERTION_BLOCK = 16
+
+AGREE, DISAGREE, TIED, MISSING = 0, 1, 2, 3
+
+
+@njit(cache=True, nogil=True)
+def _sort_counting_inversions(values, buffer):
+    """Sort ``values`` (1-D float64) ascending in place; return the number of pairs
+    ``p < q`` with ``values[p] > values[q]`` (strict: equal values are not inversions).
+
+    ``buffer`` is scratch space of at least ``len(values)``.
+    """
+    n = values.shape[0]
+    inversions = 0
+    # 1) insertion sort of fixed-size blocks; every element shift is one inversion
+    for lo in range(0, n, _INSERTION_BLOCK):
+        hi = min(lo + _INSERTION_BLOCK, n)
+        for p in range(lo + 1, hi):
+            x = values[p]
+            q = p - 1
+            while q >= lo and values[q] > x:
+                values[q + 1] = values[q]
+                q -= 1
+                inversions += 1
+            values[q + 1] = x
+    # 2) bottom-up merges; taking from the right run while it is strictly smaller
+    #    jumps over every element left in the left run
+    src = values
+    dst = buffer
+    in_buffer = False
+    width = _INSERTION_BLOCK
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                # branch-free: on random data the branch would be mispredicted half the time
+                left = src[i]
+                right = src[j]
+                take_right = right < left
+                dst[k] = right if take_right else left
+                inversions += (mid - i) * take_right
+                j += take_right
+                i += 1 - take_right
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+        src, dst = dst, src
+        in_buffer = not in_buffer
+        width *= 2
+    if in_buffer:
+        values[:n] = buffer[:n]
+    return inversions
+
+
+@njit(cache=True, nogil=True)
+def _before(k1, v1, k2, v2):
+    """Strict lexicographic order of (key, value) pairs."""
+    return k1 < k2 or (k1 == k2 and v1 < v2)
+
+
+@njit(cache=True, nogil=True)
+def _sort_lexicographic(keys, values, key_buffer, value_buffer):
+    """Sort the pairs (keys[p], values[p]) by key, then value, in place (merge sort).
+
+    Sorting the two arrays together avoids an argsort and the random-access gathers it
+    needs; both buffers are scratch space of at least ``len(keys)``.
+    """
+    n = keys.shape[0]
+    for lo in range(0, n, _INSERTION_BLOCK):
+        hi = min(lo + _INSERTION_BLOCK, n)
+        for p in range(lo + 1, hi):
+            k = keys[p]
+            v = values[p]
+            q = p - 1
+            while q >= lo and _before(k, v, keys[q], values[q]):
+                keys[q + 1] = keys[q]
+                values[q + 1] = values[q]
+                q -= 1
+            keys[q + 1] = k
+            values[q + 1] = v
+    src_k = keys
+    src_v = values
+    dst_k = key_buffer
+    dst_v = value_buffer
+    in_buffer = False
+    width = _INSERTION_BLOCK
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                left_k = src_k[i]
+                left_v = src_v[i]
+                right_k = src_k[j]
+                right_v = src_v[j]
+                take_right = (right_k < left_k) | ((right_k == left_k) & (right_v < left_v))
+                dst_k[k] = right_k if take_right else left_k
+                dst_v[k] = right_v if take_right else left_v
+                j += take_right
+                i += 1 - take_right
+                k += 1
+            while i < mid:
+                dst_k[k] = src_k[i]
+                dst_v[k] = src_v[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst_k[k] = src_k[j]
+                dst_v[k] = src_v[j]
+                j += 1
+                k += 1
+        src_k, dst_k = dst_k, src_k
+        src_v, dst_v = dst_v, src_v
+        in_buffer = not in_buffer
+        width *= 2
+    if in_buffer:
+        keys[:n] = key_buffer[:n]
+        values[:n] = value_buffer[:n]
+
+
+@njit(cache=True, nogil=True)
+def _pairs(count):
+    return count * (count - 1) // 2
+
+
+@njit(cache=True, nogil=True)
+def _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out):
+    """Triplet counts of one anchor row into ``out[0:4]`` (agree, disagree, tied, missing).
+
+    ``m``, ``h``, ``buffer``, ``buffer2`` are scratch float64 arrays of length ``len(idx)``; ``copies``
+    is an int64 scratch array of length ``model_sim.shape[0]``, all zero on entry and
+    left all zero on return (used only when ``has_copies``).
+    """
+    n = idx.shape[0]
+    s = idx[anchor]
+    valid = 0
+    copy_pairs = 0
+    for j in range(n):
+        if j == anchor:
+            continue
+        t = idx[j]
+        if t == s:  # a copy of the anchor: the entry is a self-similarity, missing
+            continue
+        x = model_sim[s, t]
+        y = human_sim[s, t]
+        if np.isnan(x) or np.isnan(y):
+            continue
+        m[valid] = x
+        h[valid] = y
+        valid += 1
+        if has_copies:
+            copy_pairs += copies[t]
+            copies[t] += 1
+    if has_copies:
+        for j in range(n):
+            copies[idx[j]] = 0
+
+    # 1) sort by (model, human) lexicographically
+    ms = m[:valid]
+    hs = h[:valid]
+    _sort_lexicographic(ms, hs, buffer, buffer2)
+    tied_model = 0
+    tied_both = 0
+    start = 0
+    while start < valid:
+        stop = start + 1
+        while stop < valid and ms[stop] == ms[start]:
+            stop += 1
+        if stop - start > 1:
+            tied_model += _pairs(stop - start)
+            sub = start
+            while sub < stop:
+                sub_stop = sub + 1
+                while sub_stop < stop and hs[sub_stop] == hs[sub]:
+                    sub_stop += 1
+                tied_both += _pairs(sub_stop - sub)
+                sub = sub_stop
+        start = stop
+
+    # 2) discordant pairs = strict inversions of the human values in that order
+    discordant = _sort_counting_inversions(hs, buffer)
+
+    # 3) ties on the human side, from runs of the sorted human values
+    tied_human = 0
+    start = 0
+    while start < valid:
+        stop = start + 1
+        while stop < valid and hs[stop] == hs[start]:
+            stop += 1
+        tied_human += _pairs(stop - start)
+        start = stop
+
+    tied = tied_model + tied_human - tied_both
+    agree = _pairs(valid) - tied - discordant
+    out[AGREE] = agree
+    out[DISAGREE] = discordant
+    out[TIED] = tied - copy_pairs
+    out[MISSING] = _pairs(n - 1) - _pairs(valid) + copy_pairs
+
+
+@njit(parallel=True, cache=True)
+def triplet_counts_by_anchor(model_sim, human_sim, idx, has_copies):
+    """Per-anchor triplet counts of the matrices indexed by ``idx``.
+
+    Args:
+        model_sim, human_sim: (N, N) float64, NaN = missing.
+        idx: (n,) int64 rows of the stored matrices that make up the scored matrix.
+        has_copies: whether ``idx`` repeats a row (enables the copy bookkeeping).
+
+    Returns:
+        (n, 4) int64: agree, disagree, tied, missing for each anchor.
+    """
+    n = idx.shape[0]
+    out = np.zeros((n, 4), dtype=np.int64)
+    for anchor in prange(n):
+        m = np.empty(n, dtype=np.float64)
+        h = np.empty(n, dtype=np.float64)
+        buffer = np.empty(n, dtype=np.float64)
+        buffer2 = np.empty(n, dtype=np.float64)
+        copies = np.zeros(model_sim.shape[0] if has_copies else 0, dtype=np.int64)
+        _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out[anchor])
+    return out
+
+
+@njit(parallel=True, cache=True)
+def triplet_counts_resampled(model_sim, human_sim, resamples):
+    """Total triplet counts for each row of ``resamples`` (a stimulus bootstrap).
+
+    Args:
+        model_sim, human_sim: (N, N) float64, NaN = missing.
+        resamples: (B, n) int64, each row a resample of stimulus indices.
+
+    Returns:
+        (B, 4) int64: agree, disagree, tied, missing for each resample.
+    """
+    n_resamples, n = resamples.shape
+    totals = np.zeros((n_resamples, 4), dtype=np.int64)
+    for b in prange(n_resamples):
+        m = np.empty(n, dtype=np.float64)
+        h = np.empty(n, dtype=np.float64)
+        buffer = np.empty(n, dtype=np.float64)
+        buffer2 = np.empty(n, dtype=np.float64)
+        copies = np.zeros(model_sim.shape[0], dtype=np.int64)
+        out = np.zeros(4, dtype=np.int64)
+        idx = resamples[b]
+        for anchor in range(n):
+            _anchor_counts(model_sim, human_sim, idx, anchor, True, m, h, buffer, buffer2, copies, out)
+            for c in range(4):
+                totals[b, c] += out[c]
+    return totals

@@ -1,0 +1,216 @@
+"""``repalign align``: alignment of a model (or precomputed embeddings) with human datasets.
+
+Two ways to give the model side:
+
+* ``repalign align MODEL --human peterson:animals``: embeddings are extracted from the
+  dataset's images (through the embedding cache) and records carry ``model``/``model_id``;
+* ``repalign align --embeddings FILE --human DATASET``: ``FILE`` is an ``.npy`` with one
+  row per stimulus in the dataset's order, or an ``.npz`` with ``embeddings`` and
+  ``names`` (rows matched to the dataset's stimulus names, so one file can serve several
+  datasets).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from repalign.cli._output import add_format_option, emit
+from repalign.errors import InputError, MissingDataError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    from repalign.alignment import ALIGNMENT_METRICS, DEFAULT_METRICS, SIMILARITY_METRICS, TIE_MODES
+
+    parser = subparsers.add_parser(
+        "align",
+        help="alignment of a model or of precomputed embeddings with human similarity data",
+        description="Compare a model's similarity matrix with human similarity judgments: Pearson / "
+        "Spearman / Kendall correlation of the pairwise similarities and exact triplet agreement, with "
+        "stimulus-bootstrap 95%% confidence intervals. See docs/alignment.md.",
+    )
+    parser.add_argument("model", nargs="?", metavar="MODEL", help="model name, e.g. timm:resnet50 (or use --embeddings)")
+    parser.add_argument(
+        "--embeddings",
+        metavar="FILE",
+        type=Path,
+        help=".npy (rows in the dataset's stimulus order) or .npz with arrays 'embeddings' and 'names'",
+    )
+    parser.add_argument(
+        "--human",
+        required=True,
+        metavar="DATASET[,DATASET...]",
+        help="human datasets: peterson, peterson:animals, ..., or a user dataset folder/manifest",
+    )
+    parser.add_argument(
+        "--similarity", choices=SIMILARITY_METRICS, default="cosine", help="model similarity (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--metrics",
+        default=",".join(DEFAULT_METRICS),
+        metavar="M[,M...]",
+        help=f"comma-separated, from {', '.join(ALIGNMENT_METRICS)} (default: %(default)s; judgment "
+        "datasets add triplet_accuracy)",
+    )
+    parser.add_argument(
+        "--ties", choices=TIE_MODES, default="exclude", help="tied triplets: left out or half credit (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, metavar="N", help="stimulus-bootstrap resamples, 0 = no CI (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="MODEL only: auto, cpu, cuda, cuda:1, mps (default: %(default)s)")
+    parser.add_argument("--layer", default=None, help="MODEL only: layer to read (default: penultimate)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="MODEL only: images per batch")
+    add_format_option(parser)
+    parser.set_defaults(handler=run_align)
+
+
+def run_align(args) -> int:
+    from repalign.alignment import compute_alignment
+
+    if (args.model is None) == (args.embeddings is None):
+        raise InputError("Give either a MODEL or --embeddings FILE (exactly one of them)")
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    if not metrics:
+        raise InputError("--metrics is empty; give e.g. --metrics pearson,spearman,triplet")
+    if args.bootstrap < 0:
+        raise InputError(f"--bootstrap must be 0 or more; got {args.bootstrap}")
+    if args.embeddings is not None and (args.layer is not None or args.batch_size is not None):
+        raise InputError("--layer and --batch-size apply to MODEL only, not to --embeddings")
+    datasets = _load_datasets(args.human)
+    provider = _ModelEmbeddings(args) if args.model is not None else _FileEmbeddings(args.embeddings)
+
+    records = []
+    for human in datasets:
+        embeddings = provider.for_dataset(human, many=len(datasets) > 1)
+        if embeddings is None:
+            continue
+        rows = compute_alignment(
+            embeddings,
+            human,
+            similarity=args.similarity,
+            metrics=metrics,
+            n_bootstrap=args.bootstrap,
+            random_state=args.seed,
+            ties=args.ties,
+        )
+        records.extend({**provider.identity, **row} for row in rows)
+    if not records:
+        raise MissingDataError(f"No dataset in '{args.human}' could be scored (see the warnings above)")
+    emit(records, args.format, title="Alignment with human similarity (95% stimulus-bootstrap CI)")
+    return 0
+
+
+def _load_datasets(spec: str) -> list:
+    from repalign.data.human import load_human
+
+    datasets = []
+    for part in (p.strip() for p in spec.split(",")):
+        if part:
+            datasets.extend(load_human(part))
+    if not datasets:
+        raise InputError(f"--human '{spec}' names no dataset")
+    return datasets
+
+
+class _ModelEmbeddings:
+    """Embeddings extracted from each dataset's images by a named model."""
+
+    def __init__(self, args):
+        from repalign.models import resolve_model
+
+        self.args = args
+        spec = resolve_model(args.model)
+        self.identity = {"model": args.model, "model_id": spec.resolved_id}
+
+    def for_dataset(self, human, *, many: bool):
+        from repalign.embed import extract_embeddings
+
+        if many and human.image_paths is None:
+            # scoring "peterson" as a whole: skip the domains without images, say so
+            log.warning("Skipping %s: its images are not available (only its similarity matrix is)", human.name)
+            return None
+        images = human.images()  # MissingDataError naming the files when a single dataset lacks them
+        return extract_embeddings(
+            self.args.model,
+            images,
+            layer=self.args.layer,
+            device=self.args.device,
+            batch_size=self.args.batch_size,
+            progress=True,
+        )
+
+
+class _FileEmbeddings:
+    """Precomputed embeddings from an .npy (dataset order) or .npz (rows named) file."""
+
+    def __init__(self, path: Path):
+        import numpy as np
+
+        self.path = path
+        self.identity: dict = {}
+        if not path.is_file():
+            raise MissingDataError(f"Embeddings file not found: {path}")
+        suffix = path.suffix.lower()
+        if suffix not in (".npy", ".npz"):
+            raise InputError(f"--embeddings must be an .npy or .npz file; got '{path.name}'")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if suffix == ".npy":
+                self.embeddings, self.names = loaded, None
+            else:
+                with loaded:
+                    missing = {"embeddings", "names"} - set(loaded.files)
+                    if missing:
+                        raise InputError(
+                            f"{path.name} lacks array(s) {', '.join(sorted(missing))}; an .npz needs 'embeddings' "
+                            f"(n, d) and 'names' (n,) (found: {', '.join(loaded.files) or 'nothing'})"
+                        )
+                    self.embeddings, self.names = loaded["embeddings"], loaded["names"]
+        except ValueError as exc:  # object arrays (would need pickle) or a corrupt file
+            raise InputError(f"Cannot read {path.name} without pickle, or it is corrupt ({exc})") from exc
+        except OSError as exc:
+            raise InputError(f"Cannot read {path.name}: {exc}") from exc
+        if self.embeddings.ndim != 2:
+            raise InputError(f"{path.name}: embeddings must be 2-D (n_stimuli, n_features); got shape {self.embeddings.shape}")
+        if self.names is not None:
+            self.names = [str(n) for n in self.names.reshape(-1)]
+            if len(self.names) != len(self.embeddings):
+                raise InputError(
+                    f"{path.name}: {len(self.names)} names for {len(self.embeddings)} embedding rows; give one name per row"
+                )
+            if len(set(self.names)) != len(self.names):
+                raise InputError(f"{path.name}: names repeat; each row needs a unique stimulus name")
+
+    def for_dataset(self, human, *, many: bool):
+        n = len(human.stimuli)
+        if self.names is None:
+            if len(self.embeddings) != n:
+                raise InputError(
+                    f"{self.path.name} has {len(self.embeddings)} rows but {human.name} has {n} stimuli; give one row "
+                    "per stimulus in the dataset's order, or an .npz with 'embeddings' and 'names'"
+                )
+            return self.embeddings
+        return self.embeddings[_match_names(self.names, human, self.path.name)]
+
+
+def _match_names(names: list[str], human, file_name: str):
+    """Row of ``names`` for each of the dataset's stimuli: exact names, else file stems."""
+    position = {name: row for row, name in enumerate(names)}
+    rows = [position.get(s) for s in human.stimuli]
+    if None in rows:
+        # "cat.png" in the file vs "animals/cat.png" in the dataset: match on unique stems
+        stems = {Path(name).stem: row for row, name in enumerate(names)}
+        if len(stems) == len(names):
+            rows = [stems.get(Path(s).stem) for s in human.stimuli]
+    unknown = [s for s, row in zip(human.stimuli, rows) if row is None]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise InputError(
+            f"{file_name}: {len(unknown)} of {len(human.stimuli)} stimuli of {human.name} have no row in 'names' "
+            f"(e.g. {shown}); name rows by the dataset's stimulus names"
+        )
+    return rows

@@ -1,0 +1,125 @@
+"""``repalign embed MODEL --dataset DATASET``: extract (and cache) a model's embeddings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from repalign.cli._output import add_format_option, emit
+from repalign.errors import InputError, UnknownNameError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "embed",
+        help="extract a model's embeddings of a dataset's images (cached)",
+        description="Extract features (the penultimate layer by default) of every image of a dataset. "
+        "Results go to the embedding cache (see `repalign cache`) and optionally to an .npz file.",
+    )
+    parser.add_argument("model", help="model name, e.g. timm:resnet50, tflite:mobilenet_v2_1.0_224_quant, pixels")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="a human dataset (peterson:animals), a few-shot dataset (mnist, cifar10, ...) or a folder of images",
+    )
+    parser.add_argument(
+        "--layer", action="append", metavar="L", help="layer name (repeat for several; default: penultimate)"
+    )
+    parser.add_argument("--out", metavar="FILE.npz", help="also save the arrays (one per layer) to this .npz file")
+    parser.add_argument("--weights", metavar="PATH", help="local weights file for the model")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the model's)")
+    parser.add_argument("--workers", type=int, help="decode/preprocess worker processes (default: min(4, CPUs))")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="output dtype")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    add_format_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from repalign.embed import extract_embeddings, is_cached
+
+    if args.out and not args.out.endswith(".npz"):
+        raise InputError(f"--out must name a .npz file; got '{args.out}'")
+    images, extras = load_dataset_images(args.dataset)
+    layers = args.layer or None
+    cached = False if args.no_cache else is_cached(args.model, images, layer=layers, weights=args.weights, dtype=args.dtype)
+    result = extract_embeddings(
+        args.model,
+        images,
+        layer=layers,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        dtype=args.dtype,
+        cache=not args.no_cache,
+        weights=args.weights,
+        progress=sys.stderr.isatty(),
+    )
+    arrays = result if isinstance(result, dict) else {layers[0] if layers else "penultimate": result}
+    if args.out:
+        from repalign._io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            with open(tmp, "wb") as handle:  # a handle: np.savez would append .npz to a path
+                np.savez(handle, **arrays, **extras)
+    records = [
+        {
+            "model": args.model,
+            "dataset": images.name,
+            "layer": name,
+            "n": array.shape[0],
+            "d": array.shape[1],
+            "dtype": str(array.dtype),
+            "cache": "off" if args.no_cache else ("hit" if cached else "stored"),
+            "out": args.out or "",
+        }
+        for name, array in arrays.items()
+    ]
+    emit(records, args.format)
+    return 0
+
+
+def load_dataset_images(spec: str):
+    """An ImageSet for ``spec`` plus extra arrays to save beside the embeddings.
+
+    ``spec`` is a folder of images, a human dataset name (its stimuli names are saved as
+    ``stimuli``) or a few-shot dataset name (its labels are saved as ``labels``).
+    """
+    import numpy as np
+
+    from repalign.data.images import FileImageSet, list_image_files
+
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        files = list_image_files(folder)
+        if not files:
+            raise InputError(f"Folder '{folder}' contains no image files")
+        return FileImageSet(files, name=folder.name), {"stimuli": np.array([p.name for p in files])}
+
+    human_error = fewshot_error = None
+    try:
+        from repalign.data.human import load_human
+
+        datasets = load_human(spec)
+    except UnknownNameError as exc:
+        human_error = exc
+    else:
+        if len(datasets) != 1:
+            names = ", ".join(d.name for d in datasets)
+            raise InputError(f"'{spec}' holds {len(datasets)} datasets ({names}); name one, e.g. --dataset {datasets[0].name}")
+        human = datasets[0]
+        return human.images(), {"stimuli": np.array(human.stimuli)}
+    try:
+        from repalign.data.fewshot_datasets import load_fewshot_dataset
+
+        fewshot = load_fewshot_dataset(spec)
+    except UnknownNameError as exc:
+        fewshot_error = exc
+    else:
+        return fewshot.images, {"labels": np.asarray(fewshot.labels)}
+    raise UnknownNameError(
+        f"'{spec}' is not a folder, a human dataset or a few-shot dataset. Human: {human_error} Few-shot: {fewshot_error}"
+    )

@@ -1,0 +1,83 @@
+"""``repalign fewshot MODEL --dataset mnist``: few-shot transfer accuracy of a model's embeddings."""
+
+from __future__ import annotations
+
+import sys
+
+from repalign.cli._output import add_format_option, emit
+from repalign.errors import InputError
+
+DEFAULT_SHOTS = "1,5,10,20,40,80"
+HEAD_NAMES = ("linear", "mlp1", "mlp2")  # repeated here so `--help` imports nothing heavy
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fewshot",
+        help="few-shot transfer accuracy of a model's embeddings (the study's protocol)",
+        description="Draw N examples per class from a dataset's test split, train a head on the model's "
+        "frozen embeddings, evaluate on the remaining examples; repeat over seeds and report the mean "
+        "accuracy with a 95%% t-interval over seeds. See docs/fewshot.md.",
+    )
+    parser.add_argument("model", help="model name, e.g. pixels, tflite:mobilenet_v2_1.0_224_quant, timm:resnet50")
+    parser.add_argument(
+        "--dataset", required=True, help="mnist, fashion_mnist, cifar10, cifar100, or a dataset folder (ImageFolder)"
+    )
+    parser.add_argument("--shots", default=DEFAULT_SHOTS, help="examples per class, comma-separated (default: %(default)s)")
+    parser.add_argument(
+        "--heads", default=",".join(HEAD_NAMES), help="heads, comma-separated from linear,mlp1,mlp2 (default: all)"
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="number of random splits (seeds 0..N-1; default: 5)")
+    parser.add_argument(
+        "--max-eval-per-class", type=int, metavar="N", help="evaluate on at most N examples per class (quick runs)"
+    )
+    parser.add_argument("--split", choices=("test", "train"), default="test", help="dataset split (default: test)")
+    parser.add_argument("--splits", metavar="FILE", help="reuse the split manifest in FILE (.json or .npz)")
+    parser.add_argument("--save-splits", metavar="FILE", help="save the split manifest to FILE (.json or .npz)")
+    parser.add_argument("--per-seed", action="store_true", help="one row per seed instead of mean and CI")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass when embedding")
+    add_format_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def parse_int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"{option} takes comma-separated integers, e.g. 1,5,10; got '{text}'.") from None
+    if not values:
+        raise InputError(f"{option} is empty; give comma-separated integers, e.g. 1,5,10.")
+    return values
+
+
+def run(args) -> int:
+    from repalign.fewshot import SplitManifest, run_fewshot
+
+    shots = parse_int_list(args.shots, "--shots")
+    heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
+    if args.seeds < 1:
+        raise InputError(f"--seeds must be at least 1; got {args.seeds}.")
+    if args.max_eval_per_class is not None and args.max_eval_per_class < 1:
+        raise InputError(f"--max-eval-per-class must be at least 1; got {args.max_eval_per_class}.")
+    splits = None
+    if args.splits:
+        splits = SplitManifest.load(args.splits)
+    elif args.save_splits:
+        from repalign.data.fewshot_datasets import load_fewshot_dataset
+        from repalign.fewshot import make_splits
+
+        data = load_fewshot_dataset(args.dataset, split=args.split)
+        splits = make_splits(
+            data.labels, shots=shots, seeds=args.seeds, max_eval_per_class=args.max_eval_per_class,
+            dataset=data.name, class_names=data.class_names,
+        )  # fmt: skip
+    if args.save_splits:
+        splits.save(args.save_splits)
+    frame = run_fewshot(
+        args.model, args.dataset, shots=shots, heads=heads, seeds=args.seeds,
+        max_eval_per_class=args.max_eval_per_class, splits=splits, per_seed=args.per_seed,
+        split=args.split, device=args.device, batch_size=args.batch_size, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    emit(frame, args.format, title=f"few-shot accuracy: {args.model} on {args.dataset}")
+    return 0

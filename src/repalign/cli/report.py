@@ -1,0 +1,43 @@
+"""`repalign report STUDY_DIR [--out FILE]`: write the study's self-contained HTML report."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write the HTML report of a study (tables, figures, statistics)",
+        description="Write one self-contained HTML report of a study directory (figures embedded, sortable "
+        "tables), plus every table as CSV and every figure as PNG and PDF next to it.",
+    )
+    parser.add_argument("study_dir", metavar="STUDY_DIR", help="a study directory written by `repalign run`")
+    parser.add_argument("--out", metavar="FILE", default=None,
+                        help="the HTML file to write (default: STUDY_DIR/report/report.html)")
+    parser.add_argument("--n-bootstrap", type=_non_negative, default=1000, metavar="N",
+                        help="bootstrap resamples over models for the CIs (default: %(default)s; 0 = none)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the bootstraps (default: the study's [study] seed)")
+    parser.add_argument("--correction", choices=("holm", "fdr_bh", "bonf", "none"), default="holm",
+                        help="p-value adjustment across each grid of correlations (default: %(default)s)")
+    parser.set_defaults(handler=run)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def run(args) -> int:
+    from repalign.report.html import write_report
+
+    path = write_report(args.study_dir, out=args.out, n_bootstrap=args.n_bootstrap, random_state=args.seed,
+                        correction=args.correction)
+    print(path)
+    return 0

@@ -1,0 +1,43 @@
+"""`repalign results DIR`: print the results of a study."""
+
+from __future__ import annotations
+
+from repalign.cli._output import add_format_option
+
+_STAGES = ("alignment", "fewshot", "robustness", "failures", "all")
+
+# columns worth showing per stage (the full schema goes out with --stage all)
+_COLUMNS = {
+    "alignment": ["model", "dataset", "metric", "similarity", "value", "ci_low", "ci_high", "n"],
+    "fewshot": ["model", "dataset", "head", "shots", "value", "ci_low", "ci_high", "n"],
+    "robustness": ["model", "model_id", "dataset", "metric", "value"],
+    "failures": ["model", "stage", "dataset", "error"],
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "results",
+        help="print the results of a study directory",
+        description="Print the result rows of a study written by `repalign run`.",
+    )
+    parser.add_argument("study", metavar="DIR", help="study directory")
+    parser.add_argument("--stage", choices=_STAGES, default="all",
+                        help="which rows: one stage's successful rows, failures, or all rows (default)")
+    add_format_option(parser)
+    parser.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    from repalign.cli._output import emit
+    from repalign.study.store import load_study
+
+    study = load_study(args.study)
+    if args.stage == "all":
+        frame = study.results
+        if args.format == "table":  # the terminal cannot show 17 columns legibly
+            frame = frame[["model", "stage", "dataset", "metric", "head", "shots", "value", "status"]]
+    else:
+        frame = getattr(study, args.stage)[_COLUMNS[args.stage]]
+    emit(frame, args.format, title=f"{args.stage}: {len(frame)} rows ({study.path})")
+    return 0

@@ -1,0 +1,68 @@
+"""`repalign run CONFIG`: run a study (or print its plan with --dry-run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a study from a TOML config (resumable)",
+        description="Run every model of a study config through alignment, few-shot transfer and robustness. "
+        "Running the same config again resumes: finished units are skipped. Exit code 0 when every unit "
+        "succeeded, 3 when some failed (listed at the end), 2 for an invalid config.",
+    )
+    parser.add_argument("config", help="study config (TOML), e.g. configs/quickstart.toml")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cache, finished) and exit")
+    parser.add_argument("--executor", choices=("local", "ray"), help="override [execution] executor")
+    parser.add_argument("--jobs", type=_positive_int, metavar="N", help="local worker processes (override [execution] jobs)")
+    parser.add_argument("--address", metavar="auto|HOST:PORT", help="ray cluster to join (default: start a local one)")
+    parser.add_argument("--output", metavar="DIR", help="study directory (override [study] output)")
+    parser.add_argument("--no-live", action="store_true", help="plain log lines instead of the live progress display")
+    parser.set_defaults(handler=handle)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def handle(args) -> int:
+    from repalign.cli._output import emit
+    from repalign.study.run import run_study
+
+    executor = args.executor or ("ray" if args.address else None)
+    outcome = run_study(
+        args.config,
+        executor=executor,
+        jobs=args.jobs,
+        dry_run=args.dry_run,
+        address=args.address,
+        output=args.output,
+        live=False if args.no_live else None,
+    )
+    if outcome.dry_run:
+        emit(outcome.plan, "table", title=f"plan: {outcome.n_units} units -> {outcome.path}")
+        stages = ", ".join(outcome.config.stages) or "none"
+        print(f"{outcome.n_units} units (one per model); stages: {stages}; executor: {outcome.config.execution.executor}")
+        return 0
+
+    print(
+        f"study {outcome.path}: {outcome.n_units} units, {outcome.n_skipped} already finished, "
+        f"{outcome.n_run} run in {outcome.duration_s:.1f}s, {outcome.n_failed_units} with failures"
+    )
+    if len(outcome.failures):
+        columns = ["model", "stage", "dataset", "error"]
+        emit(outcome.failures[columns], "table", title="failures", stream=sys.stdout)
+    for note in outcome.notes:
+        print(f"note: {note}")
+    if outcome.report:
+        print(f"report: {outcome.report}")
+    return outcome.exit_code

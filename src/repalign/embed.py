@@ -1,0 +1,584 @@
+"""Feature extraction: batched, streaming, cached.
+
+:func:`extract_embeddings` turns an :class:`~repalign.data.images.ImageSet` into an
+``(n_images, n_features)`` array of a model's features (the penultimate layer by default).
+
+How it works, and why:
+
+* **Cache first.** The cache key (see :mod:`repalign.cache`) is computed from
+  ``repalign.models.describe_model``, which reads the model's identity and preprocessing
+  config *without building the network*, so a second run never loads the model.
+* **Streaming.** A torch ``DataLoader`` over a dataset that decodes image ``i`` and applies
+  the model's own transform, so decoding and preprocessing run in worker processes while
+  the main process runs the forward pass; only ``batch_size * (workers * prefetch + 1)``
+  decoded images exist at any time, whatever the number of images.
+* **Deterministic order.** No shuffling; the DataLoader returns batches in index order
+  even with several workers, and outputs are written into a preallocated array by index.
+* **Out of memory** halves the batch (and keeps the smaller size for later batches),
+  retrying the same images, down to a batch of one.
+* **Errors in workers** (a corrupt image) are carried back as data, not as exceptions,
+  so the user sees the original one-line repalign error naming the file instead of a
+  worker traceback.
+
+The engine never special-cases a model source: everything source-specific lives behind
+:class:`repalign.models.base.ModelHandle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from repalign.cache import CACHE_DTYPES, EmbeddingCache, cache_key
+from repalign.data.images import ImageSet, SubsetImageSet
+from repalign.errors import InputError, MissingDataError, RepalignError, unknown_name
+from repalign.models.base import PENULTIMATE, ModelHandle
+
+log = logging.getLogger(__name__)
+
+#: Version of the extraction code; part of every cache key. Bump it whenever a change here
+#: could change the numbers produced (never for refactors that cannot).
+EXTRACTION_CODE_VERSION = "1"
+
+#: Batches each DataLoader worker prepares ahead of the forward pass.
+PREFETCH_FACTOR = 4
+
+#: Scheduling niceness of DataLoader workers when the model runs on the CPU. The forward
+#: pass runs on all cores with intra-op threads that wait for each other at every layer,
+#: so a worker preempting one of them stalls all of them; lower-priority workers instead
+#: fill the cores' idle moments (see benchmarks/bench_extraction.py).
+CPU_WORKER_NICENESS = int(os.environ.get("REPALIGN_WORKER_NICENESS", "10"))
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+__all__ = [
+    "EXTRACTION_CODE_VERSION",
+    "embedding_cache_key",
+    "extract_embeddings",
+    "is_cached",
+    "resolve_device",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------
+def extract_embeddings(
+    model: str | ModelHandle,
+    images: ImageSet,
+    *,
+    layer: str | Sequence[str] | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    dtype: str = "float32",
+    cache: bool = True,
+    weights: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Features of every image, in the image set's order.
+
+    Args:
+        model: a model name (``"timm:resnet50"``, ``"tflite:..."``, ``"pixels"``) or an
+            already loaded :class:`ModelHandle` (which keeps its own device).
+        images: the images; decoded lazily, a batch at a time.
+        layer: None for the penultimate layer, a layer name, or a list of names (all
+            extracted in one forward pass). See ``handle.available_layers()``.
+        device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        batch_size: images per forward pass (default: the model's ``default_batch_size``).
+        num_workers: decode/preprocess worker processes (default ``min(4, cpu count)``,
+            0 when everything fits in one batch).
+        dtype: ``"float32"`` or ``"float16"``: dtype of the returned and cached arrays.
+        cache: read and write the embedding cache (``$REPALIGN_CACHE_HOME``).
+        weights: a local weights file for the model (see ``repalign models``).
+        progress: show a progress bar.
+
+    Returns:
+        ``(n_images, n_features)`` array for a single layer (``layer`` None or a string),
+        or ``{layer: (n_images, n_features) array}`` when ``layer`` is a list.
+
+    Example:
+        >>> from repalign.data.human import load_human
+        >>> images = load_human("peterson:animals")[0].images()
+        >>> x = extract_embeddings("tflite:mobilenet_v1_1.0_224_quant_embedding_extractor", images)
+        >>> x.shape
+        (120, 1024)
+    """
+    layers, single = _normalize_layers(layer)
+    dtype = _check_dtype(dtype)
+    _check_images(images)
+    _check_count("batch_size", batch_size, minimum=1)
+    _check_count("num_workers", num_workers, minimum=0)
+    if isinstance(model, ModelHandle) and weights is not None:
+        raise InputError("'weights' applies to model names only; this model handle is already loaded")
+
+    store = EmbeddingCache() if cache else None
+    results: dict[str, np.ndarray] = {}
+    expected_keys: dict[str, str] = {}
+    if store is not None:
+        description = _describe(model, weights)
+        if description is not None:
+            for name in layers:
+                expected_keys[name] = _key_from_description(description, name, images, dtype)
+                hit = store.load(expected_keys[name])
+                if hit is not None:
+                    log.info("Embedding cache hit: %s layer %s on %s", description["model"], name, images.name)
+                    results[name] = hit
+
+    missing = [name for name in layers if name not in results]
+    if missing:
+        handle = _as_handle(model, device=device, weights=weights)
+        _check_layers(handle, missing)
+        computed = _extract(handle, images, missing, batch_size=batch_size, num_workers=num_workers, progress=progress)
+        loaded = _describe_handle(handle)
+        for name, array in computed.items():
+            array = array.astype(dtype, copy=False)
+            results[name] = array
+            if store is not None:
+                key = _key_from_description(loaded, name, images, dtype)
+                if name in expected_keys and key != expected_keys[name]:
+                    # describe_model disagrees with the loaded handle: store under the truth
+                    # (the loaded model), so a wrong description can never serve stale values.
+                    log.warning(
+                        "describe_model(%r) does not match the loaded model's identity; "
+                        "embeddings are cached under the loaded identity and will not be found "
+                        "without loading the model",
+                        loaded["model"],
+                    )
+                store.store(key, array, parts=_key_parts(loaded, name, images, dtype), info=_entry_info(loaded, name, images))
+    return results[layers[0]] if single else {name: results[name] for name in layers}
+
+
+def is_cached(
+    model: str | ModelHandle,
+    images: ImageSet,
+    *,
+    layer: str | Sequence[str] | None = None,
+    weights: str | os.PathLike | None = None,
+    dtype: str = "float32",
+) -> bool:
+    """True when every requested layer's embeddings are in the cache. Never loads the model."""
+    layers, _ = _normalize_layers(layer)
+    dtype = _check_dtype(dtype)
+    description = _describe(model, weights)
+    if description is None:
+        return False
+    store = EmbeddingCache()
+    return all(store.contains(_key_from_description(description, name, images, dtype)) for name in layers)
+
+
+def embedding_cache_key(
+    model: str | ModelHandle,
+    images: ImageSet,
+    *,
+    layer: str | None = None,
+    weights: str | os.PathLike | None = None,
+    dtype: str = "float32",
+) -> str:
+    """The cache key (sha256 hex) of one layer's embeddings, computed without loading the model."""
+    layers, single = _normalize_layers(layer)
+    if not single:
+        raise InputError("embedding_cache_key takes a single layer name (or None); got a list")
+    description = _describe(model, weights)
+    if description is None:
+        raise InputError(f"Cannot compute a cache key for {model!r} without loading it (no describe_model)")
+    return _key_from_description(description, layers[0], images, _check_dtype(dtype))
+
+
+def resolve_device(device: str = "auto") -> str:
+    """A concrete torch device string: ``"auto"`` picks cuda, then mps, then cpu.
+
+    An explicit device that is not available is an error (never a silent switch to cpu).
+    """
+    import torch
+
+    if not isinstance(device, str) or device.split(":")[0] not in DEVICE_CHOICES:
+        raise InputError(f"Unknown device {device!r}; expected one of {', '.join(DEVICE_CHOICES)} (or 'cuda:N')")
+    kind = device.split(":")[0]
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available():
+            return "mps"
+        return "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"Device {device!r} requested but CUDA is not available here; use --device cpu or auto")
+    if kind == "mps" and not _mps_available():
+        raise InputError("Device 'mps' requested but Apple MPS is not available here; use --device cpu or auto")
+    return device
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------
+def _normalize_layers(layer: str | Sequence[str] | None) -> tuple[list[str], bool]:
+    """-> (unique layer names in order, whether a single array is returned)."""
+    if layer is None:
+        return [PENULTIMATE], True
+    if isinstance(layer, str):
+        if not layer:
+            raise InputError("Layer name is empty; pass None for the penultimate layer")
+        return [layer], True
+    names = list(layer)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise InputError(f"'layer' must be None, a layer name or a non-empty list of names; got {layer!r}")
+    return list(dict.fromkeys(names)), False
+
+
+def _check_dtype(dtype: Any) -> str:
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in CACHE_DTYPES:
+        raise InputError(f"Unsupported embedding dtype {dtype!r}; expected one of {', '.join(CACHE_DTYPES)}")
+    return name
+
+
+def _check_images(images: Any) -> None:
+    if not isinstance(images, ImageSet):
+        raise InputError(
+            f"'images' must be a repalign ImageSet (FileImageSet, ArrayImageSet, ...); got {type(images).__name__}"
+        )
+    if len(images) == 0:
+        raise InputError(f"Image set '{images.name}' is empty; nothing to extract")
+
+
+def _check_count(name: str, value: Any, *, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"'{name}' must be an integer >= {minimum}; got {value!r}")
+
+
+def _check_layers(handle: ModelHandle, layers: list[str]) -> None:
+    available = handle.available_layers()
+    for name in layers:
+        if name not in available:
+            raise unknown_name(f"layer of {handle.spec.name}", name, available)
+
+
+# ---------------------------------------------------------------------------------------
+# identity and cache keys
+# ---------------------------------------------------------------------------------------
+def _describe(model: str | ModelHandle, weights: Any) -> dict[str, Any] | None:
+    """``{"model", "model_id", "identity", "preprocess_config"}`` without loading the network.
+
+    None when the model source cannot describe itself cheaply (then there are no cache
+    hits: the model is loaded and the result stored under the loaded identity).
+    """
+    if isinstance(model, ModelHandle):
+        return _describe_handle(model)
+    if not isinstance(model, str) or not model:
+        raise InputError(f"'model' must be a model name or a loaded ModelHandle; got {model!r}")
+    from repalign import models
+
+    describe = getattr(models, "describe_model", None)
+    if describe is None:
+        log.warning("repalign.models.describe_model is unavailable: cache lookups need the model to be loaded")
+        return None
+    info = describe(model, weights=None if weights is None else str(weights))
+    identity = info["identity"]
+    return {
+        "model": model,
+        "model_id": _model_id(identity, fallback=info.get("resolved_id", model)),
+        "identity": identity,
+        "preprocess_config": info["preprocess_config"],
+    }
+
+
+def _describe_handle(handle: ModelHandle) -> dict[str, Any]:
+    identity = handle.identity
+    return {
+        "model": handle.spec.name,
+        "model_id": _model_id(identity, fallback=handle.spec.resolved_id),
+        "identity": identity,
+        "preprocess_config": handle.preprocess_config,
+    }
+
+
+def _model_id(identity: Any, *, fallback: str) -> str:
+    if isinstance(identity, dict) and isinstance(identity.get("resolved_id"), str):
+        return identity["resolved_id"]
+    return fallback
+
+
+def _key_parts(description: dict[str, Any], layer: str, images: ImageSet, dtype: str) -> dict[str, Any]:
+    return {
+        "model": description["identity"],
+        "preprocess": description["preprocess_config"],
+        "layer": layer,
+        "images": images.fingerprint(),
+        "code_version": EXTRACTION_CODE_VERSION,
+        "dtype": dtype,
+    }
+
+
+def _key_from_description(description: dict[str, Any], layer: str, images: ImageSet, dtype: str) -> str:
+    return cache_key(_key_parts(description, layer, images, dtype))
+
+
+def _entry_info(description: dict[str, Any], layer: str, images: ImageSet) -> dict[str, Any]:
+    return {"model": description["model"], "model_id": description["model_id"], "layer": layer, "images": images.name}
+
+
+def _as_handle(model: str | ModelHandle, *, device: str, weights: Any) -> ModelHandle:
+    if isinstance(model, ModelHandle):
+        return model
+    from repalign import models
+
+    log.info("Loading model %s", model)
+    return models.load_model(model, device=resolve_device(device), weights=weights)
+
+
+# ---------------------------------------------------------------------------------------
+# the extraction loop
+# ---------------------------------------------------------------------------------------
+class _ItemFailure:
+    """An error raised while decoding/preprocessing one image, carried as data across the
+    worker-process boundary (torch would otherwise re-raise it wrapped in a traceback)."""
+
+    def __init__(self, missing: bool, message: str):
+        self.missing = missing
+        self.message = message
+
+    def error(self) -> RepalignError:
+        return MissingDataError(self.message) if self.missing else InputError(self.message)
+
+
+class _PreparedImages:
+    """Map-style dataset: index -> the model's input for image ``index`` (runs in workers)."""
+
+    def __init__(self, images: ImageSet, transform):
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.transform(self.images.load(index))
+        except RepalignError as exc:  # already names the file
+            return _ItemFailure(isinstance(exc, FileNotFoundError), str(exc))
+        except Exception as exc:  # a transform failure: say which image
+            where = _image_label(self.images, index)
+            return _ItemFailure(False, f"Could not preprocess {where}: {type(exc).__name__}: {exc}")
+
+
+def _image_label(images: ImageSet, index: int) -> str:
+    """'image file /path/x.png' when the image has a file, else "image 3 of 'name'"."""
+    base, i = images, index
+    while isinstance(base, SubsetImageSet):
+        base, i = base.base, int(base.indices[i])
+    paths = getattr(base, "paths", None)
+    if paths is not None:
+        return f"image file {paths[i]}"
+    return f"image {index} of '{images.name}'"
+
+
+def _collate_torch(items: list):
+    import torch.utils.data
+
+    failure = next((x for x in items if isinstance(x, _ItemFailure)), None)
+    return failure if failure is not None else torch.utils.data.default_collate(items)
+
+
+def _collate_numpy(items: list):
+    # Stacked into a tensor so worker -> main transfer uses shared memory, not a pickle copy;
+    # the main process turns it back into a numpy array without copying.
+    import torch
+
+    failure = next((x for x in items if isinstance(x, _ItemFailure)), None)
+    return failure if failure is not None else torch.from_numpy(np.stack([np.asarray(x) for x in items]))
+
+
+def default_num_workers(n_images: int, batch_size: int) -> int:
+    """``min(4, cpu count)`` worker processes; none when all images fit in one batch
+    (starting workers would cost more than the decoding they take over)."""
+    if n_images <= batch_size:
+        return 0
+    return min(4, os.cpu_count() or 1)
+
+
+def _extract(
+    handle: ModelHandle,
+    images: ImageSet,
+    layers: list[str],
+    *,
+    batch_size: int | None,
+    num_workers: int | None,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """Run the model over every image; ``{layer: (n_images, n_features) float32}``."""
+    import torch.utils.data
+
+    n = len(images)
+    batch_size = int(batch_size or handle.default_batch_size)
+    workers = default_num_workers(n, batch_size) if num_workers is None else int(num_workers)
+    pin = str(handle.device).startswith("cuda") and handle.uses_torch
+    loader = torch.utils.data.DataLoader(
+        _PreparedImages(images, handle.transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate_torch if handle.uses_torch else _collate_numpy,
+        pin_memory=pin,
+        prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
+        persistent_workers=False,
+        worker_init_fn=_lower_priority if str(handle.device) == "cpu" and CPU_WORKER_NICENESS > 0 else None,
+    )
+    log.info(
+        "Extracting %s from %d images of '%s' on %s (batch %d, %d workers)",
+        ", ".join(layers), n, images.name, handle.device, batch_size, workers,
+    )
+    runner = _BatchRunner(handle, layers, batch_size)
+    outputs: dict[str, np.ndarray] = {}
+    done = 0
+    with _progress_bar(progress, n, f"{handle.spec.name} on {images.name}") as advance:
+        for batch in loader:
+            if isinstance(batch, _ItemFailure):
+                raise batch.error()
+            if not handle.uses_torch:
+                batch = batch.numpy()
+            for offset, features in runner.run(batch):
+                for name in layers:
+                    block = np.asarray(features[name])
+                    if name not in outputs:
+                        outputs[name] = np.empty((n, block.shape[1]), dtype=np.float32)
+                    outputs[name][done + offset : done + offset + len(block)] = block
+            size = _batch_len(batch)
+            done += size
+            advance(size)
+    if done != n:  # pragma: no cover - the DataLoader guarantees this; a cheap guard all the same
+        raise RepalignError(f"Extraction produced {done} of {n} embeddings")
+    return outputs
+
+
+def _lower_priority(worker_id: int) -> None:
+    """DataLoader worker initialiser: yield the CPU to the forward pass (see CPU_WORKER_NICENESS)."""
+    try:
+        os.nice(CPU_WORKER_NICENESS)
+    except OSError:  # not permitted on this platform: run at normal priority
+        pass
+
+
+class _BatchRunner:
+    """Forward passes with out-of-memory recovery: halve the batch, retry the same images."""
+
+    def __init__(self, handle: ModelHandle, layers: list[str], batch_size: int):
+        self.handle = handle
+        self.layers = layers
+        self.limit = batch_size  # current largest batch the device can take
+
+    def run(self, batch):
+        """Yield ``(offset in batch, {layer: (b, d) array})`` covering the whole batch in order."""
+        total = _batch_len(batch)
+        start = 0
+        while start < total:
+            size = min(self.limit, total - start)
+            chunk = batch if (start == 0 and size == total) else _slice(batch, start, start + size)
+            try:
+                features = self._forward(chunk)
+            except Exception as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                _release_device_memory(self.handle.device)
+                if size == 1:
+                    raise RepalignError(
+                        f"Out of memory on {self.handle.device} running {self.handle.spec.name} even with a batch "
+                        "of 1 image; use a smaller model or --device cpu"
+                    ) from exc
+                self.limit = size // 2
+                log.warning(
+                    "Out of memory on %s with a batch of %d; retrying with %d", self.handle.device, size, self.limit
+                )
+                continue
+            yield start, features
+            start += size
+
+    def _forward(self, chunk) -> dict[str, np.ndarray]:
+        wanted = None if self.layers == [PENULTIMATE] else self.layers
+        out = self.handle.forward(chunk, layers=wanted)
+        size = _batch_len(chunk)
+        for name in self.layers:
+            if name not in out:
+                raise RepalignError(f"{self.handle.spec.name} returned no features for layer '{name}'")
+            block = out[name]
+            if getattr(block, "ndim", 0) != 2 or block.shape[0] != size:
+                raise RepalignError(
+                    f"{self.handle.spec.name} returned layer '{name}' with shape {getattr(block, 'shape', None)}; "
+                    f"expected ({size}, n_features)"
+                )
+        return out
+
+
+def _batch_len(batch) -> int:
+    if isinstance(batch, dict):
+        return _batch_len(next(iter(batch.values())))
+    if isinstance(batch, (list, tuple)):
+        return _batch_len(batch[0])
+    return int(batch.shape[0])
+
+
+def _slice(batch, start: int, stop: int):
+    if isinstance(batch, dict):
+        return {k: _slice(v, start, stop) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_slice(v, start, stop) for v in batch)
+    return batch[start:stop]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _release_device_memory(device: str) -> None:
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif str(device) == "mps" and _mps_available():
+        torch.mps.empty_cache()
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+class _progress_bar:
+    """Context manager yielding ``advance(k)``; a rich progress bar when enabled."""
+
+    def __init__(self, enabled: bool, total: int, description: str):
+        self.enabled = enabled
+        self.total = total
+        self.description = description
+        self._progress = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda k: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+        )
+        self._progress.__enter__()
+        task = self._progress.add_task(self.description, total=self.total)
+        return lambda k: self._progress.advance(task, k)
+
+    def __exit__(self, *exc_info):
+        if self._progress is not None:
+            self._progress.__exit__(*exc_info)
+        return False

@@ -1,0 +1,282 @@
+"""Few-shot transfer: how well a model's embeddings support learning classes from few examples.
+
+The study's protocol: from a dataset's test split, for each number of shots n, draw n
+examples per class to train a head on the (frozen) embeddings and evaluate on the remaining
+examples; repeat over seeds and report the mean accuracy with a 95% t-interval over seeds.
+
+- :func:`make_splits` / :class:`SplitManifest`: the leak-checked, reproducible splits.
+- :func:`evaluate_fewshot`: the whole grid (shots x heads x seeds) from precomputed features.
+- :func:`run_fewshot`: embeds the images a model needs (only those some split uses) and
+  evaluates.
+
+Example:
+    >>> from repalign.fewshot import run_fewshot
+    >>> run_fewshot("pixels", "mnist", shots=(10,), heads=("linear",), max_eval_per_class=200)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from repalign._fewshot_heads import HEADS, HeadSettings, Task
+from repalign._fewshot_splits import (
+    Split,
+    SplitManifest,
+    check_labels,
+    labels_fingerprint,
+    make_splits,
+)
+from repalign.errors import InputError, unknown_name
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_SHOTS",
+    "HEADS",
+    "HeadSettings",
+    "Split",
+    "SplitManifest",
+    "confidence_interval",
+    "evaluate_fewshot",
+    "labels_fingerprint",
+    "make_splits",
+    "run_fewshot",
+]
+
+DEFAULT_SHOTS = (1, 5, 10, 20, 40, 80)
+RESULT_COLUMNS = ("dataset", "head", "shots", "n_seeds", "accuracy", "ci_low", "ci_high")
+PER_SEED_COLUMNS = ("dataset", "head", "shots", "seed", "accuracy")
+
+
+def confidence_interval(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided t-interval of the mean over seeds: ``mean +- t_{k-1} * sd / sqrt(k)``.
+
+    With one seed the interval is undefined and returned as (mean, NaN, NaN).
+    """
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def evaluate_fewshot(
+    features,
+    labels,
+    *,
+    shots: int | Iterable[int] = DEFAULT_SHOTS,
+    heads: str | Iterable[str] = HEADS,
+    seeds: int | Iterable[int] = 5,
+    max_eval_per_class: int | None = None,
+    splits: SplitManifest | None = None,
+    per_seed: bool = False,
+    dataset: str = "features",
+    feature_indices: Sequence[int] | None = None,
+    device: str = "auto",
+    settings: HeadSettings | None = None,
+) -> pd.DataFrame:
+    """Few-shot accuracy of precomputed features over the grid shots x heads x seeds.
+
+    Args:
+        features: (n_rows, d) embeddings. Row i belongs to example i, or to example
+            ``feature_indices[i]`` when given (features of a subset of the dataset).
+        labels: (n_examples,) class of every example of the dataset (defines the splits).
+        shots: training examples per class.
+        heads: any of "linear", "mlp1", "mlp2".
+        seeds: number of seeds (0..k-1) or the seeds themselves.
+        max_eval_per_class: cap on evaluation examples per class.
+        splits: a manifest to reuse (must match ``labels``); drawn from the options otherwise.
+        per_seed: one row per seed instead of mean and CI.
+        dataset: the name put in the ``dataset`` column.
+        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+        settings: head hyperparameters (defaults documented in docs/fewshot.md).
+
+    Returns:
+        Columns dataset, head, shots, n_seeds, accuracy, ci_low, ci_high (accuracies in
+        [0, 1]); with ``per_seed=True``: dataset, head, shots, seed, accuracy.
+    """
+    import torch
+
+    from repalign._fewshot_heads import fit_and_score
+
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
+        raise InputError(f"features must be a non-empty 2-D array (n_examples, n_features); got shape {features.shape}.")
+    if not np.issubdtype(features.dtype, np.number):
+        raise InputError(f"features must be numeric; got dtype {features.dtype}.")
+    if feature_indices is None:
+        labels = check_labels(labels, n_features=len(features))
+        rows_of_example = None
+    else:
+        labels = check_labels(labels)
+        feature_indices = np.asarray(feature_indices, dtype=np.int64)
+        if feature_indices.shape != (len(features),):
+            raise InputError(
+                f"feature_indices must give one example index per feature row: {len(features)} rows "
+                f"but {feature_indices.shape} indices."
+            )
+        rows_of_example = np.full(len(labels), -1, dtype=np.int64)
+        rows_of_example[feature_indices] = np.arange(len(features))
+    if not np.all(np.isfinite(features)):
+        bad = int(np.argwhere(~np.isfinite(features))[0][0])
+        raise InputError(f"features contain NaN or infinite values (first in row {bad}).")
+    heads = _check_heads(heads)
+    if splits is None:
+        splits = make_splits(labels, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class, dataset=dataset)
+    else:
+        splits.check_labels(labels)
+    _check_shots_per_class(splits, labels)
+    settings = settings or HeadSettings()
+
+    classes, targets = np.unique(labels, return_inverse=True)
+    keys = sorted(splits.splits)
+    tasks = []
+    for seed, n in keys:
+        split = splits.splits[(seed, n)]
+        train, evaluate = split.train, split.eval
+        if rows_of_example is not None:
+            train, evaluate = rows_of_example[train], rows_of_example[evaluate]
+            if (train < 0).any() or (evaluate < 0).any():
+                raise InputError(
+                    "feature_indices does not cover every example the splits use; embed "
+                    "splits.used_indices()."
+                )
+        tasks.append(Task(seed=seed, shots=n, train_rows=train, eval_rows=evaluate))
+    row_targets = targets if rows_of_example is None else targets[np.asarray(feature_indices)]
+
+    torch_device = _torch_device(device)
+    x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=torch_device)
+    y = torch.as_tensor(row_targets, device=torch_device)
+    records = []
+    for head in heads:
+        start = time.perf_counter()
+        accuracies = fit_and_score(head, x, y, tasks, n_classes=len(classes), settings=settings)
+        log.info("few-shot %s on %s: %d fits in %.2fs", head, dataset, len(tasks), time.perf_counter() - start)
+        for (seed, n), accuracy in zip(keys, accuracies):
+            records.append({"dataset": dataset, "head": head, "shots": n, "seed": seed, "accuracy": float(accuracy)})
+    per_seed_frame = pd.DataFrame.from_records(records, columns=list(PER_SEED_COLUMNS))
+    if per_seed:
+        return per_seed_frame
+    return summarize(per_seed_frame)
+
+
+def summarize(per_seed_frame: pd.DataFrame) -> pd.DataFrame:
+    """Collapse per-seed rows to mean accuracy and 95% t-interval per (dataset, head, shots)."""
+    rows = []
+    for (dataset, head, n), group in per_seed_frame.groupby(["dataset", "head", "shots"], sort=False):
+        mean, low, high = confidence_interval(group["accuracy"].to_numpy())
+        rows.append({"dataset": dataset, "head": head, "shots": int(n), "n_seeds": len(group),
+                     "accuracy": mean, "ci_low": low, "ci_high": high})  # fmt: skip
+    return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
+
+
+def run_fewshot(
+    model: str,
+    dataset: str | os.PathLike,
+    *,
+    shots: int | Iterable[int] = DEFAULT_SHOTS,
+    heads: str | Iterable[str] = HEADS,
+    seeds: int | Iterable[int] = 5,
+    max_eval_per_class: int | None = None,
+    splits: SplitManifest | None = None,
+    per_seed: bool = False,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    progress: bool = False,
+    settings: HeadSettings | None = None,
+) -> pd.DataFrame:
+    """Embed a dataset with ``model`` and evaluate few-shot transfer on it.
+
+    Only the images some split uses (train or eval, any seed or shots) are embedded, through
+    the embedding cache, so repeated runs and other heads reuse the features.
+
+    Args:
+        model: a model name, e.g. "pixels", "tflite:mobilenet_v2_1.0_224_quant", "timm:resnet50".
+        dataset: "mnist", "fashion_mnist", "cifar10", "cifar100" or a dataset folder.
+        split: the dataset split the protocol draws from ("test", as in the study).
+        batch_size, num_workers, progress: passed to :func:`repalign.embed.extract_embeddings`.
+        Other options: as :func:`evaluate_fewshot`.
+
+    Returns:
+        The :func:`evaluate_fewshot` table with ``model`` and ``model_id`` columns first.
+    """
+    from repalign.data.fewshot_datasets import load_fewshot_dataset
+    from repalign.data.images import SubsetImageSet
+    from repalign.embed import extract_embeddings
+
+    heads = _check_heads(heads)  # fail before any embedding work
+    data = load_fewshot_dataset(dataset, split=split)
+    if splits is None:
+        splits = make_splits(
+            data.labels, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class,
+            dataset=data.name, class_names=data.class_names,
+        )  # fmt: skip
+    else:
+        splits.check_labels(data.labels)
+    used = splits.used_indices()
+    log.info("few-shot %s on %s: embedding %d of %d images", model, data.name, len(used), len(data))
+    features = extract_embeddings(
+        model, SubsetImageSet(data.images, used), device=device, batch_size=batch_size,
+        num_workers=num_workers, progress=progress,
+    )  # fmt: skip
+    frame = evaluate_fewshot(
+        features, data.labels, heads=heads, splits=splits, per_seed=per_seed, dataset=data.name,
+        feature_indices=used, device=device, settings=settings,
+    )  # fmt: skip
+    frame.insert(0, "model_id", _model_id(model))
+    frame.insert(0, "model", model)
+    return frame
+
+
+def _model_id(model: str) -> str:
+    from repalign.models import resolve_model
+
+    return resolve_model(model).resolved_id
+
+
+def _check_heads(heads: str | Iterable[str]) -> tuple[str, ...]:
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    if not heads:
+        raise InputError(f"heads is empty; choose from {', '.join(HEADS)}.")
+    for head in heads:
+        if head not in HEADS:
+            raise unknown_name("few-shot head", head, HEADS)
+    return tuple(dict.fromkeys(heads))
+
+
+def _check_shots_per_class(splits: SplitManifest, labels: np.ndarray) -> None:
+    """Each training set holds exactly ``shots`` examples of every class (also for loaded manifests)."""
+    classes, targets = np.unique(labels, return_inverse=True)
+    for (seed, n), split in splits.splits.items():
+        counts = np.bincount(targets[split.train], minlength=len(classes))
+        if not np.all(counts == n):
+            raise InputError(
+                f"Split seed={seed}, shots={n} does not hold exactly {n} training examples per class "
+                f"(counts range {counts.min()}..{counts.max()}); the manifest is not a few-shot split of these labels."
+            )
+
+
+def _torch_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"Unknown device '{device}': use auto, cpu, cuda or cuda:N.") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"Device '{device}' was requested but CUDA is not available here; use --device cpu.")
+    return resolved
+

@@ -1,0 +1,83 @@
+"""Files that model sources need from the data registry (TFLite graphs, CIFAR checkpoints,
+the paper's model list), plus a cached sha256 of weight files for model identities.
+
+The data registry (:mod:`repalign.data.registry`) copies a file from ``$REPALIGN_MIRROR`` or
+downloads it, and verifies its checksum. While that module is not importable (it is written
+in parallel), files are read straight from the mirror folder, so the model sources keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from repalign._io import sha256_file
+from repalign._paths import mirror_dir
+from repalign.errors import MissingDataError
+
+log = logging.getLogger(__name__)
+
+#: data registry dataset name -> folder of its files inside the mirror (fallback only)
+_MIRROR_FOLDERS = {
+    "coral-tflite": "weights/coral_tflite",
+    "cifar10-resnet": "weights/cifar10_resnet",
+    "paper-models": ".",
+}
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def fetch_asset(dataset: str, relpath: str) -> Path:
+    """Local path of ``relpath`` in a registry dataset, verified by the data layer.
+
+    Raises:
+        MissingDataError: the file is neither in the data home, the mirror, nor downloadable.
+    """
+    try:
+        from repalign.data.registry import fetch_file
+    except ImportError:
+        fetch_file = None
+    if fetch_file is not None:
+        return Path(fetch_file(dataset, relpath))
+    mirror = mirror_dir()
+    if mirror is not None:
+        candidate = mirror / _MIRROR_FOLDERS.get(dataset, dataset) / relpath
+        if candidate.is_file():
+            return candidate
+    raise MissingDataError(
+        f"File '{relpath}' of dataset '{dataset}' is not available: set REPALIGN_MIRROR to a data mirror "
+        f"or run `repalign data fetch {dataset}`"
+    )
+
+
+def asset_available(dataset: str, relpath: str) -> str:
+    """Where a registry file would come from, without copying it: ``"cached"`` (data home),
+    ``"local"`` (mirror) or ``"download"``."""
+    from repalign._paths import data_home
+
+    if (data_home() / dataset / relpath).is_file():
+        return "cached"
+    mirror = mirror_dir()
+    if mirror is not None and (mirror / _MIRROR_FOLDERS.get(dataset, dataset) / relpath).is_file():
+        return "local"
+    return "download"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a weights file, remembered per (path, size, mtime) for this process
+    (identities are asked for repeatedly and weight files can be hundreds of MB)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_file(path)
+    return _SHA_CACHE[key]
+
+
+def check_weights_file(weights: str | os.PathLike) -> Path:
+    """A user-supplied ``--weights`` path, checked to exist."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise MissingDataError(f"Weights file not found: {path}")
+    return path

@@ -1,0 +1,102 @@
+"""The :class:`~repalign.models.base.ModelHandle` shared by torch sources (timm,
+torchvision, CIFAR ResNets, TorchScript).
+
+A source supplies the module, its transform, preprocessing config and identity; this class
+does device placement, autocast, and returns ``{layer: (b, d) float32}`` from one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from repalign.models import _torch_runtime as rt
+from repalign.models.base import PENULTIMATE, ModelHandle, ModelSpec
+
+#: Preset layer names every torch handle accepts besides its module names.
+LOGITS = "logits"
+
+
+class TorchModelHandle(ModelHandle):
+    """A torch ``nn.Module`` whose penultimate features are the input of its classifier.
+
+    Args:
+        spec: the resolved name.
+        module: the network (moved to ``device`` and put in eval mode here).
+        transform: picklable ``PIL.Image -> (3, h, w) float tensor``.
+        preprocess_config: JSON-serialisable settings that define ``transform``.
+        identity: JSON-serialisable identity of the loaded weights.
+        device: a concrete device ("cpu", "cuda", "cuda:1", "mps").
+        precision: "auto", "float32", "bfloat16" or "float16".
+        classifier: name of the final classifier submodule; its *input* is the penultimate
+            layer and its output the logits. Subclasses that compute the penultimate
+            differently (timm) override :meth:`_run`.
+    """
+
+    uses_torch = True
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        module,
+        *,
+        transform: Callable[[Any], Any],
+        preprocess_config: dict[str, Any],
+        identity: dict[str, Any],
+        device: str = "cpu",
+        precision: str = "auto",
+        classifier: str | None = None,
+        default_batch_size: int = 32,
+    ):
+        self.spec = spec
+        self.device = rt.resolve_device(device)
+        self._autocast = rt.resolve_autocast_dtype(precision, self.device)
+        self.precision = precision
+        self.module = rt.place_module(module, self.device)
+        self._transform = transform
+        self._preprocess_config = preprocess_config
+        self._identity = identity
+        self.classifier = classifier
+        self.default_batch_size = default_batch_size
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return dict(self._identity)
+
+    @property
+    def preprocess_config(self) -> dict[str, Any]:
+        return dict(self._preprocess_config)
+
+    @property
+    def transform(self) -> Callable[[Any], Any]:
+        return self._transform
+
+    def available_layers(self) -> list[str]:
+        return [PENULTIMATE, LOGITS, *rt.module_layer_names(self.module)]
+
+    def forward(self, batch: Any, *, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Features of a (b, 3, h, w) batch: ``{layer: (b, d) float32}``; conv maps of named
+        layers are global-average-pooled, token sequences averaged over tokens."""
+        presets, named = rt.split_layers(layers, (PENULTIMATE, LOGITS))
+        x = rt.as_input_tensor(batch, self.device)
+
+        def compute() -> dict[str, Any]:
+            with rt.LayerHooks(self.module, named) as hooks:
+                out = self._run(x, presets, hooks)
+            out.update(hooks.captured)
+            return out
+
+        result = rt.run_inference(compute, self.device, self._autocast)
+        requested = [PENULTIMATE] if layers is None else list(layers)
+        return {name: result[name] for name in requested}
+
+    def _run(self, x, presets: list[str], hooks: rt.LayerHooks) -> dict[str, Any]:
+        """One full forward pass; the classifier's input is captured by a pre-hook."""
+        if self.classifier is None:  # the module's output is the feature vector itself
+            output = self.module(x)
+            return {PENULTIMATE: output, LOGITS: output}
+        with rt.LayerHooks(self.module, [self.classifier], inputs=True) as classifier_input:
+            logits = self.module(x)
+        return {PENULTIMATE: classifier_input.captured[self.classifier], LOGITS: logits}

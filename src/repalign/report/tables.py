@@ -1,0 +1,314 @@
+"""The study's tables, computed from result rows in the study schema.
+
+Every function takes tidy rows (``StudyResults.alignment`` / ``.fewshot`` / ``.robustness``)
+or the per-model tables derived from them, and returns a tidy DataFrame that the HTML
+report renders and writes as CSV. Nothing here plots or writes files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from repalign import stats
+from repalign.errors import InputError
+
+OOD_DATASETS = ("imagenet-a", "imagenet-r", "imagenet-sketch")
+ACCURACY_METRICS = ("top1", "top5")
+COVARIATE = "imagenet top1"
+
+
+# ---------------------------------------------------------------------------------------------
+# per-model inputs
+# ---------------------------------------------------------------------------------------------
+def alignment_per_model(alignment: pd.DataFrame, *, similarity: str | None = None) -> pd.DataFrame:
+    """Alignment averaged over human datasets: DataFrame indexed by model, one column per metric."""
+    rows = alignment
+    if similarity is None and "similarity" in rows and rows["similarity"].nunique(dropna=True) > 1:
+        similarity = str(rows["similarity"].dropna().mode().iloc[0])  # the study's main similarity
+    tidy = stats.model_alignment(rows, similarity=similarity)
+    table = stats.wide(tidy)
+    ordered = [m for m in stats.ALIGNMENT_METRICS if m in table.columns]
+    table = table[ordered + [c for c in table.columns if c not in ordered]]
+    table.attrs["dropped"] = tidy.attrs.get("dropped", [])
+    table.attrs["similarity"] = similarity
+    return table
+
+
+def robustness_per_model(robustness: pd.DataFrame) -> pd.DataFrame:
+    """Robustness rows -> DataFrame indexed by model, columns like "imagenet-a top1" (percent)."""
+    rows = robustness
+    if "status" in rows:
+        rows = rows[rows["status"].fillna("ok") == "ok"]
+    rows = rows[rows["value"].notna()]
+    if rows.empty:
+        raise InputError("No robustness rows in this study.")
+    rows = rows.assign(key=rows["dataset"].astype(str) + " " + rows["metric"].astype(str))
+    table = rows.pivot_table(index="model", columns="key", values="value", aggfunc="mean")
+    table.columns = [str(c) for c in table.columns]
+    table.index = table.index.astype(str)
+    return table
+
+
+def model_ids(results: pd.DataFrame) -> pd.Series:
+    """model -> resolved model id (the first non-null one seen), indexed by model."""
+    if "model_id" not in results:
+        return pd.Series(dtype="string")
+    rows = results.dropna(subset=["model_id"]).drop_duplicates("model")
+    return pd.Series(rows["model_id"].astype(str).to_numpy(), index=rows["model"].astype(str).to_numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1 and Table 2
+# ---------------------------------------------------------------------------------------------
+def table1_group_robustness(groups: pd.DataFrame, robustness: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: mean OOD top-1/top-5 of the high/mid/low alignment groups, per metric.
+
+    Args:
+        groups: output of :func:`repalign.stats.select_groups` (metric, group, rank, model, value).
+        robustness: per-model robustness (:func:`robustness_per_model`).
+
+    Returns:
+        One row per (metric, group): metric, group, n_models, mean_alignment, then one column per
+        OOD accuracy ("imagenet-a top1", ...) holding the group mean (percent); a group member
+        without robustness numbers is left out of the mean and counted in n_missing.
+    """
+    columns = [f"{d} {m}" for d in OOD_DATASETS for m in ACCURACY_METRICS if f"{d} {m}" in robustness]
+    if not columns:
+        raise InputError("The robustness rows hold no ImageNet-A/R/Sketch accuracies.")
+    records = []
+    for (metric, group), members in groups.groupby(["metric", "group"], sort=False):
+        present = [m for m in members["model"] if m in robustness.index]
+        record: dict[str, Any] = {"metric": metric, "group": group, "n_models": len(members),
+                                  "n_missing": len(members) - len(present),
+                                  "mean_alignment": float(members["value"].mean())}
+        for column in columns:
+            record[column] = float(robustness.loc[present, column].mean()) if present else np.nan
+        records.append(record)
+    table = pd.DataFrame.from_records(records)
+    order = {g: i for i, g in enumerate(stats.GROUPS)}
+    return table.sort_values(["metric", "group"], key=lambda s: s.map(order) if s.name == "group" else s,
+                             kind="stable").reset_index(drop=True)
+
+
+def table2_robustness_correlations(
+    alignment: pd.DataFrame, robustness: pd.DataFrame, *, n_bootstrap: int = 1000, random_state: int | None = 0,
+    correction: str = "holm",
+) -> pd.DataFrame:
+    """Table 2: Pearson r between each OOD accuracy and each z^2 alignment metric.
+
+    Also the partial correlation controlling for ImageNet top-1 (when the study has it).
+    p-values are adjusted across the table (``correction``).
+
+    Returns:
+        Tidy: alignment (e.g. "z2 pearson"), robustness ("imagenet-a top1"), n, r, ci_low,
+        ci_high, p, p_adj, boot_low, boot_high [, r_partial, ci_partial_low, ci_partial_high,
+        p_partial, p_partial_adj, boot_partial_low, boot_partial_high].
+    """
+    z2 = alignment.apply(stats.z2_transform).add_prefix("z2 ")
+    ys = robustness[[c for c in robustness.columns if c.split(" ")[0] in OOD_DATASETS]]
+    if ys.empty:
+        raise InputError("The robustness rows hold no ImageNet-A/R/Sketch accuracies.")
+    covar = robustness[COVARIATE] if COVARIATE in robustness else None
+    table = stats.correlation_table(z2, ys, covar=covar, n_bootstrap=n_bootstrap, random_state=random_state,
+                                    correction=correction)
+    return table.rename(columns={"x": "alignment", "y": "robustness"})
+
+
+# ---------------------------------------------------------------------------------------------
+# few-shot (the data behind Figures 3 and 4)
+# ---------------------------------------------------------------------------------------------
+def fewshot_group_curves(groups: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
+    """Mean n-shot accuracy of each alignment group: metric, group, head, shots, accuracy, n_models.
+
+    Args:
+        groups: from :func:`repalign.stats.select_groups`.
+        accuracy: from :func:`repalign.stats.fewshot_accuracy` with by=("head", "shots").
+    """
+    merged = groups[["metric", "group", "model"]].merge(accuracy, on="model", how="inner")
+    curves = merged.groupby(["metric", "group", "head", "shots"], sort=True)["value"].agg(
+        accuracy="mean", sd="std", n_models="count").reset_index()
+    return curves
+
+
+def fewshot_alignment_correlations(
+    alignment: pd.DataFrame, accuracy: pd.DataFrame, *, by: Sequence[str] = ("head", "shots"),
+    metrics: Sequence[str] | None = None, n_bootstrap: int = 1000, random_state: int | None = 0,
+    correction: str = "holm",
+) -> pd.DataFrame:
+    """Pearson r (95% CI) between n-shot accuracy and each z^2 alignment metric.
+
+    Args:
+        alignment: per-model alignment (index model, one column per metric).
+        accuracy: tidy few-shot accuracy with columns model, *by, value.
+        by: the settings that each get their own correlation (e.g. head and shots, or
+            dataset, head and shots for Figure 4).
+
+    Returns:
+        Tidy: metric, *by, n, r, ci_low, ci_high, p, p_adj, boot_low, boot_high.
+    """
+    metrics = list(metrics or alignment.columns)
+    z2 = alignment[metrics].apply(stats.z2_transform)
+    keyed = accuracy.assign(_key=accuracy[list(by)].astype(str).agg("|".join, axis=1))
+    ys = keyed.pivot_table(index="model", columns="_key", values="value", aggfunc="mean")
+    ys.index = ys.index.astype(str)
+    table = stats.correlation_table(z2, ys, n_bootstrap=n_bootstrap, random_state=random_state,
+                                    correction=correction)
+    settings = keyed.drop_duplicates("_key").set_index("_key")[list(by)]
+    table = table.join(settings, on="y").drop(columns="y").rename(columns={"x": "metric"})
+    front = ["metric", *by]
+    table = table[front + [c for c in table.columns if c not in front]]
+    return table.sort_values(front, kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# family view
+# ---------------------------------------------------------------------------------------------
+_TRAINING_PREFIXES = ("ens_adv_", "adv_", "tf_", "gluon_", "ssl_", "swsl_", "ig_", "legacy_", "tv_", "jx_",
+                      "timm_", "fb_", "hf_")
+# ImageNet-21k/22k (and its 12k subset) pretraining; BiT-M models were pretrained on 21k.
+_IN21K = re.compile(r"in21k|in22k|in22ft1k|in21ft1k|in12k|(^|_)21k|(^|_)22k|bitm")
+_DISTILLED = re.compile(r"distill|(^|[._])dist([._]|$)|_dist_|(^|[._])kd([._]|$)")
+_FAMILY = re.compile(r"res2next|res2net|[a-z]+(?:v\d+)?")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a model id says about the network: family and training variants."""
+
+    arch: str
+    tag: str
+    family: str
+    distilled: bool
+    in21k: bool
+    pruned: bool
+
+    @property
+    def variant(self) -> str:
+        marks = [name for name, on in (("distilled", self.distilled), ("in21k", self.in21k),
+                                        ("pruned", self.pruned)) if on]
+        return "+".join(marks) or "standard"
+
+
+def parse_architecture(model_id: str, *, pretrain: str | None = None) -> Architecture:
+    """Parse a model id ("timm:deit_base_distilled_patch16_224.fb_in1k", "resnet50") into its family.
+
+    The family is the leading word of the architecture name after training-recipe prefixes
+    (``tf_``, ``gluon_``, ``ssl_``, ...): "resnet50d" -> "resnet", "efficientnetv2_rw_s" ->
+    "efficientnetv2", "vit_base_patch16_224" -> "vit". Variants: *distilled* (distilled
+    architectures or ``dist``/``kd`` tags), *in21k* (pretrained on ImageNet-21k/22k or larger
+    weakly-labelled sets before ImageNet-1k fine-tuning, incl. BiT-M), *pruned*. ``pretrain``
+    (timm's model_metadata value, e.g. "in21k", "in1k-dist") overrides the name-based guess
+    where given.
+    """
+    text = str(model_id).strip().lower()
+    text = text.split(":", 1)[1] if ":" in text else text
+    text = text.split("@", 1)[0].rsplit("/", 1)[-1]
+    arch, _, tag = text.partition(".")
+    core = arch
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _TRAINING_PREFIXES:
+            if core.startswith(prefix) and len(core) > len(prefix):
+                core, stripped = core[len(prefix):], True
+    match = _FAMILY.match(core)
+    family = match.group(0) if match else core
+    distilled = bool(_DISTILLED.search(arch) or _DISTILLED.search(tag))
+    in21k = bool(_IN21K.search(text))
+    if pretrain:
+        distilled = distilled or "dist" in pretrain
+        in21k = in21k or pretrain.startswith(("in21k", "ig1b", "jft", "yfc"))
+    return Architecture(arch=arch, tag=tag, family=family, distilled=distilled, in21k=in21k,
+                        pruned="pruned" in text)
+
+
+def family_table(
+    alignment: pd.DataFrame, one_shot: pd.Series | None = None, ids: Mapping[str, str] | pd.Series | None = None,
+    *, pretrain: Mapping[str, str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Alignment and 1-shot accuracy per architecture family, with variant marks.
+
+    Args:
+        alignment: per-model alignment (index model, one column per metric).
+        one_shot: 1-shot accuracy per model (Series indexed by model), optional.
+        ids: model -> resolved model id used for parsing (defaults to the model name).
+        pretrain: optional model/arch name -> pretraining label (timm model_metadata).
+
+    Returns:
+        (per_model, per_family): per_model has model, family, arch, variant, distilled, in21k,
+        pruned, the alignment metrics and one_shot_accuracy; per_family aggregates it by
+        (family, variant): n_models, mean of each metric and of one_shot_accuracy.
+    """
+    ids = dict(ids.items()) if ids is not None else {}
+    pretrain = dict(pretrain or {})
+    records = []
+    for model in alignment.index:
+        model_id = ids.get(model, model)
+        arch_name = str(model).split(":", 1)[-1].split(".", 1)[0]
+        info = parse_architecture(model_id, pretrain=pretrain.get(arch_name) or pretrain.get(str(model)))
+        record = {"model": model, "model_id": model_id, "family": info.family, "arch": info.arch,
+                  "variant": info.variant, "distilled": info.distilled, "in21k": info.in21k, "pruned": info.pruned}
+        record.update({metric: float(alignment.loc[model, metric]) for metric in alignment.columns})
+        if one_shot is not None:
+            record["one_shot_accuracy"] = float(one_shot.get(model, np.nan))
+        records.append(record)
+    per_model = pd.DataFrame.from_records(records)
+    value_columns = [*alignment.columns] + (["one_shot_accuracy"] if one_shot is not None else [])
+    per_family = per_model.groupby(["family", "variant"], sort=True).agg(
+        n_models=("model", "count"), **{c: (c, "mean") for c in value_columns}).reset_index()
+    per_family = per_family.sort_values(["family", "variant"], kind="stable").reset_index(drop=True)
+    return per_model, per_family
+
+
+# ---------------------------------------------------------------------------------------------
+# failures and provenance
+# ---------------------------------------------------------------------------------------------
+def failures_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Failed and skipped rows: model, stage, dataset, metric, status, error, unit."""
+    if "status" not in results:
+        return pd.DataFrame(columns=["model", "stage", "dataset", "metric", "status", "error", "unit"])
+    rows = results[results["status"].isin(["failed", "skipped"])]
+    columns = [c for c in ("model", "stage", "dataset", "metric", "status", "error", "unit") if c in rows]
+    return rows[columns].drop_duplicates().reset_index(drop=True)
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dict -> sorted (dotted.key, value text) pairs; lists of scalars joined by ", "."""
+    items: list[tuple[str, str]] = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            items.extend(flatten(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)) and all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+            items.append((name, ", ".join(str(v) for v in value)))
+        elif isinstance(value, (list, tuple)):
+            for i, element in enumerate(value):
+                if isinstance(element, Mapping):
+                    items.extend(flatten(element, prefix=f"{name}[{i}]."))
+                else:
+                    items.append((f"{name}[{i}]", str(element)))
+        else:
+            items.append((name, "" if value is None else str(value)))
+    return items
+
+
+def provenance_table(config: Mapping[str, Any], manifest: Mapping[str, Any],
+                     files: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Config, manifest (package versions, commit, hardware, runs) and file checksums as rows.
+
+    Returns:
+        DataFrame: section ("config" | "manifest" | "report" | "checksum"), key, value.
+    """
+    from repalign.study.store import package_versions  # report-time versions beside run-time ones
+
+    rows = [("config", k, v) for k, v in flatten(config)]
+    rows += [("manifest", k, v) for k, v in flatten(manifest)]
+    rows += [("report", f"packages.{k}", v or "not installed") for k, v in package_versions().items()]
+    rows += [("checksum", k, v) for k, v in sorted((files or {}).items())]
+    return pd.DataFrame(rows, columns=["section", "key", "value"])

@@ -1,0 +1,291 @@
+"""Executors: where units run. Both yield finished units to the driver, which alone writes
+the result store -- so workers never touch the study directory.
+
+``local``
+    N worker processes on this machine, one fresh process per unit ('spawn' start method:
+    no state inherited from the driver, no fork of a process that holds threads). The
+    worker streams its rows to the driver through a pipe as each step finishes. When a
+    worker dies without finishing -- segfault in native code, ``os._exit``, the OOM
+    killer -- the driver keeps the rows already received and adds a failed row naming the
+    signal and the step in progress; the other workers are not affected.
+
+``ray``
+    One Ray task per unit (``max_retries=0``: a crash is a result, not a retry loop;
+    ``max_calls=1``: a fresh worker process per unit, so GPU memory and thread settings do
+    not leak between models). Each task asks for ``threads`` CPUs and, when the cluster has
+    GPUs, one GPU. A task returns its rows as a pandas DataFrame through Ray's object store
+    to the driver, which writes the store: **no shared filesystem is needed** for results.
+    Embeddings are cached per node (``$REPALIGN_CACHE_HOME`` of each node) unless that
+    variable points at shared storage; data is fetched per node (mirror or download).
+    A task that dies (``WorkerCrashedError``) or raises becomes a failed row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from repalign.errors import OptionalDependencyError
+from repalign.study.plan import Unit
+from repalign.study.store import STATUS_FAILED, utc_now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnitResult:
+    """A unit that ended: its rows (schema columns) and whether the process crashed."""
+
+    unit: Unit
+    rows: pd.DataFrame
+    duration_s: float
+
+
+#: on_event(unit, event, payload): "start" (None) and "stage" ((stage, dataset)).
+EventCallback = Callable[[Unit, str, Any], None]
+
+
+def default_threads(jobs: int) -> int:
+    """CPU threads per unit when ``[execution] threads = 0``: the cores shared by the workers."""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def limit_threads(threads: int) -> None:
+    """Cap BLAS/OpenMP/torch threads of this process (before heavy imports where possible)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+def crash_row(unit: Unit, step: tuple[str, str | None] | None, reason: str) -> dict[str, Any]:
+    stage, dataset = step if step else ((unit.stages or ("alignment",))[0], None)
+    where = f" during {stage}" + (f" on {dataset}" if dataset else "")
+    return {
+        "model": unit.model,
+        "unit": unit.id,
+        "stage": stage,
+        "dataset": dataset,
+        "status": STATUS_FAILED,
+        "error": f"{reason}{where}",
+        "timestamp": utc_now(),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# local
+# ---------------------------------------------------------------------------------------
+def _local_worker(unit_dict: dict, config_dict: dict, threads: int, log_level: int, conn, parent_pid: int) -> None:
+    """Entry point of a local worker process (runs in a fresh 'spawn' interpreter)."""
+    limit_threads(threads)
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    _exit_with_parent(parent_pid)
+
+    from repalign.study.config import StudyConfig
+    from repalign.study.unit import run_unit
+
+    def report(event: str, payload: Any) -> None:
+        conn.send((event, payload))
+
+    try:
+        run_unit(Unit.from_dict(unit_dict), StudyConfig.from_dict(config_dict), report)
+        conn.send(("done", None))
+    except BaseException as exc:  # noqa: BLE001 - the driver records it
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Stop this worker when the driver dies (e.g. SIGKILL): nobody would collect its rows."""
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+class LocalExecutor:
+    """Run units in up to ``jobs`` concurrent worker processes on this machine."""
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1, threads: int = 0):
+        self.jobs = max(1, jobs)
+        self.threads = threads or default_threads(self.jobs)
+
+    def run(self, units: list[Unit], config_dict: dict, on_event: EventCallback) -> Iterator[UnitResult]:
+        import multiprocessing as mp
+        from multiprocessing.connection import wait
+
+        ctx = mp.get_context("spawn")
+        pending = list(units)
+        running: dict[int, _Running] = {}  # sentinel -> running unit
+        log_level = logging.getLogger().getEffectiveLevel()
+        try:
+            while pending or running:
+                while pending and len(running) < self.jobs:
+                    unit = pending.pop(0)
+                    receiver, sender = ctx.Pipe(duplex=False)
+                    process = ctx.Process(
+                        target=_local_worker,
+                        args=(unit.to_dict(), config_dict, self.threads, log_level, sender, os.getpid()),
+                        name=f"repalign-{unit.id}",
+                        daemon=False,
+                    )
+                    process.start()
+                    sender.close()  # the child holds the only write end: EOF when it dies
+                    running[process.sentinel] = _Running(unit, process, receiver, time.perf_counter())
+                    on_event(unit, "start", None)
+
+                ready = wait([r.conn for r in running.values()] + list(running), timeout=1.0)
+                for item in ready:
+                    for state in running.values():
+                        if item is state.conn:
+                            state.drain(on_event)
+                for sentinel in [s for s in running if s in ready]:
+                    state = running.pop(sentinel)
+                    state.drain(on_event)
+                    state.process.join()
+                    yield state.result()
+        finally:
+            for state in running.values():  # interrupted: stop the workers we started
+                if state.process.is_alive():
+                    state.process.terminate()
+                state.process.join(timeout=10)
+
+
+class _Running:
+    def __init__(self, unit: Unit, process, conn, started: float):
+        self.unit, self.process, self.conn, self.started = unit, process, conn, started
+        self.rows: list[dict] = []
+        self.step: tuple[str, str | None] | None = None
+        self.finished = False
+        self.error: str | None = None
+
+    def drain(self, on_event: EventCallback) -> None:
+        try:
+            while self.conn.poll():
+                event, payload = self.conn.recv()
+                if event == "rows":
+                    self.rows.extend(payload)
+                elif event == "stage":
+                    self.step = tuple(payload)
+                    on_event(self.unit, "stage", payload)
+                elif event == "done":
+                    self.finished = True
+                elif event == "error":
+                    self.error = payload
+        except (EOFError, OSError):
+            pass  # the worker is gone; its sentinel reports how
+
+    def result(self) -> UnitResult:
+        rows = list(self.rows)
+        if not self.finished:
+            code = self.process.exitcode
+            if self.error:
+                reason = f"worker failed: {self.error}"
+            elif code is not None and code < 0:
+                reason = f"worker process killed by signal {signal.Signals(-code).name}"
+            else:
+                reason = f"worker process exited with code {code}"
+            rows.append(crash_row(self.unit, self.step, reason))
+        return UnitResult(self.unit, pd.DataFrame(rows), time.perf_counter() - self.started)
+
+
+# ---------------------------------------------------------------------------------------
+# ray
+# ---------------------------------------------------------------------------------------
+def _ray_unit(unit_dict: dict, config_dict: dict, threads: int) -> pd.DataFrame:
+    """Body of a Ray task: compute one unit, return its rows (through the object store)."""
+    limit_threads(threads)
+    from repalign.study.config import StudyConfig
+    from repalign.study.schema import conform
+    from repalign.study.unit import run_unit
+
+    return conform(run_unit(Unit.from_dict(unit_dict), StudyConfig.from_dict(config_dict)))
+
+
+class RayExecutor:
+    """One Ray task per unit on a Ray cluster.
+
+    ``address``: ``""`` starts a private local cluster for this run (stopped afterwards);
+    ``"auto"`` joins the cluster of this node; ``"HOST:PORT"`` joins a remote one. When Ray
+    is already initialised in this process (e.g. by a notebook or a test), that cluster is used.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str = "", threads: int = 0):
+        self.address = address
+        self.threads = threads or 1
+
+    def run(self, units: list[Unit], config_dict: dict, on_event: EventCallback) -> Iterator[UnitResult]:
+        try:
+            import ray
+        except ImportError as exc:
+            raise OptionalDependencyError("ray", "ray", "The ray executor") from exc
+
+        started_here = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                kwargs["address"] = "local"
+            log.info("connecting to Ray (address=%s)", kwargs["address"])
+            ray.init(**kwargs)
+            started_here = True
+        try:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            remote = ray.remote(_ray_unit).options(
+                num_cpus=self.threads, num_gpus=1 if gpus else 0, max_retries=0, max_calls=1
+            )
+            refs = {}
+            starts = {}
+            for unit in units:
+                ref = remote.remote(unit.to_dict(), config_dict, self.threads)
+                refs[ref] = unit
+                starts[ref] = time.perf_counter()
+                on_event(unit, "start", None)
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+                for ref in done:
+                    unit = refs.pop(ref)
+                    try:
+                        rows = ray.get(ref)
+                    except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
+                        rows = pd.DataFrame([crash_row(unit, None, f"ray task failed: {_ray_error(exc)}")])
+                    yield UnitResult(unit, rows, time.perf_counter() - starts.pop(ref))
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _ray_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:2000]
+
+
+def make_executor(name: str, *, jobs: int = 1, threads: int = 0, address: str = ""):
+    if name == "local":
+        return LocalExecutor(jobs=jobs, threads=threads)
+    if name == "ray":
+        return RayExecutor(address=address, threads=threads)
+    from repalign.errors import unknown_name
+
+    raise unknown_name("executor", name, ("local", "ray"))

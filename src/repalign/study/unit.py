@@ -1,0 +1,206 @@
+"""Compute one unit of work (one model through every stage) -> result rows.
+
+This is what runs inside a worker process or a Ray task. Each (stage, dataset) is guarded
+on its own: an exception becomes a ``failed`` row carrying the error, and the remaining
+datasets still run. Crashes that kill the process (segfault, ``os._exit``, the OOM killer)
+cannot be caught here; the executor turns those into failed rows.
+
+Every random computation is seeded from the config (``[study] seed`` for the bootstrap;
+few-shot splits and heads are seeded by their seed index), so recomputing a unit -- after
+a crash, on resume, on another executor -- gives the same values.
+
+Fault injection (test-only)
+---------------------------
+``REPALIGN_TEST_FAULT="MODEL_GLOB:STAGE:KIND[;...]"`` makes the unit of a matching model
+fail on purpose when it enters ``STAGE`` (``alignment``, ``fewshot``, ``robustness`` or
+``*``). ``KIND`` is ``segfault`` (SIGSEGV to itself), ``exit`` (``os._exit(1)``), ``raise``
+(a RuntimeError) or ``oom`` (a MemoryError). It exists so the failure-isolation tests can
+crash a real worker process; never set it outside tests.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from repalign.study.config import StudyConfig
+from repalign.study.plan import Unit
+from repalign.study.store import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, utc_now
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "REPALIGN_TEST_FAULT"
+
+#: report(event, payload): ("stage", (stage, dataset)) when a step starts,
+#: ("rows", [row dicts]) when a step has its rows.
+Reporter = Callable[[str, Any], None]
+
+
+def run_unit(unit: Unit, config: StudyConfig, report: Reporter | None = None) -> pd.DataFrame:
+    """All rows of one unit (a DataFrame with the columns of ``RESULT_COLUMNS``)."""
+    report = report or (lambda event, payload: None)
+    rows: list[dict[str, Any]] = []
+    base = {"model": unit.model, "unit": unit.id}
+
+    try:
+        from repalign.models import resolve_model
+
+        base["model_id"] = resolve_model(unit.model).resolved_id
+    except Exception as exc:
+        failed = [_failed_row(base, stage, None, exc, 0.0) for stage in unit.stages]
+        report("rows", failed)
+        return pd.DataFrame(failed)
+
+    for stage, dataset, step in _steps(unit, config):
+        report("stage", (stage, dataset))
+        started = time.perf_counter()
+        try:
+            inject_fault(unit.model, stage)
+            new_rows = step()
+            duration = time.perf_counter() - started
+            for row in new_rows:
+                row.update(base, stage=stage, duration_s=duration, timestamp=utc_now())
+                row.setdefault("status", STATUS_OK)
+        except Exception as exc:  # recorded, the study goes on
+            log.warning("%s %s %s failed: %s", unit.model, stage, dataset or "", exc)
+            new_rows = [_failed_row(base, stage, dataset, exc, time.perf_counter() - started)]
+        report("rows", new_rows)
+        rows.extend(new_rows)
+    return pd.DataFrame(rows)
+
+
+def _failed_row(base: dict, stage: str, dataset: str | None, exc: BaseException, duration: float) -> dict[str, Any]:
+    message = f"{type(exc).__name__}: {exc}".strip()
+    log.debug("traceback:\n%s", "".join(traceback.format_exception(exc)))
+    return {**base, "stage": stage, "dataset": dataset, "status": STATUS_FAILED, "error": message[:2000],
+            "duration_s": duration, "timestamp": utc_now()}
+
+
+def _steps(unit: Unit, config: StudyConfig):
+    """Yield (stage, dataset, thunk) for every step of a unit, in a fixed order."""
+    if "alignment" in unit.stages:
+        from repalign.data.human import load_human
+
+        for spec in config.alignment.human:
+            try:
+                humans = load_human(spec)
+            except Exception as exc:
+                yield "alignment", spec, _raiser(exc)
+                continue
+            for human in humans:
+                yield "alignment", human.name, _bind(_alignment_rows, unit.model, human, config)
+    if "fewshot" in unit.stages:
+        for dataset in config.fewshot.datasets:
+            yield "fewshot", dataset, _bind(_fewshot_rows, unit.model, dataset, config)
+    if "robustness" in unit.stages:
+        yield "robustness", None, _bind(_robustness_rows, unit.model, config)
+
+
+def _bind(func, *args):
+    return lambda: func(*args)
+
+
+def _raiser(exc: BaseException):
+    def thunk():
+        raise exc
+
+    return thunk
+
+
+def _alignment_rows(model: str, human, config: StudyConfig) -> list[dict[str, Any]]:
+    from repalign.alignment import compute_alignment
+    from repalign.embed import extract_embeddings
+
+    embeddings = extract_embeddings(model, human.images(), device=config.execution.device)
+    records = compute_alignment(
+        embeddings,
+        human,
+        similarity=config.alignment.similarity,
+        metrics=tuple(config.alignment.metrics),
+        n_bootstrap=config.alignment.n_bootstrap,
+        random_state=config.study.seed,
+    )
+    return [
+        {
+            "dataset": r.get("dataset", human.name),
+            "metric": r["metric"],
+            "similarity": r.get("similarity", config.alignment.similarity),
+            "value": r["value"],
+            "ci_low": r.get("ci_low"),
+            "ci_high": r.get("ci_high"),
+            "n": r.get("n_stimuli"),
+        }
+        for r in records
+    ]
+
+
+def _fewshot_rows(model: str, dataset: str, config: StudyConfig) -> list[dict[str, Any]]:
+    from repalign.fewshot import run_fewshot
+
+    fs = config.fewshot
+    table = run_fewshot(
+        model,
+        dataset,
+        shots=tuple(fs.shots),
+        heads=tuple(fs.heads),
+        seeds=fs.seeds,
+        max_eval_per_class=fs.max_eval_per_class or None,
+        device=config.execution.device,
+    )
+    return [
+        {
+            "dataset": r.get("dataset", dataset),
+            "metric": "accuracy",
+            "head": r["head"],
+            "shots": int(r["shots"]),
+            "value": r["accuracy"],
+            "ci_low": r.get("ci_low"),
+            "ci_high": r.get("ci_high"),
+            "n": int(r["n_seeds"]) if pd.notna(r.get("n_seeds")) else None,
+        }
+        for r in table.to_dict(orient="records")
+    ]
+
+
+def _robustness_rows(model: str, config: StudyConfig) -> list[dict[str, Any]]:
+    """Published rows; a model without any (e.g. TFLite, ``@random``) gets one ``skipped``
+    row giving the reason -- that is not a failure."""
+    from repalign.robustness import robustness_table, to_result_rows
+
+    rows = to_result_rows(robustness_table([model], source=config.robustness.source))
+    keep = ["dataset", "metric", "value", "status", "error"]
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows[keep].to_dict(orient="records")]
+
+
+# ---------------------------------------------------------------------------------------
+# test-only fault injection
+# ---------------------------------------------------------------------------------------
+def inject_fault(model: str, stage: str) -> None:
+    """Crash on purpose when ``$REPALIGN_TEST_FAULT`` names this model and stage (tests only)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    for entry in filter(None, (e.strip() for e in spec.split(";"))):
+        pattern, _, rest = entry.rpartition(":")
+        pattern, _, fault_stage = pattern.rpartition(":")
+        kind = rest
+        if not fnmatch.fnmatchcase(model, pattern) or fault_stage not in ("*", stage):
+            continue
+        log.warning("injecting test fault %r into %s at %s", kind, model, stage)
+        if kind == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+            time.sleep(10)  # the signal is delivered asynchronously
+        elif kind == "exit":
+            os._exit(1)
+        elif kind == "oom":
+            raise MemoryError(f"injected out-of-memory in {stage}")
+        else:
+            raise RuntimeError(f"injected failure in {stage}")

@@ -497,7 +497,7 @@ def test_mirror_copy_of_gzip_matches_readme_content_hash(mirror, tmp_path, monke
 
 def test_real_dataset_without_mirror_offline_names_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("REPALIGN_DATA_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("REPALIGN_MIRROR")
+    monkeypatch.delenv("REPALIGN_MIRROR", raising=False)
     monkeypatch.setenv("REPALIGN_OFFLINE", "1")
     with pytest.raises(MissingDataError, match=r"Dataset 'paper-models'.*set REPALIGN_MIRROR to a folder holding \./"):
         registry.fetch("paper-models", progress=False)

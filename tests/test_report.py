@@ -354,4 +354,4 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
     with Image.open(shot) as image:
         assert image.size == (1280, 3000)
-        assert len(set(image.convert("L").resize((64, 150)).getdata())) > 20  # not a blank page
+        assert np.asarray(image.convert("L"), dtype=float).std() > 10  # not a blank page

@@ -31,6 +31,7 @@ _PUBLIC = {
     # human data
     "load_human": "repalign.data.human",
     "HumanSimilarity": "repalign.data.human",
+    "list_human_datasets": "repalign.data.human",
     # models and embeddings
     "list_models": "repalign.models",
     "resolve_model": "repalign.models",

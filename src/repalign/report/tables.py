@@ -174,7 +174,8 @@ _TRAINING_PREFIXES = ("ens_adv_", "adv_", "tf_", "gluon_", "ssl_", "swsl_", "ig_
 # ImageNet-21k/22k (and its 12k subset) pretraining; BiT-M models were pretrained on 21k.
 _IN21K = re.compile(r"in21k|in22k|in22ft1k|in21ft1k|in12k|(^|_)21k|(^|_)22k|bitm")
 _DISTILLED = re.compile(r"distill|(^|[._])dist([._]|$)|_dist_|(^|[._])kd([._]|$)")
-_FAMILY = re.compile(r"res2next|res2net|[a-z]+(?:v\d+)?")
+# a versioned family keeps its version ("mobilenetv3", "resnetv2"); else the leading letters
+_FAMILY = re.compile(r"res2next|res2net|[a-z]+?v\d+(?=[_\d]|$)|[a-z]+")
 
 
 @dataclass(frozen=True)

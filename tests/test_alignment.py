@@ -12,9 +12,14 @@ from scipy import stats
 from scipy.spatial.distance import cdist
 
 from repalign import alignment as al
+from repalign._triplet_kernel import (
+    _counts_parallel,
+    _counts_serial,
+    _sort_counting_inversions,
+    triplet_counts_resampled,
+)
 from repalign.errors import InputError, UnknownNameError
 from repalign.judgments import TripletJudgments
-from repalign._triplet_kernel import _sort_counting_inversions, triplet_counts_by_anchor, triplet_counts_resampled
 
 
 # ------------------------------------------------------ brute force and compiled kernels
@@ -66,9 +71,11 @@ def tied_matrices(rng, n, levels=4, missing_rate=0.1):
 def test_counts_equal_brute_force(n, levels):
     rng = np.random.default_rng(n * 1000 + levels)
     model, human = tied_matrices(rng, n, levels=levels)
-    counts = triplet_counts_by_anchor(model, human, np.arange(n), False).sum(axis=0)
+    idx = np.arange(n)
+    counts = _counts_serial(model, human, idx, False).sum(axis=0)
     assert counts.tolist() == brute_force_counts(model, human)
     assert counts.sum() == n * (n - 1) * (n - 2) // 2
+    assert np.array_equal(_counts_parallel(model, human, idx, False), _counts_serial(model, human, idx, False))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -80,8 +87,9 @@ def test_resampled_counts_equal_brute_force_on_copies(seed):
     totals = triplet_counts_resampled(model, human, resamples)
     for row, idx in zip(totals, resamples):
         assert row.tolist() == brute_force_counts(model, human, idx)
-        # the single-matrix kernel with copy bookkeeping agrees with the batch kernel
-        assert triplet_counts_by_anchor(model, human, idx, True).sum(axis=0).tolist() == row.tolist()
+        # the single-matrix kernels with copy bookkeeping agree with the batch kernel
+        for kernel in (_counts_serial, _counts_parallel):
+            assert kernel(model, human, idx, True).sum(axis=0).tolist() == row.tolist()
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 15, 16, 17, 33, 100, 257])
@@ -483,3 +491,100 @@ def test_bootstrap_bad_input(kwargs, error, match):
 def test_bootstrap_needs_human_matrix_for_matrix_metrics():
     with pytest.raises(InputError, match="need a human similarity matrix"):
         al.bootstrap_alignment_ci(np.eye(4), None, metrics=("pearson",))
+
+
+# ------------------------------------------------------------------- compute_alignment
+
+
+def make_human(name, similarity=None, judgments=None, n=None):
+    from repalign.data.human import HumanSimilarity
+
+    n = n or (similarity.shape[0] if similarity is not None else judgments.n_stimuli)
+    return HumanSimilarity(name=name, stimuli=tuple(f"s{i}" for i in range(n)), similarity=similarity, judgments=judgments)
+
+
+def test_compute_alignment_records(rng):
+    x = rng.normal(size=(30, 6))
+    human_sim = al.similarity_matrix(x + rng.normal(size=(30, 6)))
+    human_sim[2, 9] = human_sim[9, 2] = np.nan
+    human = make_human("toy", human_sim)
+    records = al.compute_alignment(x, human, metrics=("pearson", "kendall", "triplet"), n_bootstrap=100, random_state=1)
+    model = al.similarity_matrix(x)
+    assert [r["metric"] for r in records] == ["pearson", "kendall", "triplet"]
+    for record in records:
+        assert set(record) == {"dataset", "metric", "similarity", "value", "ci_low", "ci_high", "n_stimuli", "n_missing_pairs"}
+        assert record["dataset"] == "toy" and record["n_stimuli"] == 30 and record["n_missing_pairs"] == 1
+        assert record["ci_low"] < record["value"] < record["ci_high"]
+    assert records[0]["value"] == al.pairwise_alignment(model, human_sim)
+    assert records[2]["value"] == al.triplet_alignment(model, human_sim)
+    again = al.compute_alignment(x, human, metrics=("pearson", "kendall", "triplet"), n_bootstrap=100, random_state=1)
+    assert again == records
+    no_ci = al.compute_alignment(x, human, n_bootstrap=0)
+    assert [r["metric"] for r in no_ci] == list(al.DEFAULT_METRICS) and all(np.isnan(r["ci_low"]) for r in no_ci)
+
+
+def test_compute_alignment_with_judgments(rng):
+    n = 20
+    x = rng.normal(size=(n, 4))
+    judgments, _, _ = random_judgments(rng, n, 300, "odd_one_out")
+    only_judgments = make_human("ooo", judgments=judgments)
+    (record,) = al.compute_alignment(x, only_judgments, n_bootstrap=50)
+    assert record["metric"] == "triplet_accuracy"
+    assert record["value"] == al.triplet_accuracy(al.similarity_matrix(x), judgments)
+    both = make_human("both", al.similarity_matrix(rng.normal(size=(n, 4))), judgments)
+    assert [r["metric"] for r in al.compute_alignment(x, both, n_bootstrap=0)] == [*al.DEFAULT_METRICS, "triplet_accuracy"]
+    with pytest.raises(InputError, match="no similarity matrix"):
+        al.compute_alignment(x, only_judgments, metrics=("spearman",))
+    with pytest.raises(InputError, match="no triplet judgments"):
+        al.compute_alignment(x, make_human("m", np.eye(n)), metrics=("triplet_accuracy",))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"embeddings": np.ones((29, 3))}, InputError, "29 rows but dataset toy has 30 stimuli"),
+        ({"similarity": "cos"}, UnknownNameError, "cosine"),
+        ({"metrics": ("triplets",)}, UnknownNameError, "triplet"),
+        ({"n_bootstrap": -1}, InputError, "non-negative"),
+        ({"ties": "drop"}, UnknownNameError, "exclude"),
+    ],
+)
+def test_compute_alignment_bad_input(kwargs, error, match, rng):
+    arguments = {"embeddings": rng.normal(size=(30, 3)), "human": make_human("toy", np.eye(30))} | kwargs
+    embeddings = arguments.pop("embeddings")
+    with pytest.raises(error, match=match):
+        al.compute_alignment(embeddings, **arguments)
+
+
+# ----------------------------------------------------------- the real Peterson matrices
+
+
+@pytest.mark.integration
+def test_peterson_matrices(mirror):
+    from repalign.data.human import load_human
+
+    domains = load_human("peterson")
+    assert len(domains) == 6 and all(d.similarity.shape == (120, 120) for d in domains)
+    animals, automobiles = domains[0].similarity, domains[1].similarity
+    # the ratings are discrete, so ties are real: self-agreement is 1, ties are reported
+    counts = al.triplet_agreement_counts(animals, animals)
+    assert counts.disagree == 0 and counts.tied > 0 and counts.missing == 0
+    assert al.triplet_alignment(animals, animals) == 1.0
+    # exact counts between two real domains (stimuli paired by index) against enumeration
+    j, k = np.triu_indices(120, 1)
+    expected = np.zeros(4, dtype=np.int64)
+    for a in range(120):
+        keep = (j != a) & (k != a)
+        dm = np.sign(automobiles[a, j[keep]] - automobiles[a, k[keep]])
+        dh = np.sign(animals[a, j[keep]] - animals[a, k[keep]])
+        tied = (dm == 0) | (dh == 0)
+        expected += [np.sum(~tied & (dm == dh)), np.sum(~tied & (dm != dh)), tied.sum(), 0]
+    exact = al.triplet_agreement_counts(automobiles, animals)
+    assert list(exact) == expected.tolist()
+    sampled = al.triplet_alignment_sampled(automobiles, animals, n_triplets=20_000, random_state=0)
+    assert sampled.ci_low <= exact.alignment() <= sampled.ci_high
+    # a representation built from the human matrix itself (its top eigenvectors) aligns well
+    values, vectors = np.linalg.eigh(animals)
+    embedding = vectors[:, -10:] * np.sqrt(values[-10:])
+    records = al.compute_alignment(embedding, domains[0], similarity="dot", n_bootstrap=50)
+    assert all(r["value"] > 0.7 and r["ci_low"] > 0.6 for r in records)

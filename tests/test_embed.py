@@ -348,3 +348,221 @@ def test_embedding_cache_key_is_stable_and_layer_specific(handle, image_files):
     assert key != embedding_cache_key(handle, image_files, layer="conv")
     with pytest.raises(InputError, match="single layer"):
         embedding_cache_key(handle, image_files, layer=["conv"])
+
+
+# ---------------------------------------------------------------------------------------
+# real model sources through the registry (pixels, TFLite, timm)
+# ---------------------------------------------------------------------------------------
+TFLITE_EMBEDDER = "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor"
+
+
+def _forbid_model_loading(monkeypatch):
+    """Make any model load fail loudly: a cache hit must not need the network."""
+    import repalign.models
+    import repalign.models.registry
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"model was loaded: {args}")
+
+    monkeypatch.setattr(repalign.models, "load_model", refuse)
+    monkeypatch.setattr(repalign.models.registry, "load_model", refuse)
+
+
+def _count_model_loads(monkeypatch) -> list:
+    """Record every load_model call (and still load)."""
+    import repalign.models
+
+    calls = []
+    real = repalign.models.load_model
+
+    def counting(name, **kwargs):
+        calls.append(name)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(repalign.models, "load_model", counting)
+    return calls
+
+
+def _direct_features(handle, images, layers=None) -> dict:
+    """Oracle: the handle's forward on each image alone, outside the engine."""
+    rows = []
+    for i in range(len(images)):
+        x = handle.transform(images.load(i))
+        batch = x[None] if handle.uses_torch else np.asarray(x)[None]
+        rows.append(handle.forward(batch, layers=layers))
+    return {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
+
+
+@pytest.fixture
+def small_photos(rng):
+    """Six 64x48 RGB images with smooth content (a real model's features differ per image)."""
+    yy, xx = np.mgrid[0:48, 0:64]
+    images = []
+    for k in range(6):
+        phase = rng.uniform(0, 2 * np.pi, size=3)
+        freq = rng.uniform(0.05, 0.3, size=3)
+        channels = [127 + 120 * np.sin(freq[c] * (xx + k * yy) / 2 + phase[c]) for c in range(3)]
+        images.append(np.stack(channels, axis=-1).astype(np.uint8))
+    return ArrayImageSet(np.stack(images), name="smooth6")
+
+
+def test_pixels_second_run_hits_cache_without_loading(small_photos, monkeypatch):
+    from repalign.models import load_model
+
+    first = extract_embeddings("pixels", small_photos, num_workers=0)
+    oracle = _direct_features(load_model("pixels", device="cpu"), small_photos)[PENULTIMATE]
+    np.testing.assert_array_equal(first, oracle)
+    _forbid_model_loading(monkeypatch)
+    assert is_cached("pixels", small_photos)
+    np.testing.assert_array_equal(extract_embeddings("pixels", small_photos), first)
+
+
+def test_pixels_numpy_batches_through_workers_match(small_photos):
+    serial = extract_embeddings("pixels", small_photos, batch_size=4, num_workers=0, cache=False)
+    parallel = extract_embeddings("pixels", small_photos, batch_size=4, num_workers=2, cache=False)
+    np.testing.assert_array_equal(serial, parallel)
+
+
+def test_unknown_model_name_is_an_error(small_photos):
+    with pytest.raises(UnknownNameError, match="Unknown"):
+        extract_embeddings("timm:resnett18", small_photos)
+
+
+@pytest.mark.integration
+def test_timm_random_layers_match_direct_forward(small_photos):
+    from repalign.models import load_model
+
+    handle = load_model("timm:resnet18@random", device="cpu")
+    got = extract_embeddings(handle, small_photos, layer=[PENULTIMATE, "layer3"], batch_size=4, num_workers=2)
+    oracle = _direct_features(handle, small_photos, layers=[PENULTIMATE, "layer3"])
+    assert got[PENULTIMATE].shape == (6, 512) and got["layer3"].shape == (6, 256)
+    for name in (PENULTIMATE, "layer3"):
+        np.testing.assert_allclose(got[name], oracle[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.integration
+def test_timm_weights_file_is_part_of_the_key(small_photos, tmp_path, monkeypatch):
+    import timm
+
+    files = {}
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        files[seed] = tmp_path / f"resnet18-seed{seed}.pth"
+        torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), files[seed])
+    loads = _count_model_loads(monkeypatch)
+    a = extract_embeddings("timm:resnet18", small_photos, weights=files[1], num_workers=0)
+    b = extract_embeddings("timm:resnet18", small_photos, weights=files[2], num_workers=0)
+    assert len(loads) == 2 and not np.allclose(a, b)  # other weights: a miss, other values
+    # same file content under another name: same identity (sha256), a hit without loading
+    renamed = tmp_path / "copy-of-seed1.pth"
+    renamed.write_bytes(files[1].read_bytes())
+    again = extract_embeddings("timm:resnet18", small_photos, weights=renamed, num_workers=0)
+    assert len(loads) == 2
+    np.testing.assert_array_equal(again, a)
+
+
+@pytest.mark.integration
+def test_tflite_embedder_alignment_on_peterson_animals(mirror, monkeypatch):
+    """Real-data check: the independent measurement gave Spearman 0.52; shuffling ~0."""
+    from scipy.stats import spearmanr
+
+    from repalign.alignment import pairwise_alignment, similarity_matrix
+    from repalign.data.human import load_human
+
+    human = load_human("peterson:animals")[0]
+    images = human.images()
+    embeddings = extract_embeddings(TFLITE_EMBEDDER, images)
+    assert embeddings.shape == (120, 1024) and embeddings.dtype == np.float32
+    rho = pairwise_alignment(similarity_matrix(embeddings, metric="cosine"), human.similarity, method="spearman")
+    print(f"tflite embedder on peterson:animals: Spearman alignment {rho:.4f}")
+    assert 0.40 <= rho <= 0.62
+
+    # independent oracle for the whole chain: cosine by hand, scipy's Spearman on the upper triangle
+    unit = embeddings.astype(np.float64) / np.linalg.norm(embeddings.astype(np.float64), axis=1, keepdims=True)
+    upper = np.triu_indices(120, k=1)
+    expected = spearmanr((unit @ unit.T)[upper], human.similarity[upper]).statistic
+    assert rho == pytest.approx(expected, abs=1e-9)
+
+    # shuffled stimulus order (embeddings permuted, human matrix not): alignment collapses
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(120)
+        shuffled = pairwise_alignment(similarity_matrix(embeddings[order]), human.similarity, method="spearman")
+        assert abs(shuffled) < 0.1
+
+    # the second run is a cache hit that never builds the interpreter
+    _forbid_model_loading(monkeypatch)
+    assert is_cached(TFLITE_EMBEDDER, images)
+    np.testing.assert_array_equal(extract_embeddings(TFLITE_EMBEDDER, images), embeddings)
+
+
+@pytest.mark.integration
+def test_tflite_workers_and_batches_match_direct_forward(mirror):
+    from repalign.data.human import load_human
+    from repalign.models import load_model
+
+    images = SubsetImageSet(load_human("peterson:animals")[0].images(), [3, 50, 7, 119, 0])
+    handle = load_model(TFLITE_EMBEDDER, device="cpu")
+    got = extract_embeddings(handle, images, batch_size=2, num_workers=2, cache=False)
+    np.testing.assert_allclose(got, _direct_features(handle, images)[PENULTIMATE], rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# `repalign embed`
+# ---------------------------------------------------------------------------------------
+@pytest.fixture
+def photo_folder(tmp_path, small_photos):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(len(small_photos)):
+        small_photos.load(i).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_cli_embed_folder_to_npz(photo_folder, tmp_path, capsys):
+    import json
+
+    from repalign.cli import main
+
+    out = tmp_path / "feats.npz"
+    assert main(["embed", "pixels", "--dataset", str(photo_folder), "--out", str(out), "--format", "json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["cache"] == "stored" and (record["n"], record["d"]) == (6, 3072)
+    saved = np.load(out, allow_pickle=False)
+    files = sorted(photo_folder.iterdir())
+    assert list(saved["stimuli"]) == [p.name for p in files]
+    np.testing.assert_array_equal(saved[PENULTIMATE], extract_embeddings("pixels", FileImageSet(files, name="photos")))
+    assert main(["embed", "pixels", "--dataset", str(photo_folder), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["cache"] == "hit"
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--dataset", "peterson"], "holds 6 datasets"),
+        (["--dataset", "mnistt"], "Did you mean: mnist"),
+        (["--dataset", "/no/such/folder"], "not found"),
+        (["--dataset", "{folder}", "--out", "x.txt"], "--out must name a .npz file"),
+        (["--dataset", "{folder}", "--layer", "nope"], "Unknown layer"),
+        (["--dataset", "{folder}", "--device", "tpu"], "Unknown device"),
+        (["--dataset", "{folder}", "--batch-size", "0"], "'batch_size' must be an integer >= 1"),
+    ],
+)
+def test_cli_embed_bad_input(photo_folder, capsys, argv, match):
+    from repalign.cli import main
+
+    argv = [a.replace("{folder}", str(photo_folder)) for a in argv]
+    assert main(["embed", "pixels", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("repalign: error:") and match in err and "Traceback" not in err
+
+
+@pytest.mark.integration
+def test_cli_embed_human_dataset_saves_stimuli(mirror, tmp_path, capsys):
+    from repalign.cli import main
+    from repalign.data.human import load_human
+
+    out = tmp_path / "animals.npz"
+    assert main(["embed", "pixels", "--dataset", "peterson:animals", "--out", str(out), "--dtype", "float16"]) == 0
+    saved = np.load(out, allow_pickle=False)
+    assert tuple(saved["stimuli"]) == load_human("peterson:animals")[0].stimuli
+    assert saved[PENULTIMATE].shape == (120, 3072) and saved[PENULTIMATE].dtype == np.float16

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pingouin
 import pytest
+import scipy.stats
 
 from repalign import stats
 from repalign.cli import main as cli_main
@@ -22,8 +24,18 @@ from repalign.report.html import write_report
 from repalign.study.store import StudyStore, load_study, new_manifest
 
 EVIL = "<script>alert(1)</script>"
-ARCHS = ["resnet50", "resnet101", "deit_base_distilled_patch16_224", "vit_base_patch16_224_in21k", "efficientnet_b0",
-         "ecaresnet50d_pruned", "convnext_tiny", "tf_efficientnet_b3_ns", "regnetx_002", "mobilenetv3_large_100"]
+ARCHS = [
+    "resnet50",
+    "resnet101",
+    "deit_base_distilled_patch16_224",
+    "vit_base_patch16_224_in21k",
+    "efficientnet_b0",
+    "ecaresnet50d_pruned",
+    "convnext_tiny",
+    "tf_efficientnet_b3_ns",
+    "regnetx_002",
+    "mobilenetv3_large_100",
+]
 
 
 def synthetic_rows(n_models: int = 30, *, seed: int = 0, robustness: bool = True, fewshot: bool = True) -> pd.DataFrame:
@@ -40,26 +52,80 @@ def synthetic_rows(n_models: int = 30, *, seed: int = 0, robustness: bool = True
     for model, a, zi in zip(names, base, z):
         for dataset in ("peterson:animals", "peterson:fruits"):
             for metric, value in (("pearson", a), ("spearman", 0.95 * a + 0.02), ("triplet", 0.5 + a / 2)):
-                rows.append(dict(model=model, model_id=model, stage="alignment", dataset=dataset, metric=metric,
-                                 similarity="cosine", value=value + rng.normal(0, 0.01), n=120, status="ok"))
+                rows.append(
+                    dict(
+                        model=model,
+                        model_id=model,
+                        stage="alignment",
+                        dataset=dataset,
+                        metric=metric,
+                        similarity="cosine",
+                        value=value + rng.normal(0, 0.01),
+                        n=120,
+                        status="ok",
+                    )
+                )
         if fewshot:
             for dataset in ("mnist", "fashion_mnist"):
                 for head in ("linear", "mlp1"):
                     for shots in (1, 5, 10):
                         accuracy = 0.3 + 0.05 * np.log2(shots) + 0.05 * zi**2 + rng.normal(0, 0.02)
-                        rows.append(dict(model=model, model_id=model, stage="fewshot", dataset=dataset,
-                                         metric="accuracy", head=head, shots=shots, value=accuracy, n=5, status="ok"))
+                        rows.append(
+                            dict(
+                                model=model,
+                                model_id=model,
+                                stage="fewshot",
+                                dataset=dataset,
+                                metric="accuracy",
+                                head=head,
+                                shots=shots,
+                                value=accuracy,
+                                n=5,
+                                status="ok",
+                            )
+                        )
         if robustness:
             top1 = rng.uniform(70, 85)
-            for dataset, offset in (("imagenet", 0), ("imagenet-a", -50), ("imagenet-r", -35), ("imagenet-sketch", -45)):
-                rows.append(dict(model=model, model_id=model, stage="robustness", dataset=dataset, metric="top1",
-                                 value=top1 + offset + 4 * zi**2 + rng.normal(0, 1), status="ok"))
-                rows.append(dict(model=model, model_id=model, stage="robustness", dataset=dataset, metric="top5",
-                                 value=top1 + offset + 15 + rng.normal(0, 1), status="ok"))
-    rows.append(dict(model="tflite:mobilenet_v2_1.0_224_quant", stage="robustness", status="skipped",
-                     error="not a timm model"))
-    rows.append(dict(model="timm:broken<b>", stage="alignment", dataset="peterson:animals", status="failed",
-                     error="RuntimeError: <img src=x onerror=alert(2)>"))
+            for dataset, offset in (
+                ("imagenet", 0),
+                ("imagenet-a", -50),
+                ("imagenet-r", -35),
+                ("imagenet-sketch", -45),
+            ):
+                rows.append(
+                    dict(
+                        model=model,
+                        model_id=model,
+                        stage="robustness",
+                        dataset=dataset,
+                        metric="top1",
+                        value=top1 + offset + 4 * zi**2 + rng.normal(0, 1),
+                        status="ok",
+                    )
+                )
+                rows.append(
+                    dict(
+                        model=model,
+                        model_id=model,
+                        stage="robustness",
+                        dataset=dataset,
+                        metric="top5",
+                        value=top1 + offset + 15 + rng.normal(0, 1),
+                        status="ok",
+                    )
+                )
+    rows.append(
+        dict(model="tflite:mobilenet_v2_1.0_224_quant", stage="robustness", status="skipped", error="not a timm model")
+    )
+    rows.append(
+        dict(
+            model="timm:broken<b>",
+            stage="alignment",
+            dataset="peterson:animals",
+            status="failed",
+            error="RuntimeError: <img src=x onerror=alert(2)>",
+        )
+    )
     return pd.DataFrame(rows)
 
 
@@ -92,9 +158,21 @@ def test_report_writes_html_csv_png_pdf(report):
     for stem in ("figure3", "figure4"):
         assert (folder / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (folder / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
-    for name in ("table1_group_robustness", "table2_robustness_correlations", "metric_correlations", "family_summary",
-                 "family_models", "failures", "provenance", "u_shape_tests", "figure3_correlations", "groups"):
+    for name in (
+        "table1_group_robustness",
+        "table2_robustness_correlations",
+        "metric_correlations",
+        "family_summary",
+        "family_models",
+        "failures",
+        "provenance",
+        "u_shape_tests",
+        "figure3_correlations",
+        "groups",
+    ):
         assert (folder / f"{name}.csv").is_file(), name
+    for file in (path, folder / "figure3.png", folder / "table1_group_robustness.csv"):
+        assert file.stat().st_mode & 0o777 == 0o644, file  # shareable, unlike mkstemp's 0600
     text = path.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert len(images) == 2
@@ -124,6 +202,13 @@ def test_table2_equals_stats_called_directly(report):
     partial = stats.partial_correlation(z2, rob.loc[z2.index, "imagenet-a top1"], rob.loc[z2.index, "imagenet top1"])
     assert row["r"] == pytest.approx(direct["r"]) and row["p"] == pytest.approx(direct["p"])
     assert row["r_partial"] == pytest.approx(partial["r"]) and row["p_partial"] == pytest.approx(partial["p"])
+    frame = pd.DataFrame({"x": z2, "y": rob.loc[z2.index, "imagenet-a top1"], "c": rob.loc[z2.index, "imagenet top1"]})
+    with stats._pingouin_unrounded():
+        ref = pingouin.partial_corr(data=frame, x="x", y="y", covar="c").iloc[0]
+    assert row["r_partial"] == pytest.approx(ref["r"]) and row["p_partial"] == pytest.approx(ref["p_val"])
+    assert (row["ci_partial_low"], row["ci_partial_high"]) == pytest.approx(tuple(ref["CI95"]))
+    ci = scipy.stats.pearsonr(frame["x"], frame["y"]).confidence_interval()
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
     assert row["r"] > 0.5  # the planted relation between z^2 alignment and ImageNet-A accuracy
     assert row["boot_low"] < row["r"] < row["boot_high"]
 
@@ -136,11 +221,17 @@ def test_table1_is_the_group_means(report):
     groups = stats.select_groups(alignment, k=5)
     table = pd.read_csv(path.parent / "table1_group_robustness.csv")
     assert table[["metric", "group"]].apply(tuple, axis=1).tolist() == [
-        (m, g) for m in ("pearson", "spearman", "triplet") for g in ("high", "mid", "low")]
+        (m, g) for m in ("pearson", "spearman", "triplet") for g in ("high", "mid", "low")
+    ]
     members = groups[(groups["metric"] == "triplet") & (groups["group"] == "low")]["model"]
     row = table[(table["metric"] == "triplet") & (table["group"] == "low")].iloc[0]
     assert row["imagenet-sketch top5"] == pytest.approx(rob.loc[members, "imagenet-sketch top5"].mean())
     assert row["n_models"] == 5 and row["n_missing"] == 0
+    long = pd.read_csv(path.parent / "table1_bootstrap.csv")
+    cell = long[(long["metric"] == "triplet") & (long["group"] == "low") & (long["robustness"] == "imagenet-sketch top5")]
+    assert cell["mean"].item() == pytest.approx(row["imagenet-sketch top5"])
+    assert cell["boot_low"].item() <= cell["mean"].item() <= cell["boot_high"].item()
+    assert len(long) == 9 * 6
 
 
 def test_report_shows_the_planted_u_shape(report):
@@ -166,12 +257,24 @@ def test_failures_and_provenance_tables(report):
 @pytest.mark.parametrize(
     ("kwargs", "n_models", "absent", "note"),
     [
-        ({"robustness": False}, 20, ["table1_group_robustness.csv", "table2_robustness_correlations.csv"],
-         "This study has no robustness results"),
-        ({"fewshot": False}, 20, ["figure3.png", "figure4.png", "u_shape_tests.csv"],
-         "This study has no few-shot results"),
-        ({}, 4, ["figure3.png", "table1_group_robustness.csv", "metric_correlations.csv"],
-         "Statistics need at least 6 models"),
+        (
+            {"robustness": False},
+            20,
+            ["table1_group_robustness.csv", "table2_robustness_correlations.csv"],
+            "This study has no robustness results",
+        ),
+        (
+            {"fewshot": False},
+            20,
+            ["figure3.png", "figure4.png", "u_shape_tests.csv"],
+            "This study has no few-shot results",
+        ),
+        (
+            {},
+            4,
+            ["figure3.png", "table1_group_robustness.csv", "metric_correlations.csv"],
+            "Statistics need at least 6 models",
+        ),
     ],
 )
 def test_missing_stages_are_noted_not_fatal(tmp_path, kwargs, n_models, absent, note):
@@ -260,9 +363,10 @@ def test_parse_architecture_uses_timm_metadata():
 
 
 def test_family_table_groups_by_family_and_variant():
-    alignment = pd.DataFrame({"pearson": [0.1, 0.3, 0.5, 0.7]},
-                             index=["timm:resnet50", "timm:resnet101", "deit_base_distilled_patch16_224",
-                                    "deit_small_patch16_224"])
+    alignment = pd.DataFrame(
+        {"pearson": [0.1, 0.3, 0.5, 0.7]},
+        index=["timm:resnet50", "timm:resnet101", "deit_base_distilled_patch16_224", "deit_small_patch16_224"],
+    )
     one_shot = pd.Series([0.2, 0.4, 0.6, 0.8], index=alignment.index)
     per_model, per_family = tables.family_table(alignment, one_shot)
     assert per_model["family"].tolist() == ["resnet", "resnet", "deit", "deit"]
@@ -277,8 +381,9 @@ def test_theory_overlay_is_the_least_squares_fit_of_capacity():
     from repalign.theory.capacity import channel_capacity
 
     triplet = pd.Series([0.55, 0.6, 0.7, 0.8, 0.9], index=list("abcde"))
-    scatter = pd.DataFrame({"model": list("abcde"), "alignment": [0.1, 0.2, 0.3, 0.4, 0.5],
-                            "accuracy": [0.30, 0.33, 0.35, 0.41, 0.50]})
+    scatter = pd.DataFrame(
+        {"model": list("abcde"), "alignment": [0.1, 0.2, 0.3, 0.4, 0.5], "accuracy": [0.30, 0.33, 0.35, 0.41, 0.50]}
+    )
     overlay = figures.theory_overlay(scatter, triplet)
     shape = channel_capacity(1 - triplet.to_numpy())
     b, a = np.polyfit(shape, scatter["accuracy"], 1)
@@ -312,9 +417,18 @@ window.addEventListener('load', function () {
 });
 </script>"""
 
-_CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   "--disable-dev-shm-usage", "--hide-scrollbars"]
+_CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+]
 
 
 def _chromium() -> str | None:
@@ -330,14 +444,26 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     probe = tmp_path / "probe.html"
     probe.write_text(path.read_text().replace("<head>", "<head>" + _PROBE, 1))
     run = subprocess.run(
-        [browser, *_CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile1'}", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            *_CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile1'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     match = re.search(r'<pre id="browser-check">(.*?)</pre>', run.stdout, re.S)
     assert match, f"chromium produced no check result (rc {run.returncode}): {run.stderr[-2000:]}"
     check = json.loads(html.unescape(match.group(1)))
-    console_errors = [line for line in run.stderr.splitlines() if ":CONSOLE" in line and ("Uncaught" in line or "rror" in line)]
+    console_errors = [
+        line for line in run.stderr.splitlines() if ":CONSOLE" in line and ("Uncaught" in line or "rror" in line)
+    ]
     assert check["errors"] == [] and console_errors == [], (check, console_errors)
     assert check["images"] == 2 and check["broken"] == 0
     assert check["sorted"] is True
@@ -345,9 +471,18 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
     shot = path.parent / "screenshot.png"  # kept next to the report for a human look
     subprocess.run(
-        [browser, *_CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1280,3000",
-         f"--screenshot={shot}", path.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            browser,
+            *_CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            "--window-size=1280,3000",
+            f"--screenshot={shot}",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert shot.is_file() and shot.read_bytes()[:4] == b"\x89PNG"
     from PIL import Image

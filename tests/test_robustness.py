@@ -18,7 +18,14 @@ needs_timm = pytest.mark.skipif(not HAS_TIMM, reason="timm is not installed (pip
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("25.56", 25.56), ("1,014.45", 1014.45), ("12,345,678.9", 12345678.9), ("3", 3.0), (7.5, 7.5), (" 480.31 ", 480.31)],
+    [
+        ("25.56", 25.56),
+        ("1,014.45", 1014.45),
+        ("12,345,678.9", 12345678.9),
+        ("3", 3.0),
+        (7.5, 7.5),
+        (" 480.31 ", 480.31),
+    ],
 )
 def test_parse_param_count(text, value):
     assert robustness.parse_param_count(text) == pytest.approx(value)
@@ -32,9 +39,13 @@ def test_parse_param_count_rejects_malformed(text):
 
 @pytest.mark.parametrize(
     ("name", "parts"),
-    [("timm:resnet50", ("timm", "resnet50", None)), ("resnet50.a1_in1k", ("timm", "resnet50.a1_in1k", None)),
-     ("timm:resnet50@random", ("timm", "resnet50", "random")), ("pixels", ("pixels", "pixels", None)),
-     ("tflite:mobilenet_v2_1.0_224_quant", ("tflite", "mobilenet_v2_1.0_224_quant", None))],
+    [
+        ("timm:resnet50", ("timm", "resnet50", None)),
+        ("resnet50.a1_in1k", ("timm", "resnet50.a1_in1k", None)),
+        ("timm:resnet50@random", ("timm", "resnet50", "random")),
+        ("pixels", ("pixels", "pixels", None)),
+        ("tflite:mobilenet_v2_1.0_224_quant", ("tflite", "mobilenet_v2_1.0_224_quant", None)),
+    ],
 )
 def test_split_model_name(name, parts):
     assert robustness.split_model_name(name) == parts
@@ -44,17 +55,25 @@ def test_split_model_name(name, parts):
 def _write_snapshot(folder: Path, rows: dict[str, list[tuple]]) -> None:
     header = "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation\n"
     for dataset, file_name in robustness.DATASET_FILES.items():
-        lines = [f'{m},{size},{t1},{100 - t1},{t5},{100 - t5},"{pc}",0.9,bicubic\n'
-                 for m, size, t1, t5, pc in rows.get(dataset, rows["imagenet"])]
+        lines = [
+            f'{m},{size},{t1},{100 - t1},{t5},{100 - t5},"{pc}",0.9,bicubic\n'
+            for m, size, t1, t5, pc in rows.get(dataset, rows["imagenet"])
+        ]
         (folder / file_name).write_text(header + "".join(lines))
 
 
 @pytest.fixture
 def tiny_snapshot(tmp_path, monkeypatch):
     rows = {
-        "imagenet": [("big_vit.tag_in1k", 224, 80.0, 95.0, "1,014.45"), ("big_vit.tag_in1k", 448, 85.0, 97.0, "1,014.45"),
-                     ("small_net.a_in1k", 160, 70.0, 90.0, "5.5")],
-        "imagenet-a": [("big_vit.tag_in1k", 448, 60.0, 80.0, "1,014.45"), ("big_vit.tag_in1k", 224, 40.0, 70.0, "1,014.45")],
+        "imagenet": [
+            ("big_vit.tag_in1k", 224, 80.0, 95.0, "1,014.45"),
+            ("big_vit.tag_in1k", 448, 85.0, 97.0, "1,014.45"),
+            ("small_net.a_in1k", 160, 70.0, 90.0, "5.5"),
+        ],
+        "imagenet-a": [
+            ("big_vit.tag_in1k", 448, 60.0, 80.0, "1,014.45"),
+            ("big_vit.tag_in1k", 224, 40.0, 70.0, "1,014.45"),
+        ],
     }
     _write_snapshot(tmp_path, rows)
     monkeypatch.setattr(robustness, "snapshot_dir", lambda source=robustness.DEFAULT_SOURCE: tmp_path)
@@ -73,8 +92,13 @@ def test_join_takes_default_size_rows_and_parses_param_count(tiny_snapshot):
 
 
 def test_join_reports_missing_models_by_name_with_reasons(tiny_snapshot):
-    names = ["timm:big_vit.tag_in1k", "tflite:mobilenet_v2_1.0_224_quant", "pixels", "timm:big_vit.tag_in1k@random",
-             "timm:nope.x_in1k"]
+    names = [
+        "timm:big_vit.tag_in1k",
+        "tflite:mobilenet_v2_1.0_224_quant",
+        "pixels",
+        "timm:big_vit.tag_in1k@random",
+        "timm:nope.x_in1k",
+    ]
     table = robustness.robustness_table(names, source="timm-2025-10-30")
     assert table.attrs["missing"] == names[1:]
     reasons = table.attrs["missing_reasons"]
@@ -139,13 +163,17 @@ def test_every_paper_model_is_in_all_four_2022_files(mirror):
 @pytest.mark.integration
 @needs_timm
 def test_legacy_and_tagged_names_resolve_both_ways(mirror):
-    old = robustness.robustness_table(["timm:resnet50.fb_ssl_yfcc100m_ft_in1k", "timm:resnet50.a1_in1k", "ssl_resnet50"])
+    old = robustness.robustness_table(
+        ["timm:resnet50.fb_ssl_yfcc100m_ft_in1k", "timm:resnet50.a1_in1k", "ssl_resnet50"]
+    )
     first = old.drop_duplicates("model").set_index("model")
     assert first.loc["timm:resnet50.fb_ssl_yfcc100m_ft_in1k", "snapshot_name"] == "ssl_resnet50"
     assert first.loc["timm:resnet50.a1_in1k", "snapshot_name"] == "resnet50"  # the arch's default tag
     assert first.loc["ssl_resnet50", "model_id"] == "timm:resnet50.fb_ssl_yfcc100m_ft_in1k"
-    new = robustness.robustness_table(["ssl_resnet50", "resnet50", "xception", "vit_base_patch16_224_miil",
-                                       "gluon_xception65"], source="timm-2025-10-30")
+    new = robustness.robustness_table(
+        ["ssl_resnet50", "resnet50", "xception", "vit_base_patch16_224_miil", "gluon_xception65"],
+        source="timm-2025-10-30",
+    )
     first = new.drop_duplicates("model").set_index("model")
     assert first.loc["ssl_resnet50", "snapshot_name"] == "resnet50.fb_ssl_yfcc100m_ft_in1k"
     assert first.loc["resnet50", "snapshot_name"] == "resnet50.a1_in1k"
@@ -177,3 +205,11 @@ def test_2025_param_counts_with_thousands_commas(mirror):
     assert frame["param_count"].dtype == float
     assert frame["param_count"].max() > 1000  # "1,014.45"-style cells parsed, not NaN
     assert pd.notna(frame["param_count"]).all()
+
+
+def test_only_unexpected_missing_models_are_warned_about(tiny_snapshot, caplog):
+    with caplog.at_level("INFO", logger="repalign.robustness"):
+        robustness.robustness_table(["pixels", "tflite:x", "timm:nope.x_in1k"], source="timm-2025-10-30")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["1 of 3 models have no timm-2025-10-30 robustness results: timm:nope.x_in1k"]
+    assert any("pixels, tflite:x" in r.getMessage() for r in caplog.records if r.levelname == "INFO")

@@ -190,22 +190,29 @@ def test_bootstrap_correlation_ci_equals_brute_force(rng):
     ours_partial = stats.bootstrap_correlation_ci(x, y, z, n_bootstrap=50, random_state=3)
     index = np.random.default_rng(3).integers(0, 30, size=(50, 30))
     frame = pd.DataFrame({"x": x, "y": y, "z": z})
-    values = [_pingouin(pingouin.partial_corr, data=frame.iloc[i].reset_index(drop=True), x="x", y="y", covar="z")["r"]
-              for i in index]
+    values = [
+        _pingouin(pingouin.partial_corr, data=frame.iloc[i].reset_index(drop=True), x="x", y="y", covar="z")["r"]
+        for i in index
+    ]
     assert ours_partial == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-9)
     assert np.isnan(stats.bootstrap_correlation_ci(x, y, n_bootstrap=0)[0])
 
 
 def test_metric_correlations_pairs(rng):
     base = rng.normal(size=40)
-    per_model = pd.DataFrame({"pearson": base, "spearman": base + rng.normal(scale=0.1, size=40),
-                              "triplet": rng.normal(size=40)})
+    per_model = pd.DataFrame(
+        {"pearson": base, "spearman": base + rng.normal(scale=0.1, size=40), "triplet": rng.normal(size=40)}
+    )
     table = stats.metric_correlations(per_model, n_bootstrap=100)
     assert list(zip(table["metric_a"], table["metric_b"])) == [
-        ("pearson", "spearman"), ("pearson", "triplet"), ("spearman", "triplet")]
+        ("pearson", "spearman"),
+        ("pearson", "triplet"),
+        ("spearman", "triplet"),
+    ]
     assert table.loc[0, "pearson_r"] == pytest.approx(np.corrcoef(per_model["pearson"], per_model["spearman"])[0, 1])
     assert table.loc[0, "spearman_rho"] == pytest.approx(
-        scipy.stats.spearmanr(per_model["pearson"], per_model["spearman"]).statistic)
+        scipy.stats.spearmanr(per_model["pearson"], per_model["spearman"]).statistic
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,12 +223,39 @@ def _alignment_rows():
     for model, offset in (("a", 0.1), ("b", 0.2), ("c", 0.3)):
         for dataset, extra in (("peterson:animals", 0.0), ("peterson:fruits", 0.1)):
             for metric in ("pearson", "triplet"):
-                rows.append({"model": model, "stage": "alignment", "dataset": dataset, "metric": metric,
-                             "similarity": "cosine", "value": offset + extra, "status": "ok"})
-    rows.append({"model": "d", "stage": "alignment", "dataset": "peterson:animals", "metric": "pearson",
-                 "similarity": "cosine", "value": 0.9, "status": "ok"})
-    rows.append({"model": "e", "stage": "alignment", "dataset": "peterson:animals", "metric": "pearson",
-                 "similarity": "cosine", "value": None, "status": "failed"})
+                rows.append(
+                    {
+                        "model": model,
+                        "stage": "alignment",
+                        "dataset": dataset,
+                        "metric": metric,
+                        "similarity": "cosine",
+                        "value": offset + extra,
+                        "status": "ok",
+                    }
+                )
+    rows.append(
+        {
+            "model": "d",
+            "stage": "alignment",
+            "dataset": "peterson:animals",
+            "metric": "pearson",
+            "similarity": "cosine",
+            "value": 0.9,
+            "status": "ok",
+        }
+    )
+    rows.append(
+        {
+            "model": "e",
+            "stage": "alignment",
+            "dataset": "peterson:animals",
+            "metric": "pearson",
+            "similarity": "cosine",
+            "value": None,
+            "status": "failed",
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -249,9 +283,12 @@ def test_model_alignment_rejects_mixed_similarities_and_empty_input():
 
 
 def test_fewshot_accuracy_averages_datasets():
-    rows = pd.DataFrame([
-        {"model": m, "stage": "fewshot", "dataset": d, "head": "linear", "shots": 1, "value": v, "status": "ok"}
-        for m, d, v in (("a", "mnist", 0.5), ("a", "fashion", 0.7), ("b", "mnist", 0.4))])
+    rows = pd.DataFrame(
+        [
+            {"model": m, "stage": "fewshot", "dataset": d, "head": "linear", "shots": 1, "value": v, "status": "ok"}
+            for m, d, v in (("a", "mnist", 0.5), ("a", "fashion", 0.7), ("b", "mnist", 0.4))
+        ]
+    )
     table = stats.fewshot_accuracy(rows)
     assert table["model"].tolist() == ["a"] and table["value"].item() == pytest.approx(0.6)
     assert table.attrs["dropped"] == ["b"]
@@ -260,8 +297,9 @@ def test_fewshot_accuracy_averages_datasets():
 
 
 def test_select_groups_matches_brute_force(rng):
-    values = pd.DataFrame({"pearson": rng.normal(size=20), "triplet": rng.uniform(size=20)},
-                          index=[f"m{i:02d}" for i in range(20)])
+    values = pd.DataFrame(
+        {"pearson": rng.normal(size=20), "triplet": rng.uniform(size=20)}, index=[f"m{i:02d}" for i in range(20)]
+    )
     groups = stats.select_groups(values, k=5)
     for metric in values:
         series = values[metric]

@@ -123,10 +123,30 @@ def fit_and_score(
     for i, task in enumerate(tasks):
         groups.setdefault(len(task.train_rows), []).append(i)
     with deterministic_torch():
-        for _, members in sorted(groups.items()):
+        for n_train, members in sorted(groups.items()):
             batch = [tasks[i] for i in members]
-            accuracies[members] = _fit_group(head, features, targets, batch, n_classes, settings)
+            rows = min(n_train, settings.batch_size) if head != "linear" else n_train
+            width = settings.hidden_width if head == "mlp2" else n_classes
+            with _threads_for(features.device, len(batch) * rows * features.shape[1] * width):
+                accuracies[members] = _fit_group(head, features, targets, batch, n_classes, settings)
     return accuracies
+
+
+@contextlib.contextmanager
+def _threads_for(device, work: int) -> Iterator[None]:
+    """One CPU thread for small per-step work: there, thread start-up and spinning cost more
+    than they save (badly so on a busy machine). Restores the previous thread count."""
+    import torch
+
+    if device.type != "cpu" or work >= 20_000_000 or torch.get_num_threads() == 1:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _fit_group(head, features, targets, tasks, n_classes, settings) -> np.ndarray:

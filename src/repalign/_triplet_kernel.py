@@ -30,8 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# Runs shorter than this are sorted by insertion sort inside the merge sort: fewer
-# passes over memory for the common small blocks.
+# The merge sorts first insertion-sort blocks of this many elements: fewer merge passes.
 _INSERTION_BLOCK = 16
 
 AGREE, DISAGREE, TIED, MISSING = 0, 1, 2, 3
@@ -245,7 +244,11 @@ def _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, 
     out[MISSING] = _pairs(n - 1) - _pairs(valid) + copy_pairs
 
 
-@njit(parallel=True, cache=True)
+#: below this many stimuli one thread is faster than waking a pool (and, on a busy
+#: machine, than waiting for the slowest thread of it)
+PARALLEL_FROM_N = 256
+
+
 def triplet_counts_by_anchor(model_sim, human_sim, idx, has_copies):
     """Per-anchor triplet counts of the matrices indexed by ``idx``.
 
@@ -257,6 +260,12 @@ def triplet_counts_by_anchor(model_sim, human_sim, idx, has_copies):
     Returns:
         (n, 4) int64: agree, disagree, tied, missing for each anchor.
     """
+    kernel = _counts_parallel if len(idx) >= PARALLEL_FROM_N else _counts_serial
+    return kernel(model_sim, human_sim, idx, has_copies)
+
+
+@njit(parallel=True, cache=True)
+def _counts_parallel(model_sim, human_sim, idx, has_copies):
     n = idx.shape[0]
     out = np.zeros((n, 4), dtype=np.int64)
     for anchor in prange(n):
@@ -265,6 +274,20 @@ def triplet_counts_by_anchor(model_sim, human_sim, idx, has_copies):
         buffer = np.empty(n, dtype=np.float64)
         buffer2 = np.empty(n, dtype=np.float64)
         copies = np.zeros(model_sim.shape[0] if has_copies else 0, dtype=np.int64)
+        _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out[anchor])
+    return out
+
+
+@njit(cache=True)
+def _counts_serial(model_sim, human_sim, idx, has_copies):
+    n = idx.shape[0]
+    out = np.zeros((n, 4), dtype=np.int64)
+    m = np.empty(n, dtype=np.float64)
+    h = np.empty(n, dtype=np.float64)
+    buffer = np.empty(n, dtype=np.float64)
+    buffer2 = np.empty(n, dtype=np.float64)
+    copies = np.zeros(model_sim.shape[0] if has_copies else 0, dtype=np.int64)
+    for anchor in range(n):
         _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out[anchor])
     return out
 

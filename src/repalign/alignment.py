@@ -104,7 +104,8 @@ def _as_similarity(matrix, what: str) -> np.ndarray:
         raise InputError(f"{what} has {array.shape[0]} stimuli; alignment needs at least 3")
     if np.isinf(array).any():
         raise InputError(f"{what} contains infinite values; use NaN to mark missing pairs")
-    return array
+    # one memory layout for the compiled kernels (no copy when already C-contiguous)
+    return np.ascontiguousarray(array)
 
 
 def _check_pair(model_sim, human_sim) -> tuple[np.ndarray, np.ndarray]:

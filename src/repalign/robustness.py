@@ -21,9 +21,9 @@ Two snapshots of timm's ``results/`` folder are supported:
 Names are resolved both ways: a legacy name finds its row in the 2025 snapshot through
 timm's deprecation map (``ssl_resnet50`` -> ``resnet50.fb_ssl_yfcc100m_ft_in1k``) or the
 architecture's default tag (``resnet50`` -> ``resnet50.a1_in1k``), and an ``arch.tag`` name
-finds its legacy row in the 2022 snapshot by the reverse of the same maps. timm itself is
-only imported (lazily) when a name is not found verbatim or to report canonical ids;
-without timm the ids fall back to the snapshot's own names.
+finds its legacy row in the 2022 snapshot by the reverse of the same maps. timm is imported
+lazily for these maps and the canonical ``arch.tag`` ids; without timm, names are matched
+verbatim and ids fall back to the snapshot's own names.
 
 Models without a row (non-timm sources such as ``tflite:*`` or ``pixels``, random
 weights, names a snapshot does not know) are never dropped silently: they are listed in
@@ -91,30 +91,15 @@ def parse_param_count(value: object) -> float:
 
 
 def snapshot_dir(source: str = DEFAULT_SOURCE) -> Path:
-    """Folder of a timm results snapshot, verified by the data registry.
+    """Folder of a timm results snapshot, every file verified by the data registry.
 
-    Falls back to ``$REPALIGN_MIRROR/timm_results/<date>/`` when the registry module is not
-    installed (it is the normal path for a development checkout of the mirror).
+    The registry copies it from ``$REPALIGN_MIRROR/timm_results/<date>/`` or downloads it
+    from timm's GitHub at the pinned commit, checking sha256 either way.
     """
-    date = _check_source(source)
-    try:
-        from repalign.data.registry import fetch
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("repalign.data.registry",):
-            raise
-        fetch = None
-    if fetch is not None:
-        return Path(fetch(f"timm-results-{date}", progress=False))
-    from repalign._paths import mirror_dir
+    from repalign.data.registry import fetch
 
-    mirror = mirror_dir()
-    folder = mirror / "timm_results" / date if mirror else None
-    if folder is None or not folder.is_dir():
-        raise MissingDataError(
-            f"timm results snapshot {date} not found. Set REPALIGN_MIRROR to the data mirror "
-            f"(expected <mirror>/timm_results/{date}/)."
-        )
-    return folder
+    date = _check_source(source)
+    return Path(fetch(f"timm-results-{date}", progress=False))
 
 
 @functools.lru_cache(maxsize=8)
@@ -247,14 +232,17 @@ def robustness_table(models: Sequence[str] | Iterable[str], *, source: str = DEF
 
     records: list[dict] = []
     reasons: dict[str, str] = {}
+    expected_missing: list[str] = []
     incomplete: dict[str, list[str]] = {}
     for name in names:
         origin, base, variant = split_model_name(name)
         if origin != "timm":
             reasons[name] = f"not a timm model (source '{origin}'): timm publishes results for its own models only"
+            expected_missing.append(name)
             continue
         if variant is not None:
             reasons[name] = f"variant '@{variant}' (e.g. random weights) has no published results"
+            expected_missing.append(name)
             continue
         candidates = _legacy_candidates(base) if legacy else _tagged_candidates(base)
         found_in: list[str] = []
@@ -288,14 +276,26 @@ def robustness_table(models: Sequence[str] | Iterable[str], *, source: str = DEF
     table = pd.DataFrame.from_records(records, columns=_COLUMNS)
     table = table.astype({"img_size": "Int64"}) if len(table) else table
     missing = [n for n in names if n in reasons]
-    if missing:
-        log.warning("%d of %d models have no %s robustness results: %s", len(missing), len(names), source,
-                    ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    # non-timm sources and random weights are expected to lack rows; a timm name is not
+    unexpected = [n for n in missing if n not in expected_missing]
+    if unexpected:
+        log.warning(
+            "%d of %d models have no %s robustness results: %s",
+            len(unexpected),
+            len(names),
+            source,
+            ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else ""),
+        )
+    if expected_missing:
+        log.info("no published robustness results (not timm-published models): %s", ", ".join(expected_missing))
     for name, datasets in incomplete.items():
         log.warning("model %s has no %s row for %s", name, source, ", ".join(datasets))
     table.attrs.update(
-        missing=missing, missing_reasons={n: reasons[n] for n in missing}, incomplete=incomplete,
-        source=source, note=SUBSET_NOTE,
+        missing=missing,
+        missing_reasons={n: reasons[n] for n in missing},
+        incomplete=incomplete,
+        source=source,
+        note=SUBSET_NOTE,
     )
     return table
 

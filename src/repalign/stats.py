@@ -89,8 +89,11 @@ def model_alignment(
         dropped = sorted(set(table.loc[~complete, "model"]))
         table = table[~table["model"].isin(dropped)]
         if dropped:
-            log.warning("alignment: %d models lack some human datasets and are left out: %s",
-                        len(dropped), ", ".join(dropped[:10]))
+            log.warning(
+                "alignment: %d models lack some human datasets and are left out: %s",
+                len(dropped),
+                ", ".join(dropped[:10]),
+            )
     table = table.reset_index(drop=True).astype({"model": "string", "metric": "string"})
     table.attrs["dropped"] = dropped
     return table
@@ -231,8 +234,13 @@ def partial_correlation(x, y, covar, *, method: str = "pearson") -> dict[str, fl
     check_pingouin_columns(out)
     row = out.iloc[0]
     low, high = row["CI95"]
-    return {"n": int(row["n"]), "r": float(row["r"]), "ci_low": float(low), "ci_high": float(high),
-            "p": float(row["p_val"])}
+    return {
+        "n": int(row["n"]),
+        "r": float(row["r"]),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p": float(row["p_val"]),
+    }
 
 
 @contextlib.contextmanager
@@ -318,15 +326,23 @@ def correlation_table(
         for y_name in ys.columns:
             x = xs.loc[index, x_name].to_numpy(dtype=np.float64)
             y = ys.loc[index, y_name].to_numpy(dtype=np.float64)
-            record: dict[str, Any] = {"x": x_name, "y": y_name, **correlation(x, y, method=method, confidence=confidence)}
+            record: dict[str, Any] = {
+                "x": x_name,
+                "y": y_name,
+                **correlation(x, y, method=method, confidence=confidence),
+            }
             record["boot_low"], record["boot_high"] = bootstrap_correlation_ci(
                 x, y, method=method, n_bootstrap=n_bootstrap, random_state=rng, confidence=confidence
             )
             if covar is not None:
                 c = covar.loc[index].to_numpy(dtype=np.float64)
                 partial = partial_correlation(x, y, c, method=method)
-                record.update(r_partial=partial["r"], ci_partial_low=partial["ci_low"],
-                              ci_partial_high=partial["ci_high"], p_partial=partial["p"])
+                record.update(
+                    r_partial=partial["r"],
+                    ci_partial_low=partial["ci_low"],
+                    ci_partial_high=partial["ci_high"],
+                    p_partial=partial["p"],
+                )
                 record["boot_partial_low"], record["boot_partial_high"] = bootstrap_correlation_ci(
                     x, y, c, method=method, n_bootstrap=n_bootstrap, random_state=rng, confidence=confidence
                 )
@@ -336,8 +352,11 @@ def correlation_table(
         return table
     table.insert(table.columns.get_loc("p") + 1, "p_adj", adjust_pvalues(table["p"], method=correction))
     if covar is not None:
-        table.insert(table.columns.get_loc("p_partial") + 1, "p_partial_adj",
-                     adjust_pvalues(table["p_partial"], method=correction))
+        table.insert(
+            table.columns.get_loc("p_partial") + 1,
+            "p_partial_adj",
+            adjust_pvalues(table["p_partial"], method=correction),
+        )
     table.attrs["correction"] = correction
     return table
 
@@ -357,15 +376,26 @@ def metric_correlations(
     records = []
     columns = list(per_model.columns)
     for i, a in enumerate(columns):
-        for b in columns[i + 1:]:
+        for b in columns[i + 1 :]:
             x, y = per_model[a].to_numpy(float), per_model[b].to_numpy(float)
             pear = correlation(x, y, method="pearson")
             spear = correlation(x, y, method="spearman")
             low, high = bootstrap_correlation_ci(x, y, n_bootstrap=n_bootstrap, random_state=rng)
-            records.append({"metric_a": a, "metric_b": b, "n": pear["n"], "pearson_r": pear["r"],
-                            "ci_low": pear["ci_low"], "ci_high": pear["ci_high"], "p": pear["p"],
-                            "boot_low": low, "boot_high": high,
-                            "spearman_rho": spear["r"], "spearman_p": spear["p"]})
+            records.append(
+                {
+                    "metric_a": a,
+                    "metric_b": b,
+                    "n": pear["n"],
+                    "pearson_r": pear["r"],
+                    "ci_low": pear["ci_low"],
+                    "ci_high": pear["ci_high"],
+                    "p": pear["p"],
+                    "boot_low": low,
+                    "boot_high": high,
+                    "spearman_rho": spear["r"],
+                    "spearman_p": spear["p"],
+                }
+            )
     return pd.DataFrame.from_records(records)
 
 
@@ -374,6 +404,7 @@ def metric_correlations(
 # ---------------------------------------------------------------------------------------------
 def _pearson_along(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
     """Vectorized Pearson r (2 arrays) or partial r given a third, along ``axis``."""
+
     def r(a, b):
         a = a - a.mean(axis=axis, keepdims=True)
         b = b - b.mean(axis=axis, keepdims=True)
@@ -390,7 +421,13 @@ def _pearson_along(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def bootstrap_correlation_ci(
-    x, y, covar=None, *, method: str = "pearson", n_bootstrap: int = 1000, random_state=0,
+    x,
+    y,
+    covar=None,
+    *,
+    method: str = "pearson",
+    n_bootstrap: int = 1000,
+    random_state=0,
     confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of a (partial) correlation, resampling models (pairs) with replacement.
@@ -474,8 +511,15 @@ def select_groups(per_model: pd.DataFrame, *, k: int = 5) -> pd.DataFrame:
         mid = rest.sort_values(["distance", "model"]).head(k)
         for group, members in (("high", high), ("mid", mid), ("low", low)):
             for rank, (_, row) in enumerate(members.iterrows(), start=1):
-                records.append({"metric": metric, "group": group, "rank": rank, "model": row["model"],
-                                "value": float(row["value"])})
+                records.append(
+                    {
+                        "metric": metric,
+                        "group": group,
+                        "rank": rank,
+                        "model": row["model"],
+                        "value": float(row["value"]),
+                    }
+                )
     return pd.DataFrame.from_records(records, columns=["metric", "group", "rank", "model", "value"])
 
 
@@ -520,15 +564,29 @@ def quadratic_fit(
         return -c1 / (2 * c2) if c2 != 0 else np.nan
 
     vertex = -b1 / (2 * b2) if b2 != 0 else np.nan
-    v_low, v_high = bootstrap_ci(vertex_of, xv, yv, n_bootstrap=n_bootstrap, random_state=random_state,
-                                 confidence=confidence)
+    v_low, v_high = bootstrap_ci(
+        vertex_of, xv, yv, n_bootstrap=n_bootstrap, random_state=random_state, confidence=confidence
+    )
     p = float(row["pval"])
     shape = "none" if p >= 1 - confidence else ("U" if b2 > 0 else "inverted-U")
-    return {"n": n, "b0": float(b0), "b1": float(b1), "b2": float(b2), "b2_se": float(row["se"]),
-            "b2_ci_low": b2_low, "b2_ci_high": b2_high, "b2_p": p, "r2": float(row["r2"]),
-            "vertex": float(vertex), "vertex_ci_low": v_low, "vertex_ci_high": v_high,
-            "vertex_in_range": bool(xv.min() <= vertex <= xv.max()),
-            "x_min": float(xv.min()), "x_max": float(xv.max()), "shape": shape}
+    return {
+        "n": n,
+        "b0": float(b0),
+        "b1": float(b1),
+        "b2": float(b2),
+        "b2_se": float(row["se"]),
+        "b2_ci_low": b2_low,
+        "b2_ci_high": b2_high,
+        "b2_p": p,
+        "r2": float(row["r2"]),
+        "vertex": float(vertex),
+        "vertex_ci_low": v_low,
+        "vertex_ci_high": v_high,
+        "vertex_in_range": bool(xv.min() <= vertex <= xv.max()),
+        "x_min": float(xv.min()),
+        "x_max": float(xv.max()),
+        "shape": shape,
+    }
 
 
 def interrupted_regression(x, y, breakpoint: float) -> dict[str, Any]:
@@ -550,13 +608,22 @@ def interrupted_regression(x, y, breakpoint: float) -> dict[str, Any]:
             f"Breakpoint {breakpoint:.4g} leaves {n_low} models below and {n_high} above; each line needs >= 3."
         )
     centered = xv - breakpoint
-    design = np.column_stack([np.ones_like(xv), np.where(high, 0.0, centered), np.where(high, centered, 0.0),
-                              high.astype(float)])
+    design = np.column_stack(
+        [np.ones_like(xv), np.where(high, 0.0, centered), np.where(high, centered, 0.0), high.astype(float)]
+    )
     fit = sm.OLS(yv, design).fit(cov_type="HC3")
     params, se, p = fit.params, fit.bse, fit.pvalues
-    return {"breakpoint": float(breakpoint), "n_low": n_low, "n_high": n_high,
-            "slope_low": float(params[1]), "se_low": float(se[1]), "p_low": float(p[1]),
-            "slope_high": float(params[2]), "se_high": float(se[2]), "p_high": float(p[2])}
+    return {
+        "breakpoint": float(breakpoint),
+        "n_low": n_low,
+        "n_high": n_high,
+        "slope_low": float(params[1]),
+        "se_low": float(se[1]),
+        "p_low": float(p[1]),
+        "slope_high": float(params[2]),
+        "se_high": float(se[2]),
+        "p_high": float(p[2]),
+    }
 
 
 def two_lines_test(x, y, *, breakpoint: str | float = "robin-hood", alpha: float = 0.05) -> dict[str, Any]:
@@ -598,7 +665,7 @@ def two_lines_test(x, y, *, breakpoint: str | float = "robin-hood", alpha: float
         else:
             fitted = quad.fittedvalues
             extreme = int(np.argmin(fitted) if quad.params[2] > 0 else np.argmax(fitted))
-            se_extreme = float(quad.get_prediction(design[extreme:extreme + 1]).se_mean[0])
+            se_extreme = float(quad.get_prediction(design[extreme : extreme + 1]).se_mean[0])
             flat = np.sort(xv[np.abs(fitted - fitted[extreme]) <= se_extreme])
             first_bp = float(np.clip(np.median(flat), lowest_allowed, highest_allowed))
             first = interrupted_regression(xv, yv, first_bp)
@@ -617,11 +684,15 @@ def two_lines_test(x, y, *, breakpoint: str | float = "robin-hood", alpha: float
     if u_shape:
         shape = "U" if result["slope_low"] < 0 else "inverted-U"
     if u_shape:
-        reason = f"slopes {result['slope_low']:.3g} and {result['slope_high']:.3g} have opposite signs, both p < {alpha}"
+        reason = (
+            f"slopes {result['slope_low']:.3g} and {result['slope_high']:.3g} have opposite signs, both p < {alpha}"
+        )
     elif not opposite:
         reason = "both slopes have the same sign"
     else:
-        reason = f"slopes have opposite signs but p = {result['p_low']:.3g} and {result['p_high']:.3g} (need both < {alpha})"
+        reason = (
+            f"slopes have opposite signs but p = {result['p_low']:.3g} and {result['p_high']:.3g} (need both < {alpha})"
+        )
     return {"method": method, **result, "u_shape": u_shape, "shape": shape, "reason": reason}
 
 
@@ -629,17 +700,37 @@ def u_shape_table(x, y, *, n_bootstrap: int = 1000, random_state: int | None = 0
     """Both U-shape tests in one tidy table: one row per test with its key numbers."""
     quad = quadratic_fit(x, y, n_bootstrap=n_bootstrap, random_state=random_state, confidence=1 - alpha)
     lines = two_lines_test(x, y, alpha=alpha)
-    return pd.DataFrame.from_records([
-        {"test": "quadratic", "shape": quad["shape"], "estimate": quad["b2"], "ci_low": quad["b2_ci_low"],
-         "ci_high": quad["b2_ci_high"], "p": quad["b2_p"], "location": quad["vertex"],
-         "location_ci_low": quad["vertex_ci_low"], "location_ci_high": quad["vertex_ci_high"], "n": quad["n"],
-         "detail": f"x^2 coefficient; vertex {'inside' if quad['vertex_in_range'] else 'outside'} the data range"},
-        {"test": "two-lines", "shape": lines["shape"], "estimate": lines["slope_low"], "ci_low": np.nan,
-         "ci_high": np.nan, "p": lines["p_low"], "location": lines["breakpoint"], "location_ci_low": np.nan,
-         "location_ci_high": np.nan, "n": lines["n_low"] + lines["n_high"],
-         "detail": f"slope below {lines['slope_low']:.3g} (p={lines['p_low']:.3g}), above "
-                   f"{lines['slope_high']:.3g} (p={lines['p_high']:.3g}); {lines['reason']}"},
-    ])
+    return pd.DataFrame.from_records(
+        [
+            {
+                "test": "quadratic",
+                "shape": quad["shape"],
+                "estimate": quad["b2"],
+                "ci_low": quad["b2_ci_low"],
+                "ci_high": quad["b2_ci_high"],
+                "p": quad["b2_p"],
+                "location": quad["vertex"],
+                "location_ci_low": quad["vertex_ci_low"],
+                "location_ci_high": quad["vertex_ci_high"],
+                "n": quad["n"],
+                "detail": f"x^2 coefficient; vertex {'inside' if quad['vertex_in_range'] else 'outside'} the data range",
+            },
+            {
+                "test": "two-lines",
+                "shape": lines["shape"],
+                "estimate": lines["slope_low"],
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "p": lines["p_low"],
+                "location": lines["breakpoint"],
+                "location_ci_low": np.nan,
+                "location_ci_high": np.nan,
+                "n": lines["n_low"] + lines["n_high"],
+                "detail": f"slope below {lines['slope_low']:.3g} (p={lines['p_low']:.3g}), above "
+                f"{lines['slope_high']:.3g} (p={lines['p_high']:.3g}); {lines['reason']}",
+            },
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,8 +745,10 @@ def _paired(x, y) -> tuple[np.ndarray, np.ndarray]:
     return xv[keep], yv[keep]
 
 
-_REQUIRED = {"alignment": {"model", "dataset", "metric", "value"},
-             "fewshot": {"model", "dataset", "head", "shots", "value"}}
+_REQUIRED = {
+    "alignment": {"model", "dataset", "metric", "value"},
+    "fewshot": {"model", "dataset", "head", "shots", "value"},
+}
 
 
 def _ok_rows(rows: pd.DataFrame, stage: str) -> pd.DataFrame:

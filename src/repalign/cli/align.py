@@ -69,13 +69,17 @@ def register(subparsers) -> None:
 
 
 def run_align(args) -> int:
-    from repalign.alignment import compute_alignment
+    from repalign.alignment import ALIGNMENT_METRICS, compute_alignment
+    from repalign.errors import unknown_name
 
     if (args.model is None) == (args.embeddings is None):
         raise InputError("Give either a MODEL or --embeddings FILE (exactly one of them)")
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     if not metrics:
         raise InputError("--metrics is empty; give e.g. --metrics pearson,spearman,triplet")
+    for metric in metrics:  # before any (slow) embedding extraction
+        if metric not in ALIGNMENT_METRICS:
+            raise unknown_name("alignment metric", metric, ALIGNMENT_METRICS)
     if args.bootstrap < 0:
         raise InputError(f"--bootstrap must be 0 or more; got {args.bootstrap}")
     if args.embeddings is not None and (args.layer is not None or args.batch_size is not None):
@@ -100,8 +104,22 @@ def run_align(args) -> int:
         records.extend({**provider.identity, **row} for row in rows)
     if not records:
         raise MissingDataError(f"No dataset in '{args.human}' could be scored (see the warnings above)")
-    emit(records, args.format, title="Alignment with human similarity (95% stimulus-bootstrap CI)")
+    if args.format == "table":
+        records, title = _compact_for_terminal(records)
+        emit(records, "table", title=title)
+    else:
+        emit(records, args.format)
     return 0
+
+
+def _compact_for_terminal(records: list[dict]) -> tuple[list[dict], str]:
+    """Move columns that hold one value for every record into the table's title."""
+    shared = [c for c in ("model", "model_id", "similarity", "n_stimuli") if c in records[0]]
+    shared = [c for c in shared if len({r[c] for r in records}) == 1]
+    title = "Alignment with human similarity, 95% stimulus-bootstrap CI"
+    details = ", ".join(f"{c}={records[0][c]}" for c in shared)
+    compact = [{k: v for k, v in r.items() if k not in shared} for r in records]
+    return compact, f"{title}\n{details}" if details else title
 
 
 def _load_datasets(spec: str) -> list:
@@ -194,11 +212,16 @@ class _FileEmbeddings:
                     "per stimulus in the dataset's order, or an .npz with 'embeddings' and 'names'"
                 )
             return self.embeddings
-        return self.embeddings[_match_names(self.names, human, self.path.name)]
+        rows = _match_names(self.names, human, self.path.name, skip_if_absent=many)
+        return None if rows is None else self.embeddings[rows]
 
 
-def _match_names(names: list[str], human, file_name: str):
-    """Row of ``names`` for each of the dataset's stimuli: exact names, else file stems."""
+def _match_names(names: list[str], human, file_name: str, *, skip_if_absent: bool):
+    """Row of ``names`` for each of the dataset's stimuli: exact names, else file stems.
+
+    With several datasets, one that has no name in the file at all is skipped (None)
+    with a warning; a partial match is always an error.
+    """
     position = {name: row for row, name in enumerate(names)}
     rows = [position.get(s) for s in human.stimuli]
     if None in rows:
@@ -207,6 +230,9 @@ def _match_names(names: list[str], human, file_name: str):
         if len(stems) == len(names):
             rows = [stems.get(Path(s).stem) for s in human.stimuli]
     unknown = [s for s, row in zip(human.stimuli, rows) if row is None]
+    if skip_if_absent and len(unknown) == len(rows):
+        log.warning("Skipping %s: none of its stimuli is named in %s", human.name, file_name)
+        return None
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise InputError(

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from repalign.cli._output import add_format_option, emit
-from repalign.errors import InputError, UnknownNameError
+from repalign.errors import InputError, RepalignError, UnknownNameError
 
 
 def register(subparsers) -> None:
@@ -85,41 +85,38 @@ def run(args) -> int:
 def load_dataset_images(spec: str):
     """An ImageSet for ``spec`` plus extra arrays to save beside the embeddings.
 
-    ``spec`` is a folder of images, a human dataset name (its stimuli names are saved as
-    ``stimuli``) or a few-shot dataset name (its labels are saved as ``labels``).
+    ``spec`` is, in this order: a folder with image files directly inside (saved names:
+    ``stimuli``); a human dataset name or manifest (its stimulus names as ``stimuli``); a
+    few-shot dataset name or folder (ImageFolder tree, IDX, CIFAR; its ``labels``).
     """
     import numpy as np
 
+    from repalign.data.fewshot_datasets import load_fewshot_dataset
+    from repalign.data.human import load_human
     from repalign.data.images import FileImageSet, list_image_files
 
     folder = Path(spec).expanduser()
     if folder.is_dir():
         files = list_image_files(folder)
-        if not files:
-            raise InputError(f"Folder '{folder}' contains no image files")
-        return FileImageSet(files, name=folder.name), {"stimuli": np.array([p.name for p in files])}
+        if files:
+            return FileImageSet(files, name=folder.name), {"stimuli": np.array([p.name for p in files])}
 
-    human_error = fewshot_error = None
+    errors = []
     try:
-        from repalign.data.human import load_human
-
         datasets = load_human(spec)
-    except UnknownNameError as exc:
-        human_error = exc
+    except RepalignError as exc:
+        errors.append(f"not a human dataset ({exc})")
     else:
         if len(datasets) != 1:
             names = ", ".join(d.name for d in datasets)
-            raise InputError(f"'{spec}' holds {len(datasets)} datasets ({names}); name one, e.g. --dataset {datasets[0].name}")
+            raise InputError(f"'{spec}' holds {len(datasets)} datasets ({names}); pick one, e.g. --dataset {datasets[0].name}")
         human = datasets[0]
         return human.images(), {"stimuli": np.array(human.stimuli)}
     try:
-        from repalign.data.fewshot_datasets import load_fewshot_dataset
-
         fewshot = load_fewshot_dataset(spec)
-    except UnknownNameError as exc:
-        fewshot_error = exc
+    except RepalignError as exc:
+        errors.append(f"not a few-shot dataset ({exc})")
     else:
         return fewshot.images, {"labels": np.asarray(fewshot.labels)}
-    raise UnknownNameError(
-        f"'{spec}' is not a folder, a human dataset or a few-shot dataset. Human: {human_error} Few-shot: {fewshot_error}"
-    )
+    kind = "folder holds no images and is" if folder.is_dir() else "is not an image folder and"
+    raise UnknownNameError(f"Dataset '{spec}' {kind} " + "; ".join(errors))

@@ -13,14 +13,25 @@ def register(subparsers) -> None:
         "tables), plus every table as CSV and every figure as PNG and PDF next to it.",
     )
     parser.add_argument("study_dir", metavar="STUDY_DIR", help="a study directory written by `repalign run`")
-    parser.add_argument("--out", metavar="FILE", default=None,
-                        help="the HTML file to write (default: STUDY_DIR/report/report.html)")
-    parser.add_argument("--n-bootstrap", type=_non_negative, default=1000, metavar="N",
-                        help="bootstrap resamples over models for the CIs (default: %(default)s; 0 = none)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the bootstraps (default: the study's [study] seed)")
-    parser.add_argument("--correction", choices=("holm", "fdr_bh", "bonf", "none"), default="holm",
-                        help="p-value adjustment across each grid of correlations (default: %(default)s)")
+    parser.add_argument(
+        "--out", metavar="FILE", default=None, help="the HTML file to write (default: STUDY_DIR/report/report.html)"
+    )
+    parser.add_argument(
+        "--n-bootstrap",
+        type=_non_negative,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples over models for the CIs (default: %(default)s; 0 = none)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the bootstraps (default: the study's [study] seed)"
+    )
+    parser.add_argument(
+        "--correction",
+        choices=("holm", "fdr_bh", "bonf", "none"),
+        default="holm",
+        help="p-value adjustment across each grid of correlations (default: %(default)s)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -37,7 +48,8 @@ def _non_negative(text: str) -> int:
 def run(args) -> int:
     from repalign.report.html import write_report
 
-    path = write_report(args.study_dir, out=args.out, n_bootstrap=args.n_bootstrap, random_state=args.seed,
-                        correction=args.correction)
+    path = write_report(
+        args.study_dir, out=args.out, n_bootstrap=args.n_bootstrap, random_state=args.seed, correction=args.correction
+    )
     print(path)
     return 0

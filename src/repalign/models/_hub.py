@@ -53,6 +53,11 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 
 
+def hub_cache_dir() -> str | None:
+    """``$HF_HUB_CACHE`` read now (huggingface_hub reads it once, at import), else its default."""
+    return os.environ.get("HF_HUB_CACHE") or None
+
+
 def split_hub_id(hub_id: str) -> tuple[str, str | None]:
     """``"org/repo@rev"`` -> ``("org/repo", "rev")``."""
     repo, _, revision = hub_id.partition("@")
@@ -64,7 +69,7 @@ def cached_hub_file(repo_id: str, filenames: tuple[str, ...], revision: str | No
     from huggingface_hub import try_to_load_from_cache
 
     for filename in filenames:
-        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=hub_cache_dir(), revision=revision)
         if isinstance(found, str) and Path(found).is_file():
             return Path(found), filename
     return None
@@ -99,7 +104,7 @@ def fetch_hub_file(repo_id: str, filenames: tuple[str, ...], *, revision: str | 
     last_error: Exception | None = None
     for filename in filenames:
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision, etag_timeout=10)
+            path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub_cache_dir(), etag_timeout=10)
             return Path(path), filename
         except EntryNotFoundError as exc:  # try the next file name (e.g. .bin after .safetensors)
             last_error = exc

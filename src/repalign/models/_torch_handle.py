@@ -83,7 +83,7 @@ class TorchModelHandle(ModelHandle):
         x = rt.as_input_tensor(batch, self.device)
 
         def compute() -> dict[str, Any]:
-            with rt.LayerHooks(self.module, named) as hooks:
+            with rt.LayerHooks(self.module, named, owner=self.spec.name) as hooks:
                 out = self._run(x, presets, hooks)
             out.update(hooks.captured)
             return out

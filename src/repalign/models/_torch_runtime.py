@@ -15,6 +15,7 @@ import numpy as np
 from repalign.errors import InputError, unknown_name
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+PENULTIMATE_NAME = "penultimate"  # == repalign.models.base.PENULTIMATE (not imported: keeps this module light)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -124,8 +125,9 @@ class LayerHooks:
     Use as a context manager; ``captured`` maps module names to their outputs.
     """
 
-    def __init__(self, module, names: Iterable[str], *, inputs: bool = False):
+    def __init__(self, module, names: Iterable[str], *, inputs: bool = False, owner: str | None = None):
         self.module = module
+        self.owner = owner or type(module).__name__
         self.names = list(names)
         self.inputs = inputs
         self.captured: dict[str, Any] = {}
@@ -136,7 +138,9 @@ class LayerHooks:
         for name in self.names:
             target = modules.get(name)
             if target is None:
-                raise unknown_name("layer", name, [n for n in modules if n])
+                from repalign.models._layers import unknown_layer
+
+                raise unknown_layer(self.owner, name, [PENULTIMATE_NAME, "logits", *(n for n in modules if n)])
             if self.inputs:
                 self._handles.append(target.register_forward_pre_hook(self._saver_input(name)))
             else:

@@ -20,6 +20,7 @@ from typing import Any
 
 from repalign.errors import InputError, unknown_name
 from repalign.models import _assets
+from repalign.models._layers import one_line as _one_line
 from repalign.models.base import ModelSpec
 
 SOURCE = "cifar_resnet"
@@ -155,7 +156,7 @@ def load_checkpoint(module, path: str | os.PathLike) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InputError(f"Weights file {path} does not fit this CIFAR ResNet: {exc}") from exc
+        raise InputError(f"Weights file {path} does not fit this CIFAR ResNet: {_one_line(exc)}") from exc
 
 
 def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options):

@@ -6,6 +6,8 @@ from the output through shape-only ops (softmax, reshape, quantize, ...) reaches
 classifier (a 1x1 CONV_2D or FULLY_CONNECTED); its input tensor is the penultimate layer,
 dequantized with its scale and zero point. A graph whose output is not produced by a
 classifier (the ``..._embedding_extractor`` model) gives its features as the output.
+Requested intermediate tensors are added to the graph's outputs (the flatbuffer is rewritten
+in memory), so the fast XNNPACK delegate still runs the whole graph.
 
 Preprocessing follows the Coral models' convention: the whole image resized (Lanczos, no
 crop) to the model's input size, then quantized with the input tensor's parameters from
@@ -26,6 +28,7 @@ import numpy as np
 
 from repalign.errors import InputError, OptionalDependencyError, unknown_name
 from repalign.models import _assets
+from repalign.models._layers import unknown_layer
 from repalign.models.base import PENULTIMATE, ModelHandle, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -254,7 +257,7 @@ class TfliteModelHandle(ModelHandle):
             return self._output_index
         if layer in self._tensors:
             return int(self._tensors[layer])
-        raise unknown_name(f"layer of {self.spec.name}", layer, self.available_layers())
+        raise unknown_layer(self.spec.name, layer, self.available_layers())
 
     def _runner(self, indices: frozenset[int]) -> _Runner:
         if indices not in self._runners:

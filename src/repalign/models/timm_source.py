@@ -22,6 +22,7 @@ from typing import Any
 from repalign.errors import InputError, MissingDataError, UnknownNameError, did_you_mean, unknown_name
 from repalign.models import _assets, _hub
 from repalign.models import _timm_legacy as legacy
+from repalign.models._layers import one_line as _one_line
 from repalign.models._torch_handle import LOGITS, TorchModelHandle
 from repalign.models.base import PENULTIMATE, ModelSpec
 
@@ -213,14 +214,14 @@ def build_module(spec: ModelSpec, weights: str | os.PathLike | None = None):
         try:
             timm.models.load_checkpoint(module, str(path), strict=True, weights_only=True)
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise InputError(f"Weights file {path} does not fit timm model '{spec.arch}': {exc}") from exc
+            raise InputError(f"Weights file {path} does not fit timm model '{spec.arch}': {_one_line(exc)}") from exc
         return module, weights_id
     try:
         # timm's own loader: safetensors or weights_only torch.load, checkpoint filters
         # (original-format checkpoints), strict key matching.
         module = timm.create_model(spec.arch, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise InputError(f"Weights file {path} does not fit timm model '{spec.arch}': {exc}") from exc
+        raise InputError(f"Weights file {path} does not fit timm model '{spec.arch}': {_one_line(exc)}") from exc
     return module, weights_id
 
 
@@ -239,7 +240,8 @@ class TimmModelHandle(TorchModelHandle):
         return out
 
 
-def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options) -> TimmModelHandle:
+def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto",
+         **_options) -> TimmModelHandle:
     from timm.data import create_transform
 
     module, weights_id = build_module(spec, weights)

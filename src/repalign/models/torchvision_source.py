@@ -18,6 +18,7 @@ from typing import Any
 
 from repalign.errors import InputError, MissingDataError, unknown_name
 from repalign.models import _assets, _hub
+from repalign.models._layers import one_line as _one_line
 from repalign.models.base import ModelSpec
 
 SOURCE = "torchvision"
@@ -55,7 +56,8 @@ def resolve(arch: str, *, name: str, variant: str | None = None, seed: int | Non
         raise unknown_name(f"weights of torchvision:{base}", member, members)
     chosen = enum[member].name  # DEFAULT -> the actual member
     suffix = f"@random:{seed}" if variant == "random" else ""
-    return ModelSpec(name=name, source=SOURCE, arch=f"{base}.{chosen}", resolved_id=f"torchvision:{base}.{chosen}{suffix}",
+    return ModelSpec(name=name, source=SOURCE, arch=f"{base}.{chosen}",
+                     resolved_id=f"torchvision:{base}.{chosen}{suffix}",
                      variant=variant, seed=seed, extra={"weights_enum": f"{enum.__name__}.{chosen}"})
 
 
@@ -134,7 +136,7 @@ def build_module(spec: ModelSpec, weights=None):
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise InputError(f"Weights file {path} does not fit torchvision model '{base}': {exc}") from exc
+            raise InputError(f"Weights file {path} does not fit torchvision model '{base}': {_one_line(exc)}") from exc
         return module, weights_id
     if not _cache_file(enum).is_file() and not _hub.host_reachable(enum.url):
         raise MissingDataError(f"Weights {enum} are not cached and download.pytorch.org is unreachable. "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,15 @@ def _shots_axis(ax, shots: Sequence[int]) -> None:
 def _errorbar(ax, frame: pd.DataFrame, x: str, *, label: str, style: Mapping[str, Any]) -> None:
     frame = frame.sort_values(x)
     yerr = np.vstack([(frame["r"] - frame["ci_low"]).to_numpy(), (frame["ci_high"] - frame["r"]).to_numpy()])
-    ax.errorbar(frame[x].to_numpy(float), frame["r"].to_numpy(float), yerr=np.abs(yerr), label=label,
-                capsize=2, elinewidth=0.8, **style)
+    ax.errorbar(
+        frame[x].to_numpy(float),
+        frame["r"].to_numpy(float),
+        yerr=np.abs(yerr),
+        label=label,
+        capsize=2,
+        elinewidth=0.8,
+        **style,
+    )
 
 
 def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
@@ -109,8 +117,12 @@ def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
                     if sel.empty:
                         continue
                     sel = sel.sort_values("shots")
-                    ax.plot(sel["shots"].to_numpy(float), sel["accuracy"].to_numpy(float), label=f"{group} alignment",
-                            **style)
+                    ax.plot(
+                        sel["shots"].to_numpy(float),
+                        sel["accuracy"].to_numpy(float),
+                        label=f"{group} alignment",
+                        **style,
+                    )
                 _shots_axis(ax, curves["shots"])
                 if i == 0:
                     ax.set_title(f"head: {head}")
@@ -129,9 +141,17 @@ def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
                 sel = correlations[(correlations["head"] == head) & (correlations["metric"] == metric)]
                 if sel.empty:
                     continue
-                _errorbar(ax, sel, "shots", label=f"z² {metric}",
-                          style={"color": PALETTE[k % len(PALETTE)], "marker": MARKERS[k % len(MARKERS)],
-                                 "linestyle": LINESTYLES[k % len(LINESTYLES)]})
+                _errorbar(
+                    ax,
+                    sel,
+                    "shots",
+                    label=f"z² {metric}",
+                    style={
+                        "color": PALETTE[k % len(PALETTE)],
+                        "marker": MARKERS[k % len(MARKERS)],
+                        "linestyle": LINESTYLES[k % len(LINESTYLES)],
+                    },
+                )
             ax.axhline(0, color="black", linewidth=0.6)
             _shots_axis(ax, correlations["shots"])
             ax.set_title(f"head: {head}")
@@ -144,8 +164,12 @@ def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
 
 
 def figure4(
-    scatter: pd.DataFrame, fit: Mapping[str, Any] | None, correlations: pd.DataFrame | None,
-    *, x_label: str = "Pearson alignment (mean over human datasets)", y_label: str = "1-shot accuracy",
+    scatter: pd.DataFrame,
+    fit: Mapping[str, Any] | None,
+    correlations: pd.DataFrame | None,
+    *,
+    x_label: str = "Pearson alignment (mean over human datasets)",
+    y_label: str = "1-shot accuracy",
     theory: pd.DataFrame | None = None,
 ) -> Any:
     """Figure 4. Left: 1-shot accuracy against Pearson alignment for every model, with the
@@ -165,26 +189,53 @@ def figure4(
         fig = _new_figure(3.4 * n_panels, 3.0)
         axes = fig.subplots(1, n_panels, squeeze=False)[0]
         ax = axes[0]
-        ax.scatter(scatter["alignment"], scatter["accuracy"], s=9, color="#0072B2", alpha=0.7,
-                   edgecolors="none", label=f"models (n={len(scatter)})")
+        ax.scatter(
+            scatter["alignment"],
+            scatter["accuracy"],
+            s=9,
+            color="#0072B2",
+            alpha=0.7,
+            edgecolors="none",
+            label=f"models (n={len(scatter)})",
+        )
         if fit is not None:
             grid = np.linspace(scatter["alignment"].min(), scatter["alignment"].max(), 200)
-            ax.plot(grid, fit["b0"] + fit["b1"] * grid + fit["b2"] * grid**2, color="black",
-                    label=f"quadratic fit (x² coef {fit['b2']:.3g}, p={fit['b2_p']:.2g})")
+            ax.plot(
+                grid,
+                fit["b0"] + fit["b1"] * grid + fit["b2"] * grid**2,
+                color="black",
+                label=f"quadratic fit (x² coef {fit['b2']:.3g}, p={fit['b2_p']:.2g})",
+            )
         if theory is not None and not theory.empty:
-            ax.scatter(theory["alignment"], theory["predicted"], s=10, marker="x", linewidths=0.7,
-                       color="#D55E00", label="theory: a + b·C(1 − triplet)")
+            ax.scatter(
+                theory["alignment"],
+                theory["predicted"],
+                s=10,
+                marker="x",
+                linewidths=0.7,
+                color="#D55E00",
+                label="theory: a + b·C(1 − triplet)",
+            )
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
-        ax.legend(loc="best")
+        # below the axes: with hundreds of models any spot inside would cover points
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=1)
         ax.set_title("1-shot accuracy vs alignment")
         if n_panels == 2:
             ax = axes[1]
             for k, dataset in enumerate(dict.fromkeys(correlations["dataset"])):
                 sel = correlations[correlations["dataset"] == dataset]
-                _errorbar(ax, sel, "shots", label=str(dataset),
-                          style={"color": PALETTE[k % len(PALETTE)], "marker": MARKERS[k % len(MARKERS)],
-                                 "linestyle": LINESTYLES[k % len(LINESTYLES)]})
+                _errorbar(
+                    ax,
+                    sel,
+                    "shots",
+                    label=str(dataset),
+                    style={
+                        "color": PALETTE[k % len(PALETTE)],
+                        "marker": MARKERS[k % len(MARKERS)],
+                        "linestyle": LINESTYLES[k % len(LINESTYLES)],
+                    },
+                )
             ax.axhline(0, color="black", linewidth=0.6)
             _shots_axis(ax, correlations["shots"])
             ax.set_xlabel("shots per class")
@@ -202,8 +253,8 @@ def figure_png_bytes(fig, *, dpi: int = 150) -> bytes:
     return buffer.getvalue()
 
 
-def save_figure(fig, directory: str | Path, stem: str, *, dpi: int = 300) -> dict[str, Path]:
-    """Write ``<stem>.png`` (``dpi``) and ``<stem>.pdf`` (vector) atomically; return their paths."""
+def save_figure(fig, directory: str | Path, stem: str, *, dpi: int = 200) -> dict[str, Path]:
+    """Write ``<stem>.png`` (``dpi``) and ``<stem>.pdf`` (vector, for print) atomically; return their paths."""
     from repalign._io import atomic_path
 
     directory = Path(directory)
@@ -213,6 +264,7 @@ def save_figure(fig, directory: str | Path, stem: str, *, dpi: int = 300) -> dic
             path = directory / f"{stem}.{fmt}"
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=dpi)
+                os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; reports are meant to be shared
             paths[fmt] = path
     return paths
 
@@ -250,7 +302,13 @@ def theory_overlay(scatter: pd.DataFrame, triplet: pd.Series) -> pd.DataFrame | 
     if np.ptp(shape) == 0:
         return None
     b, a = np.polyfit(shape, frame["accuracy"].to_numpy(float), 1)
-    out = pd.DataFrame({"model": frame["model"].to_numpy(), "alignment": frame["alignment"].to_numpy(float),
-                        "predicted": a + b * shape, "shape": shape})
+    out = pd.DataFrame(
+        {
+            "model": frame["model"].to_numpy(),
+            "alignment": frame["alignment"].to_numpy(float),
+            "predicted": a + b * shape,
+            "shape": shape,
+        }
+    )
     out.attrs.update(a=float(a), b=float(b))
     return out

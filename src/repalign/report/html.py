@@ -100,21 +100,27 @@ def _prepare(study, *, n_bootstrap: int, random_state: int | None, correction: s
     if len(study.alignment):
         alignment = tables.alignment_per_model(study.alignment)
         if alignment.attrs.get("dropped"):
-            notes.append("Models without every human dataset are left out of the alignment averages: "
-                         + ", ".join(alignment.attrs["dropped"]))
+            notes.append(
+                "Models without every human dataset are left out of the alignment averages: "
+                + ", ".join(alignment.attrs["dropped"])
+            )
     if len(study.robustness):
         robustness = tables.robustness_per_model(study.robustness)
     if len(study.fewshot):
         fewshot = stats.fewshot_accuracy(study.fewshot, by=("head", "shots"))
         by_dataset = stats.fewshot_accuracy(study.fewshot, by=("dataset", "head", "shots"))
         if fewshot.attrs.get("dropped"):
-            notes.append("Models without every few-shot dataset are left out of averaged few-shot accuracy: "
-                         + ", ".join(fewshot.attrs["dropped"]))
+            notes.append(
+                "Models without every few-shot dataset are left out of averaged few-shot accuracy: "
+                + ", ".join(fewshot.attrs["dropped"])
+            )
     k = 0
     if alignment is not None and len(alignment) >= MIN_MODELS_FOR_STATS:
         k = min(GROUP_SIZE, len(alignment) // 3)
         if k < GROUP_SIZE:
-            notes.append(f"Only {len(alignment)} models: the high/mid/low groups have {k} models each, not {GROUP_SIZE}.")
+            notes.append(
+                f"Only {len(alignment)} models: the high/mid/low groups have {k} models each, not {GROUP_SIZE}."
+            )
         groups = stats.select_groups(alignment, k=k)
     return _Inputs(study, alignment, robustness, fewshot, by_dataset, groups, k, seed, n_bootstrap, correction, notes)
 
@@ -130,17 +136,24 @@ def _overview(inputs: _Inputs) -> Section:
     study = inputs.study
     section = Section("overview", "Overview", notes=list(inputs.notes))
     results = study.results
-    counts = (results.groupby(["stage", "status"], dropna=False).size().rename("rows").reset_index()
-              if len(results) else pd.DataFrame(columns=["stage", "status", "rows"]))
+    counts = (
+        results.groupby(["stage", "status"], dropna=False).size().rename("rows").reset_index()
+        if len(results)
+        else pd.DataFrame(columns=["stage", "status", "rows"])
+    )
     section.tables.append(Table("row_counts", counts, "Result rows per stage and status."))
     if inputs.alignment is not None:
         ranking = inputs.alignment.sort_values(inputs.alignment.columns[0], ascending=False)
         ranking = ranking.rename_axis("model").reset_index()
-        section.tables.append(Table(
-            "alignment_per_model", ranking,
-            "Alignment of every model with the human similarity judgments, averaged over the human datasets "
-            f"(model similarity: {inputs.alignment.attrs.get('similarity') or 'as configured'}). Click a "
-            "column header to sort."))
+        section.tables.append(
+            Table(
+                "alignment_per_model",
+                ranking,
+                "Alignment of every model with the human similarity judgments, averaged over the human datasets "
+                f"(model similarity: {inputs.alignment.attrs.get('similarity') or 'as configured'}). Click a "
+                "column header to sort.",
+            )
+        )
     else:
         section.notes.append("This study has no alignment results.")
     return section
@@ -154,13 +167,21 @@ def _alignment_section(inputs: _Inputs) -> Section:
         section.notes.append(reason)
         return section
     table = stats.metric_correlations(inputs.alignment, n_bootstrap=inputs.n_bootstrap, random_state=inputs.seed)
-    section.tables.append(Table(
-        "metric_correlations", table,
-        "Correlation of the alignment metrics across models (Pearson r with Fisher-z 95% CI and a bootstrap "
-        "CI over models; Spearman rho). The study reports spearman vs triplet 0.992 and pearson vs triplet 0.824."))
-    section.tables.append(Table("groups", inputs.groups,
-                                f"The {inputs.group_size} models with the highest, nearest-to-the-mean and lowest "
-                                "alignment, per metric."))
+    section.tables.append(
+        Table(
+            "metric_correlations",
+            table,
+            "Correlation of the alignment metrics across models (Pearson r with Fisher-z 95% CI and a bootstrap "
+            "CI over models; Spearman rho). The study reports spearman vs triplet 0.992 and pearson vs triplet 0.824.",
+        )
+    )
+    section.tables.append(
+        Table(
+            "groups",
+            inputs.groups,
+            f"The {inputs.group_size} models with the highest, nearest-to-the-mean and lowest alignment, per metric.",
+        )
+    )
     return section
 
 
@@ -183,21 +204,46 @@ def _robustness_section(inputs: _Inputs) -> Section:
         return section
 
     def table1():
-        section.tables.append(Table(
-            "table1_group_robustness", tables.table1_group_robustness(inputs.groups, inputs.robustness),
-            "Table 1. Mean ImageNet-A/R/Sketch top-1 and top-5 accuracy (%) of the high/mid/low alignment "
-            "groups, per alignment metric."))
+        section.tables.append(
+            Table(
+                "table1_group_robustness",
+                tables.table1_group_robustness(inputs.groups, inputs.robustness),
+                "Table 1. Mean ImageNet-A/R/Sketch top-1 and top-5 accuracy (%) of the high/mid/low alignment "
+                "groups, per alignment metric.",
+            )
+        )
 
     def table2():
-        section.tables.append(Table(
-            "table2_robustness_correlations",
-            tables.table2_robustness_correlations(inputs.alignment, inputs.robustness, n_bootstrap=inputs.n_bootstrap,
-                                                  random_state=inputs.seed, correction=inputs.correction),
-            "Table 2. Pearson r (Fisher-z 95% CI, p and p adjusted across the table with "
-            f"{inputs.correction}) between each robustness accuracy and each z² alignment metric, and the partial "
-            "correlation controlling for ImageNet top-1 (pingouin); boot_* are bootstrap CIs over models."))
+        section.tables.append(
+            Table(
+                "table2_robustness_correlations",
+                tables.table2_robustness_correlations(
+                    inputs.alignment,
+                    inputs.robustness,
+                    n_bootstrap=inputs.n_bootstrap,
+                    random_state=inputs.seed,
+                    correction=inputs.correction,
+                ),
+                "Table 2. Pearson r (Fisher-z 95% CI, p and p adjusted across the table with "
+                f"{inputs.correction}) between each robustness accuracy and each z² alignment metric, and the partial "
+                "correlation controlling for ImageNet top-1 (pingouin); boot_* are bootstrap CIs over models.",
+            )
+        )
+
+    def table1_ci():
+        section.tables.append(
+            Table(
+                "table1_bootstrap",
+                tables.table1_bootstrap(
+                    inputs.groups, inputs.robustness, n_bootstrap=inputs.n_bootstrap, random_state=inputs.seed
+                ),
+                "Table 1 in long form, with percentile bootstrap CIs of each group mean (resampling the "
+                "group's models).",
+            )
+        )
 
     _attempt(section, "Table 1", table1)
+    _attempt(section, "Table 1 bootstrap", table1_ci)
     _attempt(section, "Table 2", table2)
     return section
 
@@ -219,14 +265,23 @@ def _fewshot_section(inputs: _Inputs) -> Section:
 
     def fig3():
         curves = tables.fewshot_group_curves(inputs.groups, fewshot)
-        corr = tables.fewshot_alignment_correlations(alignment, fewshot, by=("head", "shots"),
-                                                     n_bootstrap=inputs.n_bootstrap, random_state=inputs.seed,
-                                                     correction=inputs.correction)
-        section.figures.append(FigureOut(
-            "figure3", figures.figure3(curves, corr),
-            "Figure 3. Left: n-shot accuracy (mean over few-shot datasets) of the high/mid/low alignment groups, "
-            "per metric (rows) and head (columns). Right: Pearson r (95% CI) between n-shot accuracy and each z² "
-            "alignment metric, per head."))
+        corr = tables.fewshot_alignment_correlations(
+            alignment,
+            fewshot,
+            by=("head", "shots"),
+            n_bootstrap=inputs.n_bootstrap,
+            random_state=inputs.seed,
+            correction=inputs.correction,
+        )
+        section.figures.append(
+            FigureOut(
+                "figure3",
+                figures.figure3(curves, corr),
+                "Figure 3. Left: n-shot accuracy (mean over few-shot datasets) of the high/mid/low alignment groups, "
+                "per metric (rows) and head (columns). Right: Pearson r (95% CI) between n-shot accuracy and each z² "
+                "alignment metric, per head.",
+            )
+        )
         section.tables.append(Table("figure3_group_curves", curves, "Data of Figure 3, left."))
         section.tables.append(Table("figure3_correlations", corr, "Data of Figure 3, right."))
 
@@ -241,15 +296,21 @@ def _fewshot_section(inputs: _Inputs) -> Section:
         scatter = scatter.dropna()
         fit = None
         try:
-            fit = stats.quadratic_fit(scatter["alignment"], scatter["accuracy"], n_bootstrap=inputs.n_bootstrap,
-                                      random_state=inputs.seed)
-            u_table = stats.u_shape_table(scatter["alignment"], scatter["accuracy"], n_bootstrap=inputs.n_bootstrap,
-                                          random_state=inputs.seed)
-            section.tables.append(Table(
-                "u_shape_tests", u_table,
-                f"U-shape tests of {shots}-shot accuracy ({head} head) against Pearson alignment: the quadratic "
-                "regression (x² coefficient, vertex with bootstrap CI) and Simonsohn's two-lines test (breakpoint by "
-                "the Robin Hood procedure; a U needs opposite-sign slopes, both significant)."))
+            fit = stats.quadratic_fit(
+                scatter["alignment"], scatter["accuracy"], n_bootstrap=inputs.n_bootstrap, random_state=inputs.seed
+            )
+            u_table = stats.u_shape_table(
+                scatter["alignment"], scatter["accuracy"], n_bootstrap=inputs.n_bootstrap, random_state=inputs.seed
+            )
+            section.tables.append(
+                Table(
+                    "u_shape_tests",
+                    u_table,
+                    f"U-shape tests of {shots}-shot accuracy ({head} head) against Pearson alignment: the quadratic "
+                    "regression (x² coefficient, vertex with bootstrap CI) and Simonsohn's two-lines test (breakpoint by "
+                    "the Robin Hood procedure; a U needs opposite-sign slopes, both significant).",
+                )
+            )
         except InputError as exc:
             section.notes.append(f"U-shape tests left out: {exc}")
         theory = None
@@ -259,19 +320,30 @@ def _fewshot_section(inputs: _Inputs) -> Section:
         if inputs.fewshot_by_dataset is not None:
             per_dataset = inputs.fewshot_by_dataset[inputs.fewshot_by_dataset["head"] == head]
             corr = tables.fewshot_alignment_correlations(
-                alignment, per_dataset, by=("dataset", "shots"), metrics=["pearson"], n_bootstrap=inputs.n_bootstrap,
-                random_state=inputs.seed, correction=inputs.correction)
+                alignment,
+                per_dataset,
+                by=("dataset", "shots"),
+                metrics=["pearson"],
+                n_bootstrap=inputs.n_bootstrap,
+                random_state=inputs.seed,
+                correction=inputs.correction,
+            )
             section.tables.append(Table("figure4_correlations", corr, "Data of Figure 4, right."))
         theory_text = ""
         if theory is not None:
-            theory_text = (f" Crosses: the theory's predicted shape C(1 − triplet alignment) fitted as "
-                           f"{theory.attrs['a']:.3g} + {theory.attrs['b']:.3g}·C (least squares across models).")
-        section.figures.append(FigureOut(
-            "figure4", figures.figure4(scatter, fit, corr, y_label=f"{shots}-shot accuracy ({head} head)",
-                                       theory=theory),
-            f"Figure 4. Left: {shots}-shot accuracy ({head} head, mean over few-shot datasets) against Pearson "
-            f"alignment for all {len(scatter)} models, with the quadratic fit.{theory_text} Right: Pearson r "
-            "(95% CI) between n-shot accuracy and z² Pearson alignment, per few-shot dataset."))
+            theory_text = (
+                f" Crosses: the theory's predicted shape C(1 − triplet alignment) fitted as "
+                f"{theory.attrs['a']:.3g} + {theory.attrs['b']:.3g}·C (least squares across models)."
+            )
+        section.figures.append(
+            FigureOut(
+                "figure4",
+                figures.figure4(scatter, fit, corr, y_label=f"{shots}-shot accuracy ({head} head)", theory=theory),
+                f"Figure 4. Left: {shots}-shot accuracy ({head} head, mean over few-shot datasets) against Pearson "
+                f"alignment for all {len(scatter)} models, with the quadratic fit.{theory_text} Right: Pearson r "
+                "(95% CI) between n-shot accuracy and z² Pearson alignment, per few-shot dataset.",
+            )
+        )
         section.tables.append(Table("figure4_scatter", scatter, "Data of Figure 4, left."))
 
     _attempt(section, "Figure 3", fig3)
@@ -290,7 +362,9 @@ def _family_section(inputs: _Inputs) -> Section:
     if inputs.fewshot is not None:
         heads = list(dict.fromkeys(inputs.fewshot["head"].astype(str)))
         head = "linear" if "linear" in heads else heads[0]
-        rows = inputs.fewshot[(inputs.fewshot["head"] == head) & (inputs.fewshot["shots"] == inputs.fewshot["shots"].min())]
+        rows = inputs.fewshot[
+            (inputs.fewshot["head"] == head) & (inputs.fewshot["shots"] == inputs.fewshot["shots"].min())
+        ]
         one_shot = rows.set_index("model")["value"]
     pretrain = {}
     try:
@@ -299,12 +373,17 @@ def _family_section(inputs: _Inputs) -> Section:
         pretrain = pretrain_metadata()
     except (RepalignError, OSError) as exc:  # the metadata only refines the name-based marks
         log.info("report: no timm pretraining metadata (%s); variant marks come from names", exc)
-    per_model, per_family = tables.family_table(inputs.alignment, one_shot, tables.model_ids(inputs.study.results),
-                                                pretrain=pretrain)
-    section.tables.append(Table(
-        "family_summary", per_family,
-        "Mean alignment and 1-shot accuracy per architecture family (parsed from the model id) and training "
-        "variant: distilled, ImageNet-21k-pretrained (in21k) and pruned models are marked."))
+    per_model, per_family = tables.family_table(
+        inputs.alignment, one_shot, tables.model_ids(inputs.study.results), pretrain=pretrain
+    )
+    section.tables.append(
+        Table(
+            "family_summary",
+            per_family,
+            "Mean alignment and 1-shot accuracy per architecture family (parsed from the model id) and training "
+            "variant: distilled, ImageNet-21k-pretrained (in21k) and pruned models are marked.",
+        )
+    )
     section.tables.append(Table("family_models", per_model, "Family and variant of every model."))
     return section
 
@@ -317,7 +396,9 @@ def _failures_section(inputs: _Inputs) -> Section:
     if frame.empty:
         section.notes.append("No failed or skipped rows.")
     else:
-        section.tables.append(Table("failures", frame, "Rows that failed (with their error) or had nothing to compute."))
+        section.tables.append(
+            Table("failures", frame, "Rows that failed (with their error) or had nothing to compute.")
+        )
     return section
 
 
@@ -327,10 +408,14 @@ def _provenance_section(inputs: _Inputs) -> Section:
     study = inputs.study
     section = Section("provenance", "Provenance")
     files = _checksums(Path(study.path), study.config)
-    section.tables.append(Table(
-        "provenance", tables.provenance_table(study.config, study.manifest, files),
-        "The resolved config, the run manifest (package versions, git commit, hardware, runs), the packages of "
-        "this report, and sha256 checksums of the study's files and robustness data."))
+    section.tables.append(
+        Table(
+            "provenance",
+            tables.provenance_table(study.config, study.manifest, files),
+            "The resolved config, the run manifest (package versions, git commit, hardware, runs), the packages of "
+            "this report, and sha256 checksums of the study's files and robustness data.",
+        )
+    )
     return section
 
 
@@ -370,8 +455,8 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;border-bottom:1px s
 margin-top:2rem}nav a{margin-right:1rem}.meta{color:#555;font-size:.9rem}
 .note{background:#fff8e1;border-left:4px solid #e6a700;padding:.4rem .7rem;margin:.5rem 0;font-size:.9rem}
 figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption,caption{font-size:.85rem;color:#333;text-align:left;padding:.3rem 0;caption-side:top}
-.tablewrap{max-height:28rem;overflow:auto;margin:.8rem 0;border:1px solid #ddd}
+figcaption,p.caption{font-size:.85rem;color:#333;text-align:left;margin:.9rem 0 .2rem}
+.tablewrap{max-height:28rem;overflow:auto;margin:0 0 .8rem;border:1px solid #ddd}
 table{border-collapse:collapse;font-size:.8rem;width:100%}
 th,td{padding:.2rem .45rem;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 td.t,th.t{text-align:left}th{position:sticky;top:0;background:#f3f3f3;cursor:pointer;user-select:none}
@@ -425,8 +510,9 @@ def render_table(table: Table, csv_name: str | None = None) -> str:
     """A sortable HTML table; every header and cell escaped."""
     frame = table.frame
     head_cells = []
-    text_columns = [not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])
-                    for c in frame.columns]
+    text_columns = [
+        not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]) for c in frame.columns
+    ]
     for column, is_text in zip(frame.columns, text_columns):
         head_cells.append(f'<th class="{"t" if is_text else "n"}">{html.escape(str(column))}</th>')
     body_rows = []
@@ -434,27 +520,33 @@ def render_table(table: Table, csv_name: str | None = None) -> str:
         cells = []
         for value in row:
             text, key, is_text = _format_cell(value)
-            attrs = f' class="t"' if is_text else ""
+            attrs = ' class="t"' if is_text else ""
             if key is not None:
                 attrs += f' data-v="{html.escape(key, quote=True)}"'
             cells.append(f"<td{attrs}>{html.escape(text)}</td>")
         body_rows.append("<tr>" + "".join(cells) + "</tr>")
     link = f' <a class="csv" href="{html.escape(csv_name, quote=True)}">CSV</a>' if csv_name else ""
-    return (f'<div class="tablewrap"><table class="sortable" id="{html.escape(table.name, quote=True)}">'
-            f"<caption>{html.escape(table.caption)}{link}</caption>"
-            f"<thead><tr>{''.join(head_cells)}</tr></thead><tbody>{''.join(body_rows)}</tbody></table></div>")
+    # The caption sits above the scrolling box so that wide tables do not push it off-screen.
+    return (
+        f'<p class="caption">{html.escape(table.caption)}{link}</p>'
+        f'<div class="tablewrap"><table class="sortable" id="{html.escape(table.name, quote=True)}">'
+        f"<thead><tr>{''.join(head_cells)}</tr></thead><tbody>{''.join(body_rows)}</tbody></table></div>"
+    )
 
 
 def render_figure(figure: FigureOut, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure id="{html.escape(figure.name, quote=True)}"><img class="report-figure" '
-            f'alt="{html.escape(figure.caption, quote=True)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(figure.caption)} "
-            f'<a class="csv" href="{html.escape(figure.name, quote=True)}.pdf">PDF</a></figcaption></figure>')
+    return (
+        f'<figure id="{html.escape(figure.name, quote=True)}"><img class="report-figure" '
+        f'alt="{html.escape(figure.caption, quote=True)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(figure.caption)} "
+        f'<a class="csv" href="{html.escape(figure.name, quote=True)}.pdf">PDF</a></figcaption></figure>'
+    )
 
 
-def render_html(title: str, subtitle: str, sections: list[Section], pngs: dict[str, bytes],
-                csv_names: dict[str, str]) -> str:
+def render_html(
+    title: str, subtitle: str, sections: list[Section], pngs: dict[str, bytes], csv_names: dict[str, str]
+) -> str:
     """The whole document as a string (no external resources)."""
     nav = " ".join(f'<a href="#{html.escape(s.key, quote=True)}">{html.escape(s.title)}</a>' for s in sections)
     parts = [
@@ -462,10 +554,10 @@ def render_html(title: str, subtitle: str, sections: list[Section], pngs: dict[s
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         # Nothing in the report is fetched; the policy keeps it that way even if text slipped through.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p class=\"meta\">{html.escape(subtitle)}</p><nav>{nav}</nav>",
+        f'<h1>{html.escape(title)}</h1><p class="meta">{html.escape(subtitle)}</p><nav>{nav}</nav>',
     ]
     for section in sections:
         parts.append(f'<section id="{html.escape(section.key, quote=True)}"><h2>{html.escape(section.title)}</h2>')
@@ -479,19 +571,29 @@ def render_html(title: str, subtitle: str, sections: list[Section], pngs: dict[s
     return "\n".join(parts)
 
 
-def build_sections(study, *, n_bootstrap: int = 1000, random_state: int | None = None,
-                   correction: str = "holm") -> list[Section]:
+def build_sections(
+    study, *, n_bootstrap: int = 1000, random_state: int | None = None, correction: str = "holm"
+) -> list[Section]:
     """Every section of the report for a loaded study (a :class:`StudyResults`)."""
     inputs = _prepare(study, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction)
     return [
-        _overview(inputs), _alignment_section(inputs), _robustness_section(inputs), _fewshot_section(inputs),
-        _family_section(inputs), _failures_section(inputs), _provenance_section(inputs),
+        _overview(inputs),
+        _alignment_section(inputs),
+        _robustness_section(inputs),
+        _fewshot_section(inputs),
+        _family_section(inputs),
+        _failures_section(inputs),
+        _provenance_section(inputs),
     ]
 
 
 def write_report(
-    study_dir: str | os.PathLike, *, out: str | os.PathLike | None = None, n_bootstrap: int = 1000,
-    random_state: int | None = None, correction: str = "holm",
+    study_dir: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    n_bootstrap: int = 1000,
+    random_state: int | None = None,
+    correction: str = "holm",
 ) -> Path:
     """Write the study's HTML report (and its tables as CSV, figures as PNG + PDF).
 
@@ -526,14 +628,17 @@ def write_report(
             csv_names[table.name] = f"{table.name}.csv"
             with atomic_path(folder / csv_names[table.name]) as tmp:
                 table.frame.to_csv(tmp, index=False)
+                os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; reports are meant to be shared
         for figure in section.figures:
-            figs.save_figure(figure.figure, folder, figure.name)
-            pngs[figure.name] = figs.figure_png_bytes(figure.figure)
+            # the written PNG is also the embedded one: one raster render per figure, not two
+            paths = figs.save_figure(figure.figure, folder, figure.name)
+            pngs[figure.name] = paths["png"].read_bytes()
     name = str((study.config.get("study") or {}).get("name") or Path(study.path).name)
     n_models = study.results["model"].nunique() if len(study.results) else 0
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = f"Study directory {study.path} · {n_models} models · report written {created}"
     write_text_atomic(out_path, render_html(f"repalign report: {name}", subtitle, sections, pngs, csv_names))
+    os.chmod(out_path, 0o644)
     log.info("report written to %s", out_path)
     return out_path
 

@@ -31,6 +31,8 @@ def alignment_per_model(alignment: pd.DataFrame, *, similarity: str | None = Non
     rows = alignment
     if similarity is None and "similarity" in rows and rows["similarity"].nunique(dropna=True) > 1:
         similarity = str(rows["similarity"].dropna().mode().iloc[0])  # the study's main similarity
+    if similarity is None and "similarity" in rows and rows["similarity"].nunique(dropna=True) == 1:
+        similarity = str(rows["similarity"].dropna().iloc[0])
     tidy = stats.model_alignment(rows, similarity=similarity)
     table = stats.wide(tidy)
     ordered = [m for m in stats.ALIGNMENT_METRICS if m in table.columns]
@@ -84,20 +86,51 @@ def table1_group_robustness(groups: pd.DataFrame, robustness: pd.DataFrame) -> p
     records = []
     for (metric, group), members in groups.groupby(["metric", "group"], sort=False):
         present = [m for m in members["model"] if m in robustness.index]
-        record: dict[str, Any] = {"metric": metric, "group": group, "n_models": len(members),
-                                  "n_missing": len(members) - len(present),
-                                  "mean_alignment": float(members["value"].mean())}
+        record: dict[str, Any] = {
+            "metric": metric,
+            "group": group,
+            "n_models": len(members),
+            "n_missing": len(members) - len(present),
+            "mean_alignment": float(members["value"].mean()),
+        }
         for column in columns:
             record[column] = float(robustness.loc[present, column].mean()) if present else np.nan
         records.append(record)
     table = pd.DataFrame.from_records(records)
     order = {g: i for i, g in enumerate(stats.GROUPS)}
-    return table.sort_values(["metric", "group"], key=lambda s: s.map(order) if s.name == "group" else s,
-                             kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        ["metric", "group"], key=lambda s: s.map(order) if s.name == "group" else s, kind="stable"
+    ).reset_index(drop=True)
+
+
+def table1_bootstrap(
+    groups: pd.DataFrame, robustness: pd.DataFrame, *, n_bootstrap: int = 1000, random_state: int | None = 0
+) -> pd.DataFrame:
+    """Table 1 in long form with a bootstrap CI of each group mean (resampling the group's models).
+
+    Returns:
+        Tidy: metric, group, robustness ("imagenet-a top1", ...), n_models, mean, boot_low, boot_high.
+    """
+    columns = [f"{d} {m}" for d in OOD_DATASETS for m in ACCURACY_METRICS if f"{d} {m}" in robustness]
+    rng = np.random.default_rng(random_state)
+    records = []
+    for (metric, group), members in groups.groupby(["metric", "group"], sort=False):
+        present = [m for m in members["model"] if m in robustness.index]
+        for column in columns:
+            values = robustness.loc[present, column].dropna().to_numpy(float)
+            low, high = stats.bootstrap_ci(np.mean, values, n_bootstrap=n_bootstrap, random_state=rng)
+            records.append({"metric": metric, "group": group, "robustness": column, "n_models": len(values),
+                            "mean": float(values.mean()) if len(values) else np.nan,
+                            "boot_low": low, "boot_high": high})
+    return pd.DataFrame.from_records(records)
 
 
 def table2_robustness_correlations(
-    alignment: pd.DataFrame, robustness: pd.DataFrame, *, n_bootstrap: int = 1000, random_state: int | None = 0,
+    alignment: pd.DataFrame,
+    robustness: pd.DataFrame,
+    *,
+    n_bootstrap: int = 1000,
+    random_state: int | None = 0,
     correction: str = "holm",
 ) -> pd.DataFrame:
     """Table 2: Pearson r between each OOD accuracy and each z^2 alignment metric.
@@ -115,8 +148,9 @@ def table2_robustness_correlations(
     if ys.empty:
         raise InputError("The robustness rows hold no ImageNet-A/R/Sketch accuracies.")
     covar = robustness[COVARIATE] if COVARIATE in robustness else None
-    table = stats.correlation_table(z2, ys, covar=covar, n_bootstrap=n_bootstrap, random_state=random_state,
-                                    correction=correction)
+    table = stats.correlation_table(
+        z2, ys, covar=covar, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction
+    )
     return table.rename(columns={"x": "alignment", "y": "robustness"})
 
 
@@ -131,14 +165,22 @@ def fewshot_group_curves(groups: pd.DataFrame, accuracy: pd.DataFrame) -> pd.Dat
         accuracy: from :func:`repalign.stats.fewshot_accuracy` with by=("head", "shots").
     """
     merged = groups[["metric", "group", "model"]].merge(accuracy, on="model", how="inner")
-    curves = merged.groupby(["metric", "group", "head", "shots"], sort=True)["value"].agg(
-        accuracy="mean", sd="std", n_models="count").reset_index()
+    curves = (
+        merged.groupby(["metric", "group", "head", "shots"], sort=True)["value"]
+        .agg(accuracy="mean", sd="std", n_models="count")
+        .reset_index()
+    )
     return curves
 
 
 def fewshot_alignment_correlations(
-    alignment: pd.DataFrame, accuracy: pd.DataFrame, *, by: Sequence[str] = ("head", "shots"),
-    metrics: Sequence[str] | None = None, n_bootstrap: int = 1000, random_state: int | None = 0,
+    alignment: pd.DataFrame,
+    accuracy: pd.DataFrame,
+    *,
+    by: Sequence[str] = ("head", "shots"),
+    metrics: Sequence[str] | None = None,
+    n_bootstrap: int = 1000,
+    random_state: int | None = 0,
     correction: str = "holm",
 ) -> pd.DataFrame:
     """Pearson r (95% CI) between n-shot accuracy and each z^2 alignment metric.
@@ -157,8 +199,7 @@ def fewshot_alignment_correlations(
     keyed = accuracy.assign(_key=accuracy[list(by)].astype(str).agg("|".join, axis=1))
     ys = keyed.pivot_table(index="model", columns="_key", values="value", aggfunc="mean")
     ys.index = ys.index.astype(str)
-    table = stats.correlation_table(z2, ys, n_bootstrap=n_bootstrap, random_state=random_state,
-                                    correction=correction)
+    table = stats.correlation_table(z2, ys, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction)
     settings = keyed.drop_duplicates("_key").set_index("_key")[list(by)]
     table = table.join(settings, on="y").drop(columns="y").rename(columns={"x": "metric"})
     front = ["metric", *by]
@@ -169,8 +210,21 @@ def fewshot_alignment_correlations(
 # ---------------------------------------------------------------------------------------------
 # family view
 # ---------------------------------------------------------------------------------------------
-_TRAINING_PREFIXES = ("ens_adv_", "adv_", "tf_", "gluon_", "ssl_", "swsl_", "ig_", "legacy_", "tv_", "jx_",
-                      "timm_", "fb_", "hf_")
+_TRAINING_PREFIXES = (
+    "ens_adv_",
+    "adv_",
+    "tf_",
+    "gluon_",
+    "ssl_",
+    "swsl_",
+    "ig_",
+    "legacy_",
+    "tv_",
+    "jx_",
+    "timm_",
+    "fb_",
+    "hf_",
+)
 # ImageNet-21k/22k (and its 12k subset) pretraining; BiT-M models were pretrained on 21k.
 _IN21K = re.compile(r"in21k|in22k|in22ft1k|in21ft1k|in12k|(^|_)21k|(^|_)22k|bitm")
 _DISTILLED = re.compile(r"distill|(^|[._])dist([._]|$)|_dist_|(^|[._])kd([._]|$)")
@@ -191,8 +245,9 @@ class Architecture:
 
     @property
     def variant(self) -> str:
-        marks = [name for name, on in (("distilled", self.distilled), ("in21k", self.in21k),
-                                        ("pruned", self.pruned)) if on]
+        marks = [
+            name for name, on in (("distilled", self.distilled), ("in21k", self.in21k), ("pruned", self.pruned)) if on
+        ]
         return "+".join(marks) or "standard"
 
 
@@ -217,7 +272,7 @@ def parse_architecture(model_id: str, *, pretrain: str | None = None) -> Archite
         stripped = False
         for prefix in _TRAINING_PREFIXES:
             if core.startswith(prefix) and len(core) > len(prefix):
-                core, stripped = core[len(prefix):], True
+                core, stripped = core[len(prefix) :], True
     match = _FAMILY.match(core)
     family = match.group(0) if match else core
     distilled = bool(_DISTILLED.search(arch) or _DISTILLED.search(tag))
@@ -225,13 +280,15 @@ def parse_architecture(model_id: str, *, pretrain: str | None = None) -> Archite
     if pretrain:
         distilled = distilled or "dist" in pretrain
         in21k = in21k or pretrain.startswith(("in21k", "ig1b", "jft", "yfc"))
-    return Architecture(arch=arch, tag=tag, family=family, distilled=distilled, in21k=in21k,
-                        pruned="pruned" in text)
+    return Architecture(arch=arch, tag=tag, family=family, distilled=distilled, in21k=in21k, pruned="pruned" in text)
 
 
 def family_table(
-    alignment: pd.DataFrame, one_shot: pd.Series | None = None, ids: Mapping[str, str] | pd.Series | None = None,
-    *, pretrain: Mapping[str, str] | None = None,
+    alignment: pd.DataFrame,
+    one_shot: pd.Series | None = None,
+    ids: Mapping[str, str] | pd.Series | None = None,
+    *,
+    pretrain: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Alignment and 1-shot accuracy per architecture family, with variant marks.
 
@@ -253,16 +310,27 @@ def family_table(
         model_id = ids.get(model, model)
         arch_name = str(model).split(":", 1)[-1].split(".", 1)[0]
         info = parse_architecture(model_id, pretrain=pretrain.get(arch_name) or pretrain.get(str(model)))
-        record = {"model": model, "model_id": model_id, "family": info.family, "arch": info.arch,
-                  "variant": info.variant, "distilled": info.distilled, "in21k": info.in21k, "pruned": info.pruned}
+        record = {
+            "model": model,
+            "model_id": model_id,
+            "family": info.family,
+            "arch": info.arch,
+            "variant": info.variant,
+            "distilled": info.distilled,
+            "in21k": info.in21k,
+            "pruned": info.pruned,
+        }
         record.update({metric: float(alignment.loc[model, metric]) for metric in alignment.columns})
         if one_shot is not None:
             record["one_shot_accuracy"] = float(one_shot.get(model, np.nan))
         records.append(record)
     per_model = pd.DataFrame.from_records(records)
     value_columns = [*alignment.columns] + (["one_shot_accuracy"] if one_shot is not None else [])
-    per_family = per_model.groupby(["family", "variant"], sort=True).agg(
-        n_models=("model", "count"), **{c: (c, "mean") for c in value_columns}).reset_index()
+    per_family = (
+        per_model.groupby(["family", "variant"], sort=True)
+        .agg(n_models=("model", "count"), **{c: (c, "mean") for c in value_columns})
+        .reset_index()
+    )
     per_family = per_family.sort_values(["family", "variant"], kind="stable").reset_index(drop=True)
     return per_model, per_family
 
@@ -299,8 +367,9 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str
     return items
 
 
-def provenance_table(config: Mapping[str, Any], manifest: Mapping[str, Any],
-                     files: Mapping[str, str] | None = None) -> pd.DataFrame:
+def provenance_table(
+    config: Mapping[str, Any], manifest: Mapping[str, Any], files: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """Config, manifest (package versions, commit, hardware, runs) and file checksums as rows.
 
     Returns:

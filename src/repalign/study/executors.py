@@ -252,8 +252,8 @@ class RayExecutor:
             started_here = True
         try:
             gpus = ray.cluster_resources().get("GPU", 0)
-            remote = ray.remote(_ray_unit).options(
-                num_cpus=self.threads, num_gpus=1 if gpus else 0, max_retries=0, max_calls=1
+            remote = ray.remote(num_cpus=self.threads, num_gpus=1 if gpus else 0, max_retries=0, max_calls=1)(
+                _ray_unit
             )
             refs = {}
             starts = {}

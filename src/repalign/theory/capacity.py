@@ -115,8 +115,9 @@ def fano_query_bound(n_candidates, eps, *, target_accuracy: float) -> np.ndarray
         raise InputError(f"target_accuracy must be in (0, 1]; got {target_accuracy!r}")
     bits = np.maximum(0.0, np.log2(k) - 1.0 - (1.0 - target_accuracy) * np.log2(k - 1.0))
     ratio = query_ratio(eps)
-    # 0 bits needed costs 0 queries even over a useless channel (avoid 0 * inf = nan)
-    return np.where(bits > 0, bits * ratio, 0.0)
+    # 0 bits needed costs 0 queries even over a useless channel (0 * inf would be nan)
+    with np.errstate(invalid="ignore"):
+        return np.where(bits > 0, bits * ratio, 0.0)
 
 
 def predicted_query_ratio(alignment) -> np.ndarray:

@@ -13,7 +13,7 @@ so the MLE maximizes agreements when ``eps_hat < 0.5``, minimizes them when
 ``eps_hat > 0.5`` (a reversed student is as useful as an aligned one) and is a uniform
 guess at exactly 0.5. Ties are broken uniformly at random.
 
-Everything is vectorized over candidates x trials x queries; accuracy is evaluated at a
+Everything is vectorized over trials x queries x candidates; accuracy is evaluated at a
 log-spaced grid of query counts from per-block agreement counts (``np.add.reduceat``) and a
 cumulative sum. Teacher worlds, the hidden objects and the queries are shared by every
 ``eps`` (common random numbers), so differences between ``eps`` values are not drowned by
@@ -201,11 +201,12 @@ class _World:
         first = rng.integers(n, size=(t, m))
         second = (first + rng.integers(1, n, size=(t, m))) % n  # uniform over b != a
         self.pair = first * n + second  # (T, M) flat index of the shared pair (a, b)
-        self.tie_keys = rng.random((k, t, 1))  # uniform tie-breaking, fixed per trial
+        self.tie_keys = rng.random((t, 1, k))  # uniform tie-breaking, fixed per trial
         # teacher's answer table: is candidate j closer to shared a than to shared b?
+        # Stored pair-major, (n*n, K), so gathering the queried pairs copies whole rows.
         teacher_sim = -cdist(self.teacher[n:], self.teacher[:n], "sqeuclidean")  # (K, n)
         table = (teacher_sim[:, :, None] > teacher_sim[:, None, :]).reshape(k, n * n)
-        self.teacher_table = table
+        self.teacher_table = np.ascontiguousarray(table.T)
         self.answers = table[self.hidden[:, None], self.pair]  # (T, M) what the teacher says
         # block edges so that block g ends at query grid[g]
         self.edges = np.concatenate([[0], grid[:-1]])
@@ -216,12 +217,12 @@ class _World:
         self._base_counts = None
 
     def _block_counts(self, matches: np.ndarray) -> np.ndarray:
-        """(K, T, M) bool -> (K, T, G) cumulative match counts at the grid points."""
-        blocks = np.add.reduceat(matches, self.edges, axis=2, dtype=np.int32)
-        return np.cumsum(blocks, axis=2)
+        """(T, M, K) bool -> (T, G, K) cumulative match counts at the grid points."""
+        blocks = np.add.reduceat(matches, self.edges, axis=1, dtype=np.int32)
+        return np.cumsum(blocks, axis=1)
 
     def agreements(self, kind: str, eps: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-        """Cumulative agreements (K, T, G) of every candidate with the teacher, and eps_hat."""
+        """Cumulative agreements (T, G, K) of every candidate with the teacher, and eps_hat."""
         config = self.config
         n = config.n_shared
         if kind == "flip":
@@ -230,27 +231,27 @@ class _World:
             # (matching - Binomial(matching, eps)) + Binomial(mismatching, eps): the same
             # distribution as flipping query by query, with G instead of M draws.
             if self._base_counts is None:
-                base = self.teacher_table[:, self.pair] == self.answers[None]  # (K, T, M)
-                self._base_counts = np.add.reduceat(base, self.edges, axis=2, dtype=np.int64)
+                base = self.teacher_table[self.pair] == self.answers[:, :, None]  # (T, M, K)
+                self._base_counts = np.add.reduceat(base, self.edges, axis=1, dtype=np.int64)
             matching = self._base_counts
-            mismatching = self.block_sizes[None, None, :] - matching
+            mismatching = self.block_sizes[None, :, None] - matching
             blocks = matching - rng.binomial(matching, eps) + rng.binomial(mismatching, eps)
             n_triplets = n * (n - 1) * (n - 2) // 2
             # what the student measures on the shared objects: its flips there
             eps_hat = rng.binomial(n_triplets, eps) / n_triplets
-            return np.cumsum(blocks, axis=2), eps_hat
+            return np.cumsum(blocks, axis=1), eps_hat
         noise = rng.standard_normal(self.teacher.shape)
         student = build_embedding_student(self.teacher, noise, eps, n_shared=n)
         candidates = np.arange(n, n + config.n_candidates)
         table = student.prefers_first(candidates, np.arange(n)).reshape(config.n_candidates, n * n)
-        matches = table[:, self.pair] == self.answers[None]  # (K, T, M)
+        matches = np.ascontiguousarray(table.T)[self.pair] == self.answers[:, :, None]  # (T, M, K)
         return self._block_counts(matches), student.measured_eps
 
     def decode(self, cum_agree: np.ndarray, eps_hat: float) -> tuple[np.ndarray, np.ndarray]:
         """Maximum-likelihood choice after each grid count; (G,) accuracy and mean distance."""
         direction = np.sign(0.5 - eps_hat)  # +1 maximize agreements, -1 minimize, 0 guess
         score = direction * cum_agree + self.tie_keys  # keys < 1 only break integer ties
-        chosen = np.argmax(score, axis=0)  # (T, G)
+        chosen = np.argmax(score, axis=2)  # (T, G)
         hits = chosen == self.hidden[:, None]
         error = self.candidate_distance[chosen, self.hidden[:, None]]
         return hits.mean(axis=0), error.mean(axis=0)

@@ -73,34 +73,36 @@ def _queries(plt, tables):
     fit = tables["capacity_fit"].set_index("student")
     curve = tables["capacity"]
     curve = curve[np.isfinite(curve["query_ratio"])]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     budget = tables["game_accuracy"]["n_queries"].max()
-    for kind, group in queries.groupby("student", sort=False):
+    for index, (kind, group) in enumerate(queries.groupby("student", sort=False)):
         color, marker, label = _STUDENT_STYLE.get(kind, ("tab:green", "d", kind))
-        ok = np.isfinite(group["queries_to_target"])
-        g = group[ok]
-        high = np.where(np.isfinite(g["ci_high"]), g["ci_high"], budget)
-        ax.errorbar(g["eps"], g["queries_to_target"], yerr=[g["queries_to_target"] - g["ci_low"],
-                    high - g["queries_to_target"]], color=color, marker=marker, ls="-", capsize=2, label=label)
+        ok = np.isfinite(group["queries_to_target"]).to_numpy()
+        # NaN where the target was not reached, so the line breaks instead of bridging the gap
+        q = np.where(ok, group["queries_to_target"], np.nan)
+        low = np.where(ok, group["ci_low"], np.nan)
+        high = np.where(ok & np.isfinite(group["ci_high"]), group["ci_high"], budget)
+        ax.errorbar(group["eps"], q, yerr=[q - low, np.where(ok, high - q, np.nan)], color=color, marker=marker,
+                    ls="-", capsize=2, label=label)
         missed = group[~ok]
-        if len(missed):
-            ax.scatter(missed["eps"], np.full(len(missed), budget), marker="^", color=color, facecolors="none",
+        if len(missed):  # drawn at the budget, students staggered so neither hides the other
+            ax.scatter(missed["eps"], np.full(len(missed), budget * 0.8 ** index), marker="^", color=color, facecolors="none",
                        label=f"{kind}: target not reached in {budget} queries")
         if kind in fit.index and np.isfinite(fit.loc[kind, "scale"]):
             scale = fit.loc[kind, "scale"]
             r = fit.loc[kind, "pearson_r_log"]
             ax.plot(curve["eps"], scale * curve["query_ratio"], color=color, ls="--", lw=1,
-                    label=f"{scale:.3g} / C(eps) fitted to {kind} (r_log = {r:.3f})")
+                    label=f"{scale:.3g} / C(eps) fitted to {kind} (r of logs = {r:.3f})")
     ax.plot(curve["eps"], curve["fano_bound"], color="black", lw=1.2, label="Fano lower bound (any decoder)")
     target = queries["target_accuracy"].iloc[0]
     ax.set_yscale("log")
     ax.set_ylim(1, budget * 2)
-    ax.set_xlabel("misalignment eps measured on the shared objects")
+    ax.set_xlabel("misalignment eps (student-teacher triplet disagreement)")
     ax.set_ylabel(f"queries to reach {target:.0%} accuracy (log)")
     ax.set_title("Teaching a new object: simulated queries vs the capacity bound")
     ax.axvline(0.5, color="grey", lw=0.8, ls=":")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower center")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -111,13 +113,15 @@ def _accuracy(plt, tables):
     eps_all = np.array(sorted(accuracy["eps"].unique()))
     wanted = [0.0, 0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9]
     shown = sorted({float(eps_all[np.argmin(np.abs(eps_all - w))]) for w in wanted})
-    cmap = plt.get_cmap("coolwarm")
+    cmap = plt.get_cmap("plasma")
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.2), sharey=True, squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         data = accuracy[accuracy["student"] == kind]
         for value in shown:
             curve = data[data["eps"] == value]
-            ax.plot(curve["n_queries"], curve["accuracy"], color=cmap(value), label=f"eps = {value:g}",
+            # colour = distance from 0.5 (mirror images share it), dashes = the reversed side
+            ax.plot(curve["n_queries"], curve["accuracy"], color=cmap(0.85 * abs(value - 0.5) * 2),
+                    label=f"eps = {value:g}",
                     ls="-" if value <= 0.5 else "--")
         ax.axhline(data["chance_accuracy"].iloc[0], color="grey", lw=0.8, ls=":", label="chance")
         ax.set_xscale("log")
@@ -125,30 +129,35 @@ def _accuracy(plt, tables):
         ax.set_title(_STUDENT_STYLE.get(kind, (None, None, kind))[2])
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("accuracy of identifying the new object")
-    axes[0][-1].legend(fontsize=7, loc="upper left")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
 
 def _adversarial(plt, tables):
     table = tables["adversarial"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     cmap = plt.get_cmap("viridis")
     ks = sorted(table["k"].unique())
     for i, k in enumerate(ks):
         rows = table[table["k"] == k]
         m = rows["n_triplets"].iloc[0]
-        color = cmap(i / max(1, len(ks) - 1))
-        ax.plot(rows["eps"], rows["expected_max_fraction"], color=color, label=f"exact, k = {k}")
-        ax.errorbar(rows["eps"], rows["mc_mean"] / m, yerr=[(rows["mc_mean"] - rows["mc_ci_low"]) / m,
-                    (rows["mc_ci_high"] - rows["mc_mean"]) / m], fmt="o", ms=3, color=color, capsize=2)
-    ax.set_xlabel("misalignment eps")
-    ax.set_ylabel("expected worst-case disagreement / m")
+        color = cmap(0.9 * i / max(1, len(ks) - 1))
+        mean, low, high = rows["mc_mean"] / m, rows["mc_ci_low"] / m, rows["mc_ci_high"] / m
+        for ax, offset in ((left, 0.0), (right, rows["eps"])):
+            ax.plot(rows["eps"], rows["expected_max_fraction"] - offset, color=color, label=f"exact, k = {k}")
+            ax.errorbar(rows["eps"], mean - offset, yerr=[mean - low, high - mean], fmt="o", ms=3, color=color,
+                        capsize=2)
     n = table["n"].iloc[0]
-    ax.set_title(f"Adversarial example (Thm A.5): max over k objects, m = {table['n_triplets'].iloc[0]} "
-                 f"(n = {n})\nlines exact, dots Monte Carlo with 95% CI", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    m = table["n_triplets"].iloc[0]
+    left.set_ylabel("E[max disagreement] / m")
+    left.set_title(f"Worst of k objects (Thm A.5), m = {m} triplets each (n = {n})", fontsize=9)
+    right.set_ylabel("E[max disagreement] / m  -  eps")
+    right.set_title("What the adversary gains over an average object", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel("misalignment eps")
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8, title="lines exact; dots Monte Carlo, 95% CI", title_fontsize=8)
     fig.tight_layout()
     return fig
 

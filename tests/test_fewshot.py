@@ -1,0 +1,252 @@
+"""Few-shot protocol: splits, heads (against scikit-learn), statistics, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from repalign.errors import InputError, UnknownNameError
+from repalign.fewshot import (
+    HeadSettings,
+    SplitManifest,
+    confidence_interval,
+    evaluate_fewshot,
+    labels_fingerprint,
+    make_splits,
+)
+
+FAST = HeadSettings(n_steps=60, hidden_width=32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small problems on a shared 2-core machine: one thread avoids OpenMP spin contention."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def blobs(rng, *, n_classes=5, per_class=40, dim=12, spread=1.0):
+    """Gaussian classes around random means: (n, dim) float32 features and (n,) labels."""
+    means = rng.normal(size=(n_classes, dim)) * 2.0
+    labels = np.repeat(np.arange(n_classes), per_class)
+    features = means[labels] + spread * rng.normal(size=(len(labels), dim))
+    order = rng.permutation(len(labels))
+    return features[order].astype(np.float32), labels[order]
+
+
+# ------------------------------------------------------------------------------------ splits
+
+
+def test_splits_have_exact_shots_no_overlap_and_are_reproducible(rng):
+    labels = np.repeat(np.arange(4), [30, 25, 40, 22])
+    rng.shuffle(labels)
+    manifest = make_splits(labels, shots=(1, 5, 20), seeds=3)
+    again = make_splits(labels, shots=(20, 1, 5), seeds=3)
+    assert manifest.seeds == (0, 1, 2) and manifest.shots == (1, 5, 20)
+    for (seed, n), split in manifest.splits.items():
+        assert np.array_equal(np.bincount(labels[split.train], minlength=4), [n] * 4)
+        assert not np.intersect1d(split.train, split.eval).size
+        # Without a cap, evaluation is every remaining example of the split.
+        assert len(split.train) + len(split.eval) == len(labels)
+        assert np.array_equal(split.train, again.split(seed, n).train)
+        assert np.array_equal(split.eval, again.split(seed, n).eval)
+    # Training sets are nested across shots and differ across seeds.
+    assert set(manifest.split(0, 1).train) <= set(manifest.split(0, 5).train)
+    assert not np.array_equal(manifest.split(0, 5).train, manifest.split(1, 5).train)
+    # A split depends only on (labels, seed, shots): asking for other shots changes nothing.
+    alone = make_splits(labels, shots=5, seeds=[2])
+    assert np.array_equal(alone.split(2, 5).train, manifest.split(2, 5).train)
+
+
+def test_eval_cap_keeps_eval_sets_fixed_across_shots(rng):
+    labels = np.repeat(np.arange(3), 50)
+    manifest = make_splits(labels, shots=(1, 10), seeds=2, max_eval_per_class=7)
+    for seed in (0, 1):
+        a, b = manifest.split(seed, 1), manifest.split(seed, 10)
+        assert np.array_equal(np.bincount(labels[a.eval]), [7, 7, 7])
+        assert np.array_equal(a.eval, b.eval)
+    assert len(manifest.used_indices()) == 2 * 3 * (10 + 7) - len(
+        np.intersect1d(
+            np.concatenate([manifest.split(0, 10).train, manifest.split(0, 10).eval]),
+            np.concatenate([manifest.split(1, 10).train, manifest.split(1, 10).eval]),
+        )
+    )
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_manifest_round_trip(tmp_path, suffix):
+    labels = np.repeat(np.arange(3), 12)
+    manifest = make_splits(labels, shots=(1, 4), seeds=2, max_eval_per_class=5, dataset="toy")
+    path = manifest.save(tmp_path / f"splits{suffix}")
+    loaded = SplitManifest.load(path)
+    assert loaded.dataset == "toy" and loaded.max_eval_per_class == 5
+    assert loaded.labels_fingerprint == labels_fingerprint(labels)
+    assert sorted(loaded.splits) == sorted(manifest.splits)
+    for key, split in manifest.splits.items():
+        assert np.array_equal(loaded.splits[key].train, split.train)
+        assert np.array_equal(loaded.splits[key].eval, split.eval)
+    loaded.check_labels(labels)
+
+
+def test_manifest_refuses_other_labels_and_leaky_files(tmp_path):
+    labels = np.repeat(np.arange(3), 12)
+    manifest = make_splits(labels, shots=2, seeds=1)
+    with pytest.raises(InputError, match="drawn for other labels"):
+        manifest.check_labels(labels[::-1].copy())
+    features = np.zeros((len(labels), 2), dtype=np.float32)
+    with pytest.raises(InputError, match="drawn for other labels"):
+        evaluate_fewshot(features, np.roll(labels, 1), splits=manifest, heads="linear")
+    # A manifest edited so that an evaluation example is also trained on is refused on load.
+    path = manifest.save(tmp_path / "splits.json")
+    data = json.loads(path.read_text())
+    data["splits"][0]["eval"].append(data["splits"][0]["train"][0])
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="leaky"):
+        SplitManifest.load(path)
+    with pytest.raises(InputError, match=r"\.json or \.npz"):
+        manifest.save(tmp_path / "splits.txt")
+
+
+def test_split_errors_name_the_problem():
+    labels = np.array([0] * 10 + [1] * 4 + [2] * 10)
+    with pytest.raises(InputError, match=r"Class 'dog' has only 4 examples, but shots=5 needs 6"):
+        make_splits(labels, shots=(1, 5), seeds=1, class_names=["cat", "dog", "emu"])
+    with pytest.raises(InputError, match="at least 2 classes"):
+        make_splits(np.zeros(20, dtype=int), shots=1)
+    with pytest.raises(InputError, match="positive integers"):
+        make_splits(labels, shots=(0, 1))
+    with pytest.raises(InputError, match="seeds must be at least 1"):
+        make_splits(labels, shots=1, seeds=0)
+    with pytest.raises(InputError, match="max_eval_per_class"):
+        make_splits(labels, shots=1, max_eval_per_class=0)
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def test_confidence_interval_is_the_t_interval():
+    values = [0.61, 0.64, 0.58, 0.66, 0.60]
+    mean, low, high = confidence_interval(values)
+    expected = stats.t.interval(0.95, 4, loc=np.mean(values), scale=stats.sem(values))
+    assert mean == pytest.approx(np.mean(values))
+    assert (low, high) == pytest.approx(expected)
+    assert np.isnan(confidence_interval([0.5])[1])
+
+
+# ------------------------------------------------------------------------------------ heads
+
+
+def test_linear_head_solver_matches_sklearn_coefficients(rng):
+    """The batched L-BFGS reaches scikit-learn's optimum (same objective, same C)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from repalign._fewshot_heads import fit_logistic_lbfgs
+
+    tasks = [blobs(rng, n_classes=4, per_class=15, dim=6, spread=2.0) for _ in range(3)]
+    x = torch.tensor(np.stack([t[0] for t in tasks]), dtype=torch.float64)
+    y = torch.tensor(np.stack([t[1] for t in tasks]))
+    weight, bias = fit_logistic_lbfgs(x, y, 4, HeadSettings(C=0.5, tol=1e-9))
+    for i, (features, labels) in enumerate(tasks):
+        reference = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(features.astype(np.float64), labels)
+        np.testing.assert_allclose(weight[i].numpy().T, reference.coef_, atol=1e-5)
+        # Intercepts are defined up to a shared constant.
+        np.testing.assert_allclose(bias[i].numpy() - bias[i].numpy().mean(), reference.intercept_ - reference.intercept_.mean(), atol=1e-5)
+
+
+def test_linear_head_accuracy_matches_sklearn_on_the_same_splits(rng):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = blobs(rng, n_classes=6, per_class=60, dim=30, spread=3.0)
+    features[:, 3] = 1.5  # a constant column: must not break standardization
+    manifest = make_splits(labels, shots=(2, 10, 30), seeds=2)
+    ours = evaluate_fewshot(features, labels, heads="linear", splits=manifest, per_seed=True)
+    for row in ours.itertuples():
+        split = manifest.split(row.seed, row.shots)
+        scaler = StandardScaler().fit(features[split.train])
+        model = LogisticRegression(C=1.0, max_iter=5000).fit(scaler.transform(features[split.train]), labels[split.train])
+        reference = model.score(scaler.transform(features[split.eval]), labels[split.eval])
+        assert abs(row.accuracy - reference) <= 0.005, (row, reference)
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp1", "mlp2"])
+def test_separable_data_is_learned_and_shuffled_labels_are_at_chance(rng, head):
+    n_classes = 4
+    features, labels = blobs(rng, n_classes=n_classes, per_class=60, dim=32, spread=0.05)
+    result = evaluate_fewshot(features, labels, heads=head, shots=5, seeds=2)  # default settings
+    assert result.accuracy.iloc[0] >= 0.99
+    # Labels shuffled against their features: nothing to learn, accuracy at chance.
+    features, labels = blobs(rng, n_classes=n_classes, per_class=250, dim=16, spread=0.05)
+    shuffled = rng.permutation(labels)
+    chance = evaluate_fewshot(features, shuffled, heads=head, shots=10, seeds=3, settings=FAST)
+    assert abs(chance.accuracy.iloc[0] - 1 / n_classes) < 0.04
+
+
+def test_results_are_deterministic_and_independent_of_batching(rng):
+    features, labels = blobs(rng, n_classes=3, per_class=40, dim=10, spread=2.5)
+    kwargs = dict(heads=("linear", "mlp1", "mlp2"), shots=(1, 5), seeds=3, per_seed=True, settings=FAST)
+    first = evaluate_fewshot(features, labels, **kwargs)
+    second = evaluate_fewshot(features, labels, **kwargs)
+    assert first.equals(second)
+    # One seed alone (a batch of one task) reproduces the cell computed inside a batch of three.
+    alone = evaluate_fewshot(features, labels, **{**kwargs, "seeds": [1], "shots": 5})
+    for row in alone.itertuples():
+        batched = first[(first["head"] == row.head) & (first.shots == 5) & (first.seed == 1)].accuracy.item()
+        assert row.accuracy == pytest.approx(batched, abs=1.5 / 117)
+
+
+def test_feature_subset_gives_the_same_numbers(rng):
+    features, labels = blobs(rng, n_classes=3, per_class=30, dim=8, spread=2.0)
+    manifest = make_splits(labels, shots=(1, 3), seeds=2, max_eval_per_class=5)
+    used = manifest.used_indices()
+    assert len(used) < len(labels)
+    full = evaluate_fewshot(features, labels, splits=manifest, heads="linear")
+    subset = evaluate_fewshot(features[used], labels, splits=manifest, heads="linear", feature_indices=used)
+    assert full.equals(subset)
+    with pytest.raises(InputError, match="does not cover"):
+        evaluate_fewshot(features[used[1:]], labels, splits=manifest, heads="linear", feature_indices=used[1:])
+
+
+def test_result_columns(rng):
+    features, labels = blobs(rng, n_classes=3, per_class=20, dim=5)
+    result = evaluate_fewshot(features, labels, heads=("linear", "mlp1"), shots=(1, 2), seeds=2, dataset="toy", settings=FAST)
+    assert list(result.columns) == ["dataset", "head", "shots", "n_seeds", "accuracy", "ci_low", "ci_high"]
+    assert len(result) == 4 and set(result.dataset) == {"toy"} and set(result.n_seeds) == {2}
+    assert ((result.ci_low <= result.accuracy) & (result.accuracy <= result.ci_high)).all()
+
+
+# -------------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_errors(rng):
+    features, labels = blobs(rng, n_classes=3, per_class=10, dim=4)
+    with pytest.raises(InputError, match="10 feature rows but 9 labels|30 feature rows but 29 labels"):
+        evaluate_fewshot(features, labels[:-1])
+    with pytest.raises(InputError, match="at least 2 classes"):
+        evaluate_fewshot(features, np.zeros(len(features), dtype=int))
+    with pytest.raises(InputError, match="only 10 examples, but shots=80 needs 81"):
+        evaluate_fewshot(features, labels)
+    with pytest.raises(UnknownNameError, match="Did you mean: linear"):
+        evaluate_fewshot(features, labels, shots=1, heads="linaer")
+    with pytest.raises(InputError, match="non-empty 2-D"):
+        evaluate_fewshot(features[:, 0], labels, shots=1)
+    bad = features.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        evaluate_fewshot(bad, labels, shots=1, heads="linear")
+    with pytest.raises(InputError, match="integer class indices"):
+        evaluate_fewshot(features, labels + 0.5, shots=1)
+    with pytest.raises(InputError, match="CUDA is not available|Unknown device"):
+        import torch
+
+        if torch.cuda.is_available():
+            raise InputError("Unknown device (skip: CUDA is present)")
+        evaluate_fewshot(features, labels, shots=1, heads="linear", device="cuda")

@@ -1,0 +1,144 @@
+"""The mirror's TFLite models: real ImageNet classifications, the penultimate tensor found
+from the graph, quantized preprocessing, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from repalign.errors import InputError, UnknownNameError
+from repalign.models import PENULTIMATE, describe_model, load_model
+
+pytestmark = pytest.mark.integration
+
+CLASSIFIERS = {  # name -> penultimate width (1024 * depth multiplier; 1280 for v2)
+    "mobilenet_v1_0.25_128_quant": 256,
+    "mobilenet_v1_0.5_160_quant": 512,
+    "mobilenet_v1_0.75_192_quant": 768,
+    "mobilenet_v2_1.0_224_quant": 1280,
+    "tf2_mobilenet_v2_1.0_224_ptq": 1280,
+}
+EXTRACTOR = "mobilenet_v1_1.0_224_quant_embedding_extractor"
+#: test image -> ImageNet labels (imagenet_labels.txt) any of which is a right answer
+EXPECTED = {
+    "cat.bmp": {"tiger cat", "Egyptian cat", "tabby, tabby cat"},
+    "bird.bmp": {"chickadee"},
+    "hot_dog.jpg": {"hotdog, hot dog, red hot"},
+    "dragonfly.bmp": {"dragonfly, darning needle, devil's darning needle, sewing needle, snake feeder, "
+                      "snake doctor, mosquito hawk, skeeter hawk"},
+    "grace_hopper.bmp": {"military uniform", "mortarboard", "academic gown, academic robe, judge's robe"},
+}
+
+
+@pytest.fixture(scope="module")
+def coral(mirror):
+    from repalign.data.images import decode_image
+    from repalign.data.registry import fetch_file
+
+    labels = fetch_file("coral-tflite", "imagenet_labels.txt").read_text().splitlines()
+    images = {name: decode_image(fetch_file("coral-tflite", f"test_images/{name}")) for name in EXPECTED}
+    return labels, images
+
+
+def _classify(name, images):
+    handle = load_model(f"tflite:{name}")
+    batch = np.stack([handle.transform(img) for img in images.values()])
+    return handle, batch, handle.forward(batch, layers=[PENULTIMATE, "logits"])
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_classifiers_put_the_test_images_in_the_right_imagenet_class(coral, name):
+    labels, images = coral
+    handle, batch, out = _classify(name, images)
+    assert len(labels) == out["logits"].shape[1] == 1001  # index 0 = background
+    top1 = {img: labels[int(np.argmax(row))] for img, row in zip(images, out["logits"])}
+    top5 = {img: {labels[i] for i in np.argsort(-row)[:5]} for img, row in zip(images, out["logits"])}
+    # every model: the cat is a cat and the bird a chickadee, top-1
+    assert top1["cat.bmp"] in EXPECTED["cat.bmp"] and top1["bird.bmp"] == "chickadee"
+    if name != "mobilenet_v1_0.25_128_quant":  # the 0.25-width model is too weak for the rest
+        assert all(top5[img] & EXPECTED[img] for img in EXPECTED), top5
+        assert top1["hot_dog.jpg"] in EXPECTED["hot_dog.jpg"]
+    assert out[PENULTIMATE].shape == (5, CLASSIFIERS[name]) and out[PENULTIMATE].dtype == np.float32
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_penultimate_is_the_global_pool_feeding_the_classifier(coral, name):
+    _, images = coral
+    handle = load_model(f"tflite:{name}")
+    assert handle.has_classifier and handle.penultimate_dim == CLASSIFIERS[name]
+    pool_name = next(n for n, i in handle._tensors.items() if i == handle.penultimate_index)
+    assert "AvgPool" in pool_name or "GlobalPool" in pool_name
+    batch = np.stack([handle.transform(img) for img in images.values()])
+    out = handle.forward(batch, layers=[PENULTIMATE, pool_name])
+    np.testing.assert_array_equal(out[PENULTIMATE], out[pool_name])
+    assert (out[PENULTIMATE] >= 0).all()  # after ReLU6: non-negative activations, dequantized
+    assert not np.allclose(out[PENULTIMATE][0], out[PENULTIMATE][1])
+
+
+def test_embedding_extractor_gives_its_output_and_batches(coral):
+    _, images = coral
+    handle = load_model(f"tflite:{EXTRACTOR}")
+    assert not handle.has_classifier and handle.available_layers()[0] == PENULTIMATE
+    assert "logits" not in handle.available_layers()
+    batch = np.stack([handle.transform(img) for img in images.values()])
+    together = handle.forward(batch)[PENULTIMATE]
+    one_by_one = np.concatenate([handle.forward(batch[i: i + 1])[PENULTIMATE] for i in range(len(batch))])
+    assert together.shape == (5, 1024)
+    np.testing.assert_array_equal(together, one_by_one)
+    with pytest.raises(UnknownNameError, match=f"Unknown layer 'logits' of tflite:{EXTRACTOR}. Valid: penultimate"):
+        handle.forward(batch, layers=["logits"])
+
+
+def test_classifier_batches_one_image_at_a_time_with_the_same_values(coral):
+    _, images = coral
+    handle, batch, out = _classify("mobilenet_v1_0.5_160_quant", images)
+    single = handle.forward(batch[2:3])[PENULTIMATE]
+    np.testing.assert_array_equal(single[0], out[PENULTIMATE][2])
+
+
+def test_preprocessing_follows_the_input_quantization(coral):
+    from PIL import Image
+
+    handle = load_model("tflite:tf2_mobilenet_v2_1.0_224_ptq")
+    config = handle.preprocess_config
+    scale, zero_point = config["input_scale"], config["input_zero_point"]
+    assert (config["resize"], config["crop"], config["input_dtype"]) == ([224, 224], "none", "uint8")
+    gray = handle.transform(Image.new("RGB", (50, 80), (200, 200, 200)))
+    expected = np.clip(np.round(((200 - 128) / 128) / scale + zero_point), 0, 255)
+    assert gray.shape == (224, 224, 3) and gray.dtype == np.uint8 and (gray == expected).all()
+    # Coral's v1 models: the quantized input is the raw pixel
+    v1 = load_model("tflite:mobilenet_v1_0.5_160_quant")
+    assert (v1.transform(Image.new("RGB", (10, 10), (7, 100, 250))) == [7, 100, 250]).all()
+
+
+@pytest.mark.parametrize("name", [*CLASSIFIERS, EXTRACTOR])
+def test_describe_matches_the_loaded_handle(name):
+    handle = load_model(f"tflite:{name}")
+    described = describe_model(f"tflite:{name}")
+    assert described["identity"] == handle.identity and described["preprocess_config"] == handle.preprocess_config
+    assert handle.identity["weights"].startswith("file-sha256:") and handle.uses_torch is False
+
+
+def test_bad_inputs():
+    handle = load_model(f"tflite:{EXTRACTOR}", num_threads=1)
+    with pytest.raises(InputError, match=r"expects a batch of shape \(b, 224, 224, 3\)"):
+        handle.forward(np.zeros((2, 100, 100, 3), np.uint8))
+    with pytest.raises(InputError, match="no separate weights file"):
+        load_model(f"tflite:{EXTRACTOR}", weights="x.pt")
+    import pickle
+
+    assert pickle.loads(pickle.dumps(handle.transform)) == handle.transform
+
+
+def test_tflite_models_run_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from repalign.models import load_model;"
+        "h = load_model('tflite:mobilenet_v1_0.25_128_quant');"
+        "out = h.forward(np.zeros((1, 128, 128, 3), np.uint8));"
+        "print(out['penultimate'].shape, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "(1, 256) False"

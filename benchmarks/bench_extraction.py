@@ -9,6 +9,11 @@ processes on the machine add noise; the best run is the least disturbed one).
 The images are the 120 Peterson animal PNGs (300x300 RGBA) from the data mirror, repeated
 to ``--n`` images.
 
+``cpu bound``: the best ratio any schedule could reach on this machine, when every core
+runs either the forward pass or decode + preprocess: ``cores / (prep + forward CPU ms per
+image)`` images per second relative to the pure-forward rate (CPU times are measured on
+the same images: preprocessing on one thread, as in a worker; forward on all threads).
+
 Peak memory: a fresh child process extracts N and then 4N images (cache off) and reports
 its peak resident set size (main process and, separately, its DataLoader workers). With
 streaming extraction the peak does not grow with the number of images; decoding them all
@@ -69,6 +74,28 @@ def time_pure_forward(handle, batches) -> float:
     return time.perf_counter() - start
 
 
+def cpu_costs(handle, images, batches, n_prep: int = 40) -> tuple[float, float]:
+    """(decode + preprocess CPU ms per image on one thread, forward CPU ms per image, all threads)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    try:
+        start = time.process_time()
+        for i in range(min(n_prep, len(images))):
+            handle.transform(images.load(i))
+        prep = (time.process_time() - start) / min(n_prep, len(images))
+    finally:
+        torch.set_num_threads(threads)
+    start = time.process_time()
+    count = 0
+    for batch in batches[:3]:
+        handle.forward(batch)
+        count += len(batch)
+    forward = (time.process_time() - start) / count
+    return prep * 1e3, forward * 1e3
+
+
 def time_end_to_end(handle, images, batch_size: int, workers: int) -> float:
     from repalign.embed import extract_embeddings
 
@@ -92,8 +119,11 @@ def throughput_table(model: str, n: int, batch_size: int | None, workers_list: l
         best_forward = min(best_forward, time_pure_forward(handle, batches))
         for workers in workers_list:
             best_e2e[workers] = min(best_e2e[workers], time_end_to_end(handle, images, batch_size, workers))
+    prep_ms, forward_ms = cpu_costs(handle, images, batches)
+    forward_rate = n / best_forward
+    # All cores busy with forward + decode + preprocess: no schedule can beat this rate.
+    cpu_bound_rate = (os.cpu_count() or 1) / ((prep_ms + forward_ms) / 1e3)
     for workers in workers_list:
-        forward_rate = n / best_forward
         e2e_rate = n / best_e2e[workers]
         rows.append(
             {
@@ -103,24 +133,78 @@ def throughput_table(model: str, n: int, batch_size: int | None, workers_list: l
                 "pure_forward_img_s": forward_rate,
                 "end_to_end_img_s": e2e_rate,
                 "ratio": e2e_rate / forward_rate,
+                "prep_cpu_ms": prep_ms,
+                "forward_cpu_ms": forward_ms,
+                "bound": min(1.0, cpu_bound_rate / forward_rate),
             }
         )
     return rows
 
 
 def child_peak_memory(model: str, n: int, batch_size: int | None, workers: int) -> dict:
-    """Run one extraction of ``n`` images in a fresh process; its peak RSS in MiB."""
-    code = (
-        "import json, resource, sys; sys.path.insert(0, %r);"
-        "import bench_extraction as b;"
-        "from repalign.embed import extract_embeddings;"
-        "x = extract_embeddings(%r, b.peterson_images(%d), batch_size=%r, num_workers=%d, cache=False);"
-        "main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
-        "workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024;"
-        "print(json.dumps({'shape': list(x.shape), 'main_mib': main, 'worker_mib': workers}))"
-    ) % (os.path.dirname(os.path.abspath(__file__)), model, n, batch_size, workers)
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    """Run one extraction of ``n`` images in a fresh process (``--child-memory``); its peaks in MiB."""
+    argv = [sys.executable, os.path.abspath(__file__), "--child-memory", model, str(n), str(batch_size or 0), str(workers)]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _status_mib(pid: str | int, field: str) -> float:
+    """A ``/proc/<pid>/status`` memory field (VmHWM: peak RSS, reset by exec; VmRSS: current)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # the worker just exited
+        pass
+    return 0.0
+
+
+def _worker_pids() -> list[str]:
+    pids = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                pids.extend(handle.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def child_memory_main(model: str, n: int, batch_size: int, workers: int) -> None:
+    """In the fresh process: extract, sampling the workers' total RSS every 20 ms meanwhile.
+
+    ``main_peak_mib`` is this process's VmHWM (peak resident set, which on Linux -- unlike
+    ``ru_maxrss`` -- is not inherited from the parent across exec); ``python_peak_mib`` the
+    tracemalloc peak (Python and numpy allocations) during the extraction itself.
+    """
+    import threading
+    import tracemalloc
+
+    from repalign.embed import extract_embeddings
+
+    images = peterson_images(n)
+    worker_peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal worker_peak
+        while not done.wait(0.02):
+            worker_peak = max(worker_peak, sum(_status_mib(pid, "VmRSS") for pid in _worker_pids()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    tracemalloc.start()
+    x = extract_embeddings(model, images, batch_size=batch_size or None, num_workers=workers, cache=False)
+    _, python_peak = tracemalloc.get_traced_memory()
+    done.set()
+    sampler.join()
+    print(json.dumps({
+        "shape": list(x.shape),
+        "main_peak_mib": _status_mib("self", "VmHWM"),
+        "python_peak_mib": python_peak / 2**20,
+        "workers_peak_mib": worker_peak,
+    }))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-n", type=int, default=120, help="N for the memory check (N and 4N images)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--child-memory", nargs=4, metavar=("MODEL", "N", "BATCH", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_memory:
+        model, n, batch, workers = args.child_memory
+        child_memory_main(model, int(n), int(batch), int(workers))
+        return 0
 
     import torch
 
@@ -140,20 +229,28 @@ def main(argv: list[str] | None = None) -> int:
 
     workers_list = args.workers or [default_num_workers(args.n, 1)]
     print(f"CPU cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, images: {args.n}")
-    print(f"{'model':58s} {'batch':>5s} {'workers':>7s} {'forward img/s':>13s} {'end-to-end img/s':>16s} {'ratio':>6s}")
+    print(
+        f"{'model':58s} {'batch':>5s} {'workers':>7s} {'forward img/s':>13s} {'end-to-end img/s':>16s} {'ratio':>6s}"
+        f" | {'prep cpu ms/img':>15s} {'fwd cpu ms/img':>14s} {'cpu bound':>9s}"
+    )
     for model in args.models:
         for row in throughput_table(model, args.n, args.batch_size, workers_list, args.repeats):
             print(
                 f"{row['model']:58s} {row['batch']:5d} {row['workers']:7d} {row['pure_forward_img_s']:13.1f} "
                 f"{row['end_to_end_img_s']:16.1f} {row['ratio']:6.1%}"
+                f" | {row['prep_cpu_ms']:15.2f} {row['forward_cpu_ms']:14.2f} {row['bound']:9.1%}"
             )
     if not args.skip_memory:
-        print(f"\nPeak memory of a fresh process (MiB), cache off, workers {workers_list[0]}:")
-        print(f"{'model':58s} {'images':>6s} {'main RSS':>9s} {'worker RSS':>10s}")
+        print("\nPeak memory of one extraction in a fresh process (MiB), cache off:")
+        print(f"{'model':58s} {'workers':>7s} {'images':>6s} {'main peak RSS':>13s} {'python peak':>11s} {'workers RSS':>11s}")
         for model in args.models:
-            for n in (args.memory_n, 4 * args.memory_n):
-                peak = child_peak_memory(model, n, args.batch_size, workers_list[0])
-                print(f"{model:58s} {n:6d} {peak['main_mib']:9.0f} {peak['worker_mib']:10.0f}")
+            for workers in sorted({0, workers_list[-1]}):
+                for n in (args.memory_n, 4 * args.memory_n):
+                    peak = child_peak_memory(model, n, args.batch_size, workers)
+                    print(
+                        f"{model:58s} {workers:7d} {n:6d} {peak['main_peak_mib']:13.0f} "
+                        f"{peak['python_peak_mib']:11.1f} {peak['workers_peak_mib']:11.0f}"
+                    )
     return 0
 
 

@@ -102,3 +102,29 @@ def test_default_timm_resolution_alone_would_get_many_wrong(mirror, paper_specs)
         rows = new[(new["model"] == default) & (new["img_size"] == old.loc[name, "img_size"])]
         changed += abs(rows["top1"].iloc[0] - old.loc[name, "top1"]) > 1.0
     assert changed == 4
+
+
+@pytest.mark.slow
+def test_specially_resolved_names_build_with_the_2022_parameter_counts(mirror, paper_specs):
+    """The corrected names build (on the meta device: no memory, no weights) into networks with
+    the parameter counts of timm's 2022 table -- independent of the 2025 table used above."""
+    import warnings
+
+    import timm
+    import torch
+
+    from repalign.models import _timm_legacy as legacy
+
+    old = _results(mirror, "2022-07-27").set_index("model")
+    special = [n for n in paper_specs if n in legacy.LEGACY_DEFAULT_TAGS or n in legacy.DEPRECATION_FIXES
+               or n in legacy.REMOVED_SUBSTITUTES]
+    assert len(special) == 39  # 37 moved default tags, 1 fixed deprecation, 1 substitute
+    mismatched = {}
+    for name in special:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            network = timm.create_model(paper_specs[name].arch, pretrained=False)
+        millions = round(sum(p.numel() for p in network.parameters()) / 1e6, 2)
+        if abs(millions - old.loc[name, "param_count"]) > 0.011:
+            mismatched[name] = (paper_specs[name].arch, millions, old.loc[name, "param_count"])
+    assert mismatched == {}

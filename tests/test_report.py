@@ -490,3 +490,37 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     with Image.open(shot) as image:
         assert image.size == (1280, 3000)
         assert np.asarray(image.convert("L"), dtype=float).std() > 10  # not a blank page
+
+
+@pytest.mark.integration
+def test_report_on_real_published_robustness_numbers(tmp_path, mirror):
+    """Robustness rows from the real 2022 timm snapshot (via to_result_rows, as the pipeline
+    writes them) flow into Tables 1 and 2 unchanged."""
+    from repalign.robustness import robustness_table, to_result_rows
+
+    names = [line.strip() for line in (mirror / "paper_models.txt").read_text().splitlines() if line.strip()][::12]
+    names.append("tflite:mobilenet_v2_1.0_224_quant")
+    published = robustness_table(names)
+    robust_rows = to_result_rows(published)
+    rng = np.random.default_rng(3)
+    alignment_rows = pd.DataFrame(
+        [
+            dict(model=m, stage="alignment", dataset=d, metric=k, similarity="cosine", value=rng.uniform(), status="ok")
+            for m in names
+            for d in ("peterson:animals", "peterson:fruits")
+            for k in ("pearson", "triplet")
+        ]
+    )
+    study = write_study(tmp_path / "study", pd.concat([alignment_rows, robust_rows], ignore_index=True))
+    path = write_report(study, n_bootstrap=0)
+    text = path.read_text()
+    assert "No published robustness results for: tflite:mobilenet_v2_1.0_224_quant." in text
+    table1 = pd.read_csv(path.parent / "table1_group_robustness.csv")
+    groups = pd.read_csv(path.parent / "groups.csv")
+    members = groups[(groups["metric"] == "pearson") & (groups["group"] == "high")]["model"]
+    value = published.set_index(["model", "dataset", "metric"])["value"]
+    expected = np.mean([value[(m, "imagenet-r", "top1")] for m in members if m in set(published["model"])])
+    row = table1[(table1["metric"] == "pearson") & (table1["group"] == "high")].iloc[0]
+    assert row["imagenet-r top1"] == pytest.approx(expected)
+    table2 = pd.read_csv(path.parent / "table2_robustness_correlations.csv")
+    assert len(table2) == 2 * 6 and table2["r_partial"].notna().all()

@@ -147,6 +147,17 @@ def test_second_writer_is_refused_and_lock_dies_with_its_process(tmp_path):
         pass
 
 
+def test_public_api_is_lazy_and_points_here():
+    import repalign
+    from repalign.study.config import load_config
+    from repalign.study.run import run_study
+
+    assert repalign.load_study is load_study
+    assert repalign.run_study is run_study and repalign.load_config is load_config
+    code = "import sys, repalign.study, repalign.cli.run, repalign.cli.results; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
 def test_load_study_views_and_errors(tmp_path):
     store = StudyStore(tmp_path / "s")
     with store.locked():

@@ -36,7 +36,7 @@ from repalign.theory import (
     stochastic_alignment,
     triplets_per_object,
 )
-from repalign.theory.students import negative_sq_distances
+from repalign.theory.students import negative_distances
 
 QUICK_GAME = default_grid(quick=True).game
 
@@ -112,9 +112,7 @@ def test_expected_max_matches_brute_force_enumeration():
     m, eps = 6, 0.3
     pmf = stats.binom.pmf(np.arange(m + 1), m, eps)
     for k in (1, 2, 3):
-        brute = sum(
-            np.prod(pmf[list(xs)]) * max(xs) for xs in itertools.product(range(m + 1), repeat=k)
-        )
+        brute = sum(np.prod(pmf[list(xs)]) * max(xs) for xs in itertools.product(range(m + 1), repeat=k))
         assert expected_max_disagreement(eps, m, k) == pytest.approx(brute, rel=1e-12)
 
 
@@ -182,7 +180,7 @@ def _brute_disagreement(student_sim, teacher_sim):
 def test_measure_disagreement_matches_brute_force(rng):
     teacher = rng.standard_normal((9, 3))
     student = teacher + 0.8 * rng.standard_normal((9, 3))
-    s, t = negative_sq_distances(student), negative_sq_distances(teacher)
+    s, t = negative_distances(student), negative_distances(teacher)
     assert measure_disagreement(s, t) == pytest.approx(_brute_disagreement(s, t))
     assert measure_disagreement(t, t) == 0.0
     assert measure_disagreement(-t, t) == 1.0
@@ -194,8 +192,7 @@ def test_embedding_student_hits_its_target(rng, target):
     student = build_embedding_student(teacher, rng.standard_normal(teacher.shape), target, n_shared=25)
     assert student.reversed == (target > 0.5)
     assert student.measured_eps == pytest.approx(target, abs=2e-3)
-    shared = slice(0, 25)
-    exact = _brute_disagreement(student.similarity(shared, shared), negative_sq_distances(teacher[:25]))
+    exact = _brute_disagreement(student.similarity(slice(0, 25)), negative_distances(teacher[:25]))
     assert student.measured_eps == pytest.approx(exact)
 
 
@@ -223,9 +220,7 @@ def test_embedding_student_bad_input(rng):
 def test_stochastic_alignment_estimates_the_exact_alignment(rng):
     teacher = rng.standard_normal((30, 5))
     student = build_embedding_student(teacher, rng.standard_normal(teacher.shape), 0.3, n_shared=30)
-    estimate = stochastic_alignment(
-        student.similarity(), negative_sq_distances(teacher), n_triplets=4000, random_state=0
-    )
+    estimate = stochastic_alignment(student.similarity(), negative_distances(teacher), n_triplets=4000, random_state=0)
     assert estimate.ci_low <= 1 - student.measured_eps <= estimate.ci_high
     assert estimate.eps == pytest.approx(1 - estimate.alignment)
     assert estimate.eps_ci_low == pytest.approx(1 - estimate.ci_high)
@@ -240,7 +235,7 @@ def test_queries_to_target_interpolates_in_log_queries():
     grid = np.array([1, 10, 100, 1000])
     curves = np.array([[0.1, 0.5, 0.9, 1.0], [0.9, 1.0, 1.0, 1.0], [0.1, 0.2, 0.3, 0.4]])
     out = queries_to_target(curves, grid, 0.7)
-    assert out[0] == pytest.approx(10 ** 1.5)  # halfway between 0.5 and 0.9 in log10 m
+    assert out[0] == pytest.approx(10**1.5)  # halfway between 0.5 and 0.9 in log10 m
     assert out[1] == 1.0
     assert np.isinf(out[2])
 
@@ -291,8 +286,9 @@ def test_game_is_seeded_and_eps_values_are_independent(quick_game):
 
 
 def test_flip_game_follows_one_over_capacity():
-    config = GameConfig(n_shared=24, n_candidates=16, max_queries=2048, n_worlds=30, n_trials=8, n_grid=24,
-                        n_bootstrap=50)
+    config = GameConfig(
+        n_shared=24, n_candidates=16, max_queries=2048, n_worlds=30, n_trials=8, n_grid=24, n_bootstrap=50
+    )
     eps = [0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9]
     result = simulate_communication_game(eps, students="flip", config=config, seed=5)
     table, summary = compare_with_capacity(result.queries)
@@ -364,8 +360,17 @@ def test_cli_writes_tables_figures_and_json(tmp_path, capsys):
     assert {r["eps"] for r in records} == set(default_grid(quick=True).eps)
     half = next(r for r in records if r["eps"] == 0.5)
     assert half["queries_flip"] is None and half["capacity"] == pytest.approx(0.0, abs=1e-12)
-    for name in ("capacity", "adversarial", "game_accuracy", "game_queries", "capacity_comparison",
-                 "capacity_fit", "domain_shift", "stochastic_alignment", "summary"):
+    for name in (
+        "capacity",
+        "adversarial",
+        "game_accuracy",
+        "game_queries",
+        "capacity_comparison",
+        "capacity_fit",
+        "domain_shift",
+        "stochastic_alignment",
+        "summary",
+    ):
         table = pd.read_csv(out / f"{name}.csv")
         assert len(table) > 0, name
     assert pd.read_csv(out / "adversarial.csv")["exact_in_ci"].mean() > 0.85

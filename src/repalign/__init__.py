@@ -41,6 +41,12 @@ _PUBLIC = {
     "run_fewshot": "repalign.fewshot",
     "evaluate_fewshot": "repalign.fewshot",
     "load_fewshot_dataset": "repalign.data.fewshot_datasets",
+    # theory
+    "channel_capacity": "repalign.theory",
+    "query_lower_bound": "repalign.theory",
+    "predicted_accuracy_shape": "repalign.theory",
+    "simulate_communication_game": "repalign.theory",
+    "run_theory": "repalign.theory",
     # study
     "load_study": "repalign.study.store",
     "run_study": "repalign.study.run",

@@ -264,17 +264,24 @@ def triplet_counts_by_anchor(model_sim, human_sim, idx, has_copies):
     return kernel(model_sim, human_sim, idx, has_copies)
 
 
+#: anchors are split into this many contiguous chunks (each allocates its scratch once);
+#: many more chunks than threads keeps the threads evenly busy
+_CHUNKS = 64
+
+
 @njit(parallel=True, cache=True)
 def _counts_parallel(model_sim, human_sim, idx, has_copies):
     n = idx.shape[0]
     out = np.zeros((n, 4), dtype=np.int64)
-    for anchor in prange(n):
+    n_chunks = min(_CHUNKS, n)
+    for chunk in prange(n_chunks):
         m = np.empty(n, dtype=np.float64)
         h = np.empty(n, dtype=np.float64)
         buffer = np.empty(n, dtype=np.float64)
         buffer2 = np.empty(n, dtype=np.float64)
         copies = np.zeros(model_sim.shape[0] if has_copies else 0, dtype=np.int64)
-        _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out[anchor])
+        for anchor in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
+            _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out[anchor])
     return out
 
 

@@ -22,9 +22,15 @@ def register(subparsers) -> None:
         "embedding students), worst-case disagreement on adversarial examples, and domain-shift sensitivity. "
         "Writes CSV tables and PNG figures to --out and prints a summary.",
     )
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
-                        help="folder for the CSV tables and PNG figures (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; equal seeds give identical tables (default: 0)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        help="folder for the CSV tables and PNG figures (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; equal seeds give identical tables (default: 0)"
+    )
     parser.add_argument("--quick", action="store_true", help="a much smaller grid (seconds), for smoke tests")
     parser.add_argument("--no-figures", action="store_true", help="write the CSV tables only")
     add_format_option(parser)
@@ -54,8 +60,13 @@ def handle(args) -> int:
         from repalign.theory.figures import write_figures
 
         write_figures(tables, out_dir)
-    logger.warning("theory: wrote %d tables%s to %s in %.1f s", len(tables) + 1,
-                   "" if args.no_figures else " and figures", out_dir, time.perf_counter() - start)
+    logger.warning(
+        "theory: wrote %d tables%s to %s in %.1f s",
+        len(tables) + 1,
+        "" if args.no_figures else " and figures",
+        out_dir,
+        time.perf_counter() - start,
+    )
     records = [{k: _finite_or_none(v) for k, v in row.items()} for row in summary.to_dict(orient="records")]
     emit(records, args.format, title=f"repalign theory (seed {args.seed}; tables in {out_dir})")
     return 0

@@ -59,7 +59,8 @@ class TorchModelHandle(ModelHandle):
         self._preprocess_config = preprocess_config
         self._identity = identity
         self.classifier = classifier
-        self.default_batch_size = default_batch_size
+        # GPUs want larger batches; the extraction engine halves the batch on out-of-memory.
+        self.default_batch_size = default_batch_size if self.device == "cpu" else max(default_batch_size, 128)
 
     @property
     def identity(self) -> dict[str, Any]:

@@ -107,7 +107,10 @@ def parse_model_name(name: str) -> tuple[str, str, str | None, int | None]:
     return source, arch, variant, seed
 
 
-@functools.lru_cache(maxsize=4096)
+#: Sources whose names are file paths: the file can change, so their resolution is not cached.
+_FILE_SOURCES = ("torchscript", "onnx")
+
+
 def resolve_model(name: str) -> ModelSpec:
     """Parse and resolve a model name without loading anything heavy.
 
@@ -116,7 +119,15 @@ def resolve_model(name: str) -> ModelSpec:
         'timm:resnet50.fb_ssl_yfcc100m_ft_in1k'
     """
     source, arch, variant, seed = parse_model_name(name)
-    return source_module(source).resolve(arch, name=name.strip(), variant=variant, seed=seed)
+    if source in _FILE_SOURCES:
+        return source_module(source).resolve(arch, name=name.strip(), variant=variant, seed=seed)
+    return _resolve_cached(name.strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve_cached(name: str) -> ModelSpec:
+    source, arch, variant, seed = parse_model_name(name)
+    return source_module(source).resolve(arch, name=name, variant=variant, seed=seed)
 
 
 def _spec(name: str | ModelSpec) -> ModelSpec:

@@ -86,7 +86,9 @@ def resolve(arch: str, *, name: str, variant: str | None = None, seed: int | Non
         raise unknown_name("timm model", arch, list_names())
     if not tag and base in legacy.LEGACY_DEFAULT_TAGS:
         tag = legacy.LEGACY_DEFAULT_TAGS[base]
-        extra["legacy_default"] = True
+        current = registry.get_pretrained_cfg(base)
+        extra.update(legacy_default=True,
+                     note=f"the 2022 weights of '{base}'; timm's default is now '{base}.{current.tag}'")
     cfg = _pretrained_cfg(base, tag, arch)
     if cfg is not None and not tag:
         tag = cfg.tag or ""

@@ -73,8 +73,11 @@ def _cache_file(weights) -> Path:
 
 
 def preprocess_config(spec: ModelSpec) -> dict[str, Any]:
+    import torchvision
+
     t = _weights_enum(spec).transforms()
-    return {"transform": "torchvision weights.transforms()", "resize_size": list(t.resize_size),
+    return {"transform": "torchvision weights.transforms()", "torchvision_version": torchvision.__version__,
+            "resize_size": list(t.resize_size),
             "crop_size": list(t.crop_size), "mean": list(t.mean), "std": list(t.std),
             "interpolation": t.interpolation.value, "antialias": bool(t.antialias)}
 

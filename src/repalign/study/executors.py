@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,14 +60,17 @@ def default_threads(jobs: int) -> int:
 
 
 def limit_threads(threads: int) -> None:
-    """Cap BLAS/OpenMP/torch threads of this process (before heavy imports where possible)."""
+    """Cap BLAS/OpenMP/numba/torch threads of this worker process.
+
+    Called first thing in a fresh worker, so the environment variables take effect when
+    torch or numba are imported later; torch is not imported here just for this (a
+    ``pixels`` or TFLite unit never needs it).
+    """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def crash_row(unit: Unit, step: tuple[str, str | None] | None, reason: str) -> dict[str, Any]:

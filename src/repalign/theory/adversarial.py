@@ -78,7 +78,7 @@ def expected_max_disagreement(eps, n_triplets: int, n_objects: int) -> np.ndarra
         with np.errstate(divide="ignore"):
             tail = -np.expm1(k * np.log1p(-survival))  # 1 - F(x)^k
         out[start : start + rows] = tail.sum(axis=1)
-    return out.reshape(p.shape)
+    return out.reshape(p.shape)[()]
 
 
 def simulate_max_disagreement(

@@ -20,11 +20,11 @@ from repalign.errors import InputError
 __all__ = [
     "binary_entropy",
     "channel_capacity",
-    "query_ratio",
-    "query_lower_bound",
     "fano_query_bound",
     "predicted_accuracy_shape",
     "predicted_query_ratio",
+    "query_lower_bound",
+    "query_ratio",
 ]
 
 _LN2 = np.log(2.0)
@@ -46,10 +46,10 @@ def binary_entropy(eps) -> np.ndarray:
     """H2(eps) = -eps log2 eps - (1 - eps) log2(1 - eps), in bits; 0 log 0 = 0.
 
     ``scipy.special.entr`` is ``-x log x`` with the limit 0 at x = 0, so the endpoints are exact.
-    Returns an array of the same shape as ``eps`` (a 0-d array for a scalar).
+    Returns an array of the same shape as ``eps`` (a numpy float for a scalar).
     """
     p = check_rate(eps)
-    return (entr(p) + entr(1.0 - p)) / _LN2
+    return ((entr(p) + entr(1.0 - p)) / _LN2)[()]
 
 
 def channel_capacity(eps) -> np.ndarray:
@@ -66,9 +66,8 @@ def query_ratio(eps) -> np.ndarray:
 
     1 at eps = 0 and 1, ``inf`` at eps = 0.5 (no number of queries suffices).
     """
-    capacity = channel_capacity(eps)
-    with np.errstate(divide="ignore"):
-        return np.where(capacity > 0, 1.0 / np.maximum(capacity, np.finfo(float).tiny), np.inf)
+    capacity = np.asarray(channel_capacity(eps))
+    return np.where(capacity > 0, 1.0 / np.maximum(capacity, np.finfo(float).tiny), np.inf)[()]
 
 
 def query_lower_bound(d, n, eps, *, constant: float = 1.0) -> np.ndarray:
@@ -96,7 +95,7 @@ def query_lower_bound(d, n, eps, *, constant: float = 1.0) -> np.ndarray:
         raise InputError(f"n (the number of shared objects) must be >= 2; got {n!r}")
     if not np.isfinite(constant) or constant <= 0:
         raise InputError(f"constant must be a positive number; got {constant!r}")
-    return constant * d_arr * np.log2(n_arr) * query_ratio(eps)
+    return (constant * d_arr * np.log2(n_arr) * query_ratio(eps))[()]
 
 
 def fano_query_bound(n_candidates, eps, *, target_accuracy: float) -> np.ndarray:
@@ -117,7 +116,7 @@ def fano_query_bound(n_candidates, eps, *, target_accuracy: float) -> np.ndarray
     ratio = query_ratio(eps)
     # 0 bits needed costs 0 queries even over a useless channel (0 * inf would be nan)
     with np.errstate(invalid="ignore"):
-        return np.where(bits > 0, bits * ratio, 0.0)
+        return np.where(bits > 0, bits * ratio, 0.0)[()]
 
 
 def predicted_query_ratio(alignment) -> np.ndarray:

@@ -34,7 +34,7 @@ from scipy.spatial.distance import cdist
 
 from repalign.errors import InputError, unknown_name
 from repalign.theory.capacity import channel_capacity, check_rate, fano_query_bound, query_ratio
-from repalign.theory.students import build_embedding_student
+from repalign.theory.students import build_embedding_student, negative_distances
 
 __all__ = [
     "STUDENT_KINDS",
@@ -186,7 +186,7 @@ def simulate_communication_game(
 
 
 def _eps_key(value: float) -> int:
-    return int(round(float(value) * 1_000_000))
+    return round(float(value) * 1_000_000)
 
 
 class _World:
@@ -204,7 +204,7 @@ class _World:
         self.tie_keys = rng.random((t, 1, k))  # uniform tie-breaking, fixed per trial
         # teacher's answer table: is candidate j closer to shared a than to shared b?
         # Stored pair-major, (n*n, K), so gathering the queried pairs copies whole rows.
-        teacher_sim = -cdist(self.teacher[n:], self.teacher[:n], "sqeuclidean")  # (K, n)
+        teacher_sim = negative_distances(self.teacher[n:], self.teacher[:n])  # (K, n)
         table = (teacher_sim[:, :, None] > teacher_sim[:, None, :]).reshape(k, n * n)
         self.teacher_table = np.ascontiguousarray(table.T)
         self.answers = table[self.hidden[:, None], self.pair]  # (T, M) what the teacher says

@@ -22,7 +22,7 @@ from scipy import stats
 
 from repalign.errors import InputError
 from repalign.theory.capacity import check_rate
-from repalign.theory.students import build_embedding_student, measure_disagreement
+from repalign.theory.students import build_embedding_student, measure_disagreement, negative_distances
 
 __all__ = ["domain_shift_sensitivity"]
 
@@ -72,7 +72,7 @@ def domain_shift_sensitivity(
         teacher = rng.standard_normal((n_classes, n_dims))
         direction = rng.standard_normal((n_classes, n_dims))  # where each centroid moves
         for e, value in enumerate(eps_values):
-            student_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(w, 1, int(round(value * 1e6)))))
+            student_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(w, 1, round(value * 1e6))))
             nuisance = student_rng.standard_normal((n_classes, n_dims))
             student = build_embedding_student(teacher, nuisance, float(value), n_shared=n_classes)
             measured[e, w] = student.measured_eps
@@ -102,8 +102,6 @@ def domain_shift_sensitivity(
 
 def build_shifted(student, teacher: np.ndarray, moved_nuisance: np.ndarray) -> np.ndarray:
     """Similarity matrix (n, n) of ``student`` after its nuisance features moved."""
-    from repalign.theory.students import negative_sq_distances
-
     positions = (1.0 - student.mix) * teacher + student.mix * moved_nuisance
-    sim = negative_sq_distances(positions)
+    sim = negative_distances(positions)
     return -sim if student.reversed else sim

@@ -15,7 +15,7 @@ from repalign.theory.capacity import channel_capacity, fano_query_bound, query_l
 from repalign.theory.communication import GameConfig, compare_with_capacity, simulate_communication_game
 from repalign.theory.domain_shift import domain_shift_sensitivity
 from repalign.theory.stochastic import stochastic_alignment
-from repalign.theory.students import build_embedding_student, negative_sq_distances
+from repalign.theory.students import build_embedding_student, negative_distances
 
 __all__ = ["TheoryGrid", "default_grid", "run_theory", "summary_table"]
 
@@ -38,7 +38,7 @@ class TheoryGrid:
     adversarial_k: tuple[int, ...] = (1, 10, 100, 1000)  # objects the adversary picks from
     adversarial_samples: int = 20_000  # Monte Carlo samples of the maximum per eps, at most ...
     adversarial_draws: int = 400_000  # ... and at most this many binomial draws (samples x k) per eps
-    game: GameConfig = field(default_factory=lambda: GameConfig(n_worlds=100, n_trials=10))
+    game: GameConfig = field(default_factory=lambda: GameConfig(n_worlds=64, n_trials=12))
     shift_sizes: tuple[float, ...] = (0.25, 0.5, 1.0)
     shift_classes: int = 30
     shift_worlds: int = 20
@@ -62,8 +62,9 @@ def default_grid(*, quick: bool = False) -> TheoryGrid:
         adversarial_k=(1, 10, 100),
         adversarial_samples=4_000,
         adversarial_draws=100_000,
-        game=GameConfig(n_shared=24, n_candidates=16, max_queries=1024, n_worlds=30, n_trials=8, n_grid=24,
-                        n_bootstrap=200),
+        game=GameConfig(
+            n_shared=24, n_candidates=16, max_queries=1024, n_worlds=30, n_trials=8, n_grid=24, n_bootstrap=200
+        ),
         shift_sizes=(0.5,),
         shift_classes=15,
         shift_worlds=5,
@@ -98,7 +99,10 @@ def run_theory(grid: TheoryGrid | None = None, *, seed: int = 0) -> dict[str, pd
 
     start = time.perf_counter()
     tables["domain_shift"] = domain_shift_sensitivity(
-        np.array(grid.eps), shifts=grid.shift_sizes, n_classes=grid.shift_classes, n_worlds=grid.shift_worlds,
+        np.array(grid.eps),
+        shifts=grid.shift_sizes,
+        n_classes=grid.shift_classes,
+        n_worlds=grid.shift_worlds,
         seed=seed,
     )
     tables["stochastic_alignment"] = stochastic_alignment_table(grid, seed=seed)
@@ -116,9 +120,7 @@ def capacity_table(grid: TheoryGrid) -> pd.DataFrame:
             "alignment": 1.0 - eps,
             "capacity": channel_capacity(eps),
             "query_ratio": query_ratio(eps),
-            "fano_bound": fano_query_bound(
-                grid.game.n_candidates, eps, target_accuracy=grid.game.target_accuracy
-            ),
+            "fano_bound": fano_query_bound(grid.game.n_candidates, eps, target_accuracy=grid.game.target_accuracy),
         }
     )
     for d in grid.bound_dims:
@@ -160,7 +162,7 @@ def stochastic_alignment_table(grid: TheoryGrid, *, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
     n = grid.game.n_shared
     teacher = rng.standard_normal((n, grid.game.n_dims))
-    teacher_sim = negative_sq_distances(teacher)
+    teacher_sim = negative_distances(teacher)
     rows = []
     for value in grid.eps:
         student = build_embedding_student(teacher, rng.standard_normal(teacher.shape), value, n_shared=n)

@@ -11,8 +11,10 @@ from repalign._io import atomic_path
 
 __all__ = ["write_figures"]
 
-_STUDENT_STYLE = {"flip": ("tab:blue", "o", "flip student (independent flips)"),
-                  "embedding": ("tab:orange", "s", "embedding student (perturbed geometry)")}
+_STUDENT_STYLE = {
+    "flip": ("tab:blue", "o", "flip student (independent flips)"),
+    "embedding": ("tab:orange", "s", "embedding student (perturbed geometry)"),
+}
 
 
 def write_figures(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
@@ -82,17 +84,37 @@ def _queries(plt, tables):
         q = np.where(ok, group["queries_to_target"], np.nan)
         low = np.where(ok, group["ci_low"], np.nan)
         high = np.where(ok & np.isfinite(group["ci_high"]), group["ci_high"], budget)
-        ax.errorbar(group["eps"], q, yerr=[q - low, np.where(ok, high - q, np.nan)], color=color, marker=marker,
-                    ls="-", capsize=2, label=label)
+        ax.errorbar(
+            group["eps"],
+            q,
+            yerr=[q - low, np.where(ok, high - q, np.nan)],
+            color=color,
+            marker=marker,
+            ls="-",
+            capsize=2,
+            label=label,
+        )
         missed = group[~ok]
         if len(missed):  # drawn at the budget, students staggered so neither hides the other
-            ax.scatter(missed["eps"], np.full(len(missed), budget * 0.8 ** index), marker="^", color=color, facecolors="none",
-                       label=f"{kind}: target not reached in {budget} queries")
+            ax.scatter(
+                missed["eps"],
+                np.full(len(missed), budget * 0.8**index),
+                marker="^",
+                color=color,
+                facecolors="none",
+                label=f"{kind}: target not reached in {budget} queries",
+            )
         if kind in fit.index and np.isfinite(fit.loc[kind, "scale"]):
             scale = fit.loc[kind, "scale"]
             r = fit.loc[kind, "pearson_r_log"]
-            ax.plot(curve["eps"], scale * curve["query_ratio"], color=color, ls="--", lw=1,
-                    label=f"{scale:.3g} / C(eps) fitted to {kind} (r of logs = {r:.3f})")
+            ax.plot(
+                curve["eps"],
+                scale * curve["query_ratio"],
+                color=color,
+                ls="--",
+                lw=1,
+                label=f"{scale:.3g} / C(eps) fitted to {kind} (r of logs = {r:.3f})",
+            )
     ax.plot(curve["eps"], curve["fano_bound"], color="black", lw=1.2, label="Fano lower bound (any decoder)")
     target = queries["target_accuracy"].iloc[0]
     ax.set_yscale("log")
@@ -120,9 +142,13 @@ def _accuracy(plt, tables):
         for value in shown:
             curve = data[data["eps"] == value]
             # colour = distance from 0.5 (mirror images share it), dashes = the reversed side
-            ax.plot(curve["n_queries"], curve["accuracy"], color=cmap(0.85 * abs(value - 0.5) * 2),
-                    label=f"eps = {value:g}",
-                    ls="-" if value <= 0.5 else "--")
+            ax.plot(
+                curve["n_queries"],
+                curve["accuracy"],
+                color=cmap(0.85 * abs(value - 0.5) * 2),
+                label=f"eps = {value:g}",
+                ls="-" if value <= 0.5 else "--",
+            )
         ax.axhline(data["chance_accuracy"].iloc[0], color="grey", lw=0.8, ls=":", label="chance")
         ax.set_xscale("log")
         ax.set_xlabel("teacher answers received (log)")
@@ -146,8 +172,9 @@ def _adversarial(plt, tables):
         mean, low, high = rows["mc_mean"] / m, rows["mc_ci_low"] / m, rows["mc_ci_high"] / m
         for ax, offset in ((left, 0.0), (right, rows["eps"])):
             ax.plot(rows["eps"], rows["expected_max_fraction"] - offset, color=color, label=f"exact, k = {k}")
-            ax.errorbar(rows["eps"], mean - offset, yerr=[mean - low, high - mean], fmt="o", ms=3, color=color,
-                        capsize=2)
+            ax.errorbar(
+                rows["eps"], mean - offset, yerr=[mean - low, high - mean], fmt="o", ms=3, color=color, capsize=2
+            )
     n = table["n"].iloc[0]
     m = table["n_triplets"].iloc[0]
     left.set_ylabel("E[max disagreement] / m")
@@ -170,13 +197,20 @@ def _domain_shift(plt, tables):
     for i, size in enumerate(shifts):
         rows = table[table["shift"] == size].sort_values("alignment")
         color = cmap(i / max(1, len(shifts)))
-        ax.plot(rows["alignment"], rows["flipped_fraction"], marker="o", ms=3, color=color,
-                label=f"centroid shift = {size:g} sd")
+        ax.plot(
+            rows["alignment"],
+            rows["flipped_fraction"],
+            marker="o",
+            ms=3,
+            color=color,
+            label=f"centroid shift = {size:g} sd",
+        )
         ax.fill_between(rows["alignment"], rows["ci_low"], rows["ci_high"], color=color, alpha=0.2)
     ax.set_xlabel("student alignment with the teacher (1 - eps, triplet agreement)")
     ax.set_ylabel("fraction of triplets flipped by the shift")
-    ax.set_title("Domain-shift sensitivity (Def. A.1): class centroids move\nalong features the teacher ignores",
-                 fontsize=9)
+    ax.set_title(
+        "Domain-shift sensitivity (Def. A.1): class centroids move\nalong features the teacher ignores", fontsize=9
+    )
     ax.axvline(0.5, color="grey", lw=0.8, ls=":")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -10,7 +10,8 @@
   calls objects similar when they are far apart, which flips every triplet answer. Its
   errors are correlated across triplets (a real geometry), unlike the flip student's.
 
-Similarities are negative squared Euclidean distances (times -1 for a reversed student).
+Similarities are negative Euclidean distances (times -1 for a reversed student); square
+matrices come from :func:`repalign.alignment.similarity_matrix` (``metric="neg_euclidean"``).
 """
 
 from __future__ import annotations
@@ -24,14 +25,22 @@ from scipy.spatial.distance import cdist
 
 from repalign.errors import InputError
 
-__all__ = ["EmbeddingStudent", "build_embedding_student", "measure_disagreement", "negative_sq_distances"]
+__all__ = ["EmbeddingStudent", "build_embedding_student", "measure_disagreement", "negative_distances"]
 
 logger = logging.getLogger(__name__)
 
 
-def negative_sq_distances(points: np.ndarray, others: np.ndarray | None = None) -> np.ndarray:
-    """Similarity ``-||x_i - y_j||^2``; shape (len(points), len(others or points))."""
-    return -cdist(points, points if others is None else others, "sqeuclidean")
+def negative_distances(points: np.ndarray, others: np.ndarray | None = None) -> np.ndarray:
+    """Similarity ``-||x_i - y_j||``, shape (len(points), len(others)).
+
+    Without ``others``: the square (n, n) matrix of the foundation's
+    ``similarity_matrix(points, metric="neg_euclidean")``, the form the triplet code scores.
+    """
+    if others is None:
+        from repalign.alignment import similarity_matrix  # lazy: sibling module
+
+        return similarity_matrix(points, metric="neg_euclidean")
+    return -cdist(points, others, "euclidean")
 
 
 def measure_disagreement(student_sim: np.ndarray, teacher_sim: np.ndarray) -> float:
@@ -67,9 +76,10 @@ class EmbeddingStudent:
     target_eps: float
     measured_eps: float
 
-    def similarity(self, rows: np.ndarray | slice = slice(None), cols: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Student similarity between ``positions[rows]`` and ``positions[cols]``."""
-        sim = negative_sq_distances(self.positions[rows], self.positions[cols])
+    def similarity(self, rows: np.ndarray | slice = slice(None), cols: np.ndarray | slice | None = None) -> np.ndarray:
+        """Student similarity between ``positions[rows]`` and ``positions[cols]`` (default: square over rows)."""
+        others = None if cols is None else self.positions[cols]
+        sim = negative_distances(self.positions[rows], others)
         return -sim if self.reversed else sim
 
     def prefers_first(self, anchors: np.ndarray, shared: np.ndarray) -> np.ndarray:
@@ -123,11 +133,11 @@ def build_embedding_student(
         raise InputError(f"target_eps must be in [0, 1]; got {target_eps}")
     reverse = target_eps > 0.5
     goal = 1.0 - target_eps if reverse else target_eps  # the unreversed student's target
-    teacher_sim = negative_sq_distances(teacher[:n_shared])
+    teacher_sim = negative_distances(teacher[:n_shared])
 
     def disagreement(mix: float) -> float:
         student = _interpolate(teacher[:n_shared], noise[:n_shared], mix)
-        return measure_disagreement(negative_sq_distances(student), teacher_sim)
+        return measure_disagreement(negative_distances(student), teacher_sim)
 
     if goal <= 0.0:
         mix, measured = 0.0, 0.0
@@ -151,6 +161,5 @@ def build_embedding_student(
         measured_eps=float("nan"),
     )
     # measure the final student itself (reversal included) rather than trusting the bisection
-    shared = slice(0, n_shared)
-    measured_eps = measure_disagreement(student.similarity(shared, shared), teacher_sim)
+    measured_eps = measure_disagreement(student.similarity(slice(0, n_shared)), teacher_sim)
     return dataclasses.replace(student, measured_eps=measured_eps)

@@ -1,0 +1,140 @@
+"""Few-shot transfer on real data (the mirror's MNIST and Fashion-MNIST) with real models."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from repalign.cli import main
+from repalign.errors import InputError
+
+log = logging.getLogger(__name__)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small problems on a shared 2-core machine: one thread avoids OpenMP spin contention."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_pixels_on_mnist_matches_published_range_and_sklearn(mirror):
+    """A linear probe on raw pixels with 10 examples per class: the published pixel baseline
+    is about 70-80%; scikit-learn on the same splits and features agrees within 0.5 points."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from repalign.data.fewshot_datasets import load_fewshot_dataset
+    from repalign.data.images import SubsetImageSet
+    from repalign.embed import extract_embeddings
+    from repalign.fewshot import evaluate_fewshot, make_splits
+
+    data = load_fewshot_dataset("mnist")
+    manifest = make_splits(data.labels, shots=10, seeds=3, max_eval_per_class=300, dataset="mnist")
+    used = manifest.used_indices()
+    features = extract_embeddings("pixels", SubsetImageSet(data.images, used))
+    result = evaluate_fewshot(features, data.labels, heads="linear", splits=manifest, per_seed=True,
+                              feature_indices=used, dataset="mnist")  # fmt: skip
+    row_of = {int(i): r for r, i in enumerate(used)}
+    for row in result.itertuples():
+        split = manifest.split(row.seed, 10)
+        train = features[[row_of[int(i)] for i in split.train]]
+        evaluate = features[[row_of[int(i)] for i in split.eval]]
+        scaler = StandardScaler().fit(train)
+        reference = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(train), data.labels[split.train])
+        expected = reference.score(scaler.transform(evaluate), data.labels[split.eval])
+        assert abs(row.accuracy - expected) <= 0.005
+    mean = result.accuracy.mean()
+    log.warning("pixels on MNIST, 10 shots, linear: %.4f (per seed %s)", mean, result.accuracy.round(4).tolist())
+    assert 0.70 <= mean <= 0.80
+
+
+@pytest.mark.slow
+def test_imagenet_tflite_model_beats_pixels_on_fashion_mnist(mirror):
+    """An ImageNet-trained network's features transfer better than pixels at 1 and 5 shots.
+
+    Kept small for 2 CPU cores: 3 seeds, 20 evaluation images per class (about 700 images
+    embedded at 224x224, ~40 s)."""
+    from repalign.fewshot import make_splits, run_fewshot
+    from repalign.data.fewshot_datasets import load_fewshot_dataset
+
+    data = load_fewshot_dataset("fashion_mnist")
+    manifest = make_splits(data.labels, shots=(1, 5), seeds=3, max_eval_per_class=20, dataset=data.name)
+    kwargs = dict(heads="linear", splits=manifest, num_workers=0)
+    tflite = run_fewshot("tflite:mobilenet_v2_1.0_224_quant", "fashion_mnist", **kwargs)
+    pixels = run_fewshot("pixels", "fashion_mnist", **kwargs)
+    for n in (1, 5):
+        ours = tflite[tflite.shots == n].accuracy.item()
+        baseline = pixels[pixels.shots == n].accuracy.item()
+        log.warning("Fashion-MNIST %d-shot linear: tflite mobilenet_v2 %.4f vs pixels %.4f", n, ours, baseline)
+        assert ours > baseline
+    assert set(tflite.model_id) == {"tflite:mobilenet_v2_1.0_224_quant"} or tflite.model_id.str.startswith("tflite:").all()
+
+
+def test_run_fewshot_embeds_only_the_images_the_splits_use(mirror):
+    from repalign.data.fewshot_datasets import load_fewshot_dataset
+    from repalign.data.images import SubsetImageSet
+    from repalign.embed import is_cached
+    from repalign.fewshot import make_splits, run_fewshot
+
+    data = load_fewshot_dataset("mnist")
+    manifest = make_splits(data.labels, shots=(1, 3), seeds=2, max_eval_per_class=5, dataset="mnist")
+    result = run_fewshot("pixels", "mnist", heads=("linear", "mlp1"), splits=manifest, num_workers=0)
+    assert list(result.columns[:2]) == ["model", "model_id"] and len(result) == 4
+    used = manifest.used_indices()
+    assert len(used) <= 2 * 10 * (3 + 5)
+    assert is_cached("pixels", SubsetImageSet(data.images, used))
+    assert not is_cached("pixels", data.images)
+
+
+def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
+    splits = tmp_path / "splits.npz"
+    argv = ["fewshot", "pixels", "--dataset", "mnist", "--shots", "1,2", "--heads", "linear,mlp2", "--seeds", "2",
+            "--max-eval-per-class", "4", "--format", "json"]  # fmt: skip
+    assert main([*argv, "--save-splits", str(splits)]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 4
+    assert set(records[0]) == {"model", "model_id", "dataset", "head", "shots", "n_seeds", "accuracy", "ci_low", "ci_high"}
+    assert {(r["head"], r["shots"]) for r in records} == {("linear", 1), ("linear", 2), ("mlp2", 1), ("mlp2", 2)}
+    assert all(r["model"] == "pixels" and r["dataset"] == "mnist" and r["n_seeds"] == 2 for r in records)
+    # The saved manifest reproduces the numbers exactly.
+    assert main([*argv, "--splits", str(splits)]) == 0
+    assert json.loads(capsys.readouterr().out) == records
+    assert main(["fewshot", "pixels", "--dataset", "mnist", "--format", "csv", "--shots", "1", "--heads", "linear",
+                 "--seeds", "2", "--max-eval-per-class", "3"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.splitlines()[0] == "model,model_id,dataset,head,shots,n_seeds,accuracy,ci_low,ci_high"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", "mnsit"], "Unknown few-shot dataset 'mnsit'. Did you mean: mnist"),
+        (["--dataset", "mnist", "--shots", "1,900"], "Class '5' has only 892 examples, but shots=900"),
+        (["--dataset", "mnist", "--heads", "mlp3"], "Unknown few-shot head 'mlp3'"),
+        (["--dataset", "mnist", "--shots", "1,x"], "--shots takes comma-separated integers"),
+        (["--dataset", "mnist", "--seeds", "0"], "--seeds must be at least 1"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(mirror, capsys, argv, message):
+    assert main(["fewshot", "pixels", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("repalign: error:") and message in err and "\n" not in err
+
+
+def test_run_fewshot_rejects_a_manifest_of_another_dataset(mirror):
+    from repalign.data.fewshot_datasets import load_fewshot_dataset
+    from repalign.fewshot import make_splits, run_fewshot
+
+    fashion = load_fewshot_dataset("fashion_mnist")
+    manifest = make_splits(fashion.labels, shots=1, seeds=1, max_eval_per_class=2)
+    with pytest.raises(InputError, match="drawn for other labels"):
+        run_fewshot("pixels", "mnist", heads="linear", splits=manifest)

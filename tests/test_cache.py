@@ -32,7 +32,9 @@ def _put(store, model="timm:resnet18", layer="penultimate", n=5, d=3, dtype="flo
     parts = {**PARTS, "model": {"resolved_id": model, "seed": seed}, "layer": layer, "dtype": dtype}
     key = cache_key(parts)
     array = np.random.default_rng(seed).normal(size=(n, d)).astype(dtype)
-    store.store(key, array, parts=parts, info={"model": model, "model_id": model + ".x", "layer": layer, "images": "imgs"})
+    store.store(
+        key, array, parts=parts, info={"model": model, "model_id": model + ".x", "layer": layer, "images": "imgs"}
+    )
     return key, array
 
 

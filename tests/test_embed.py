@@ -423,6 +423,30 @@ def test_pixels_numpy_batches_through_workers_match(small_photos):
     np.testing.assert_array_equal(serial, parallel)
 
 
+def test_description_disagreeing_with_loaded_model_never_serves_stale_values(small_photos, monkeypatch, caplog):
+    import repalign.models
+
+    real = repalign.models.describe_model
+
+    def stale(name, *, weights=None):  # a description that misses a weights change
+        info = real(name, weights=weights)
+        return {**info, "identity": {**info["identity"], "weights": "an-older-file"}}
+
+    monkeypatch.setattr(repalign.models, "describe_model", stale)
+    with caplog.at_level("WARNING", logger="repalign.embed"):
+        extract_embeddings("pixels", small_photos, num_workers=0)
+    assert "does not match the loaded model's identity" in caplog.text
+    assert not is_cached("pixels", small_photos)  # nothing stored under the wrong description
+    monkeypatch.setattr(repalign.models, "describe_model", real)
+    assert is_cached("pixels", small_photos)  # stored under the loaded identity
+
+
+def test_progress_bar_does_not_change_results(handle, image_files):
+    quiet = extract_embeddings(handle, image_files, num_workers=0, cache=False)
+    shown = extract_embeddings(handle, image_files, num_workers=0, cache=False, progress=True)
+    np.testing.assert_array_equal(quiet, shown)
+
+
 def test_unknown_model_name_is_an_error(small_photos):
     with pytest.raises(UnknownNameError, match="Unknown"):
         extract_embeddings("timm:resnett18", small_photos)

@@ -250,3 +250,18 @@ def test_bad_input_errors(rng):
         if torch.cuda.is_available():
             raise InputError("Unknown device (skip: CUDA is present)")
         evaluate_fewshot(features, labels, shots=1, heads="linear", device="cuda")
+
+
+def test_linear_head_reports_non_convergence(rng, caplog):
+    import torch
+
+    from repalign._fewshot_heads import fit_logistic_lbfgs
+
+    features, labels = blobs(rng, n_classes=3, per_class=10, dim=5, spread=1.0)
+    x = torch.tensor(features)[None].repeat(2, 1, 1)
+    y = torch.tensor(labels)[None].repeat(2, 1)
+    with caplog.at_level("WARNING", logger="repalign._fewshot_heads"):
+        weight, bias = fit_logistic_lbfgs(x, y, 3, HeadSettings(max_iter=2, tol=1e-12))
+    assert "L-BFGS stopped after 2 iterations" in caplog.text
+    assert torch.isfinite(weight).all() and weight.abs().sum() > 0
+    assert torch.equal(weight[0], weight[1])  # identical tasks, identical batched results

@@ -39,7 +39,7 @@ def test_pixels_on_mnist_matches_published_range_and_sklearn(mirror):
     from repalign.fewshot import evaluate_fewshot, make_splits
 
     data = load_fewshot_dataset("mnist")
-    manifest = make_splits(data.labels, shots=10, seeds=3, max_eval_per_class=300, dataset="mnist")
+    manifest = make_splits(data.labels, shots=10, seeds=3, max_eval_per_class=150, dataset="mnist")
     used = manifest.used_indices()
     features = extract_embeddings("pixels", SubsetImageSet(data.images, used))
     result = evaluate_fewshot(features, data.labels, heads="linear", splits=manifest, per_seed=True,
@@ -98,13 +98,13 @@ def test_run_fewshot_embeds_only_the_images_the_splits_use(mirror):
 
 def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
     splits = tmp_path / "splits.npz"
-    argv = ["fewshot", "pixels", "--dataset", "mnist", "--shots", "1,2", "--heads", "linear,mlp2", "--seeds", "2",
+    argv = ["fewshot", "pixels", "--dataset", "mnist", "--shots", "1,2", "--heads", "linear,mlp1", "--seeds", "2",
             "--max-eval-per-class", "4", "--format", "json"]  # fmt: skip
     assert main([*argv, "--save-splits", str(splits)]) == 0
     records = json.loads(capsys.readouterr().out)
     assert len(records) == 4
     assert set(records[0]) == {"model", "model_id", "dataset", "head", "shots", "n_seeds", "accuracy", "ci_low", "ci_high"}
-    assert {(r["head"], r["shots"]) for r in records} == {("linear", 1), ("linear", 2), ("mlp2", 1), ("mlp2", 2)}
+    assert {(r["head"], r["shots"]) for r in records} == {("linear", 1), ("linear", 2), ("mlp1", 1), ("mlp1", 2)}
     assert all(r["model"] == "pixels" and r["dataset"] == "mnist" and r["n_seeds"] == 2 for r in records)
     # The saved manifest reproduces the numbers exactly.
     assert main([*argv, "--splits", str(splits)]) == 0

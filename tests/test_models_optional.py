@@ -113,3 +113,15 @@ def test_missing_optional_packages_name_the_extra(name, package, extra):
 def test_open_clip_names_need_arch_and_pretrained():
     with pytest.raises(InputError, match="open_clip names look like 'open_clip:ViT-B-32/laion2b"):
         resolve_model("open_clip:ViT-B-32")
+
+
+def test_torchscript_has_only_its_output_layer(tmp_path):
+    import torch
+
+    from repalign.errors import UnknownNameError
+
+    path = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.script(_tiny_network()), str(path))
+    handle = load_model(f"torchscript:{path}", device="cpu")
+    with pytest.raises(UnknownNameError, match=r"Unknown layer '0' of torchscript:.*Valid: penultimate\."):
+        handle.forward(torch.zeros(1, 3, 224, 224), layers=["0"])

@@ -228,7 +228,9 @@ def test_table1_is_the_group_means(report):
     assert row["imagenet-sketch top5"] == pytest.approx(rob.loc[members, "imagenet-sketch top5"].mean())
     assert row["n_models"] == 5 and row["n_missing"] == 0
     long = pd.read_csv(path.parent / "table1_bootstrap.csv")
-    cell = long[(long["metric"] == "triplet") & (long["group"] == "low") & (long["robustness"] == "imagenet-sketch top5")]
+    cell = long[
+        (long["metric"] == "triplet") & (long["group"] == "low") & (long["robustness"] == "imagenet-sketch top5")
+    ]
     assert cell["mean"].item() == pytest.approx(row["imagenet-sketch top5"])
     assert cell["boot_low"].item() <= cell["mean"].item() <= cell["boot_high"].item()
     assert len(long) == 9 * 6
@@ -350,6 +352,7 @@ def test_cli_report_bad_input_exits_2(tmp_path, capsys):
         ("efficientnetv2_rw_s", "efficientnetv2", "standard"),
         ("res2net50_26w_4s", "res2net", "standard"),
         ("timm:mobilenetv3_large_100@random", "mobilenetv3", "standard"),
+        ("pixels:32", "pixels", "standard"),
     ],
 )
 def test_parse_architecture(model_id, family, variant):

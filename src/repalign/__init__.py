@@ -36,6 +36,8 @@ _PUBLIC = {
     "list_models": "repalign.models",
     "resolve_model": "repalign.models",
     "load_model": "repalign.models",
+    "describe_model": "repalign.models",
+    "expand_model_patterns": "repalign.models",
     "extract_embeddings": "repalign.embed",
     # few-shot
     "run_fewshot": "repalign.fewshot",

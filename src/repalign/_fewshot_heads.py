@@ -276,7 +276,7 @@ def _batched_lbfgs(objective, params, data, settings: HeadSettings, *, out) -> l
     for iteration in range(settings.max_iter):
         done = (grad.abs().amax(dim=1) <= settings.tol).cpu().numpy()
         if done.any():
-            out[active[done]] = params[torch.as_tensor(done, device=params.device)]
+            out[torch.as_tensor(active[done], device=out.device)] = params[torch.as_tensor(done, device=params.device)]
             keep = torch.as_tensor(~done, device=params.device)
             active = active[~done]
             if not len(active):
@@ -336,7 +336,7 @@ def _batched_lbfgs(objective, params, data, settings: HeadSettings, *, out) -> l
         "linear head: L-BFGS stopped after %d iterations with max |gradient| %.2e > tol %.0e for %d task(s)",
         settings.max_iter, float(grad.abs().amax()), settings.tol, len(active),
     )  # fmt: skip
-    out[active] = params
+    out[torch.as_tensor(active, device=out.device)] = params
     return iterations
 
 

@@ -89,7 +89,9 @@ class EmbeddingCache:
             meta = json.loads(self._meta_path(key).read_text("utf-8"))
             array = np.load(self._array_path(key), allow_pickle=False)
             if list(array.shape) != [meta["n"], meta["d"]] or str(array.dtype) != meta["dtype"]:
-                raise ValueError(f"array {array.dtype}{array.shape} != metadata {meta['dtype']}({meta['n']}, {meta['d']})")
+                raise ValueError(
+                    f"array {array.dtype}{array.shape} != metadata {meta['dtype']}({meta['n']}, {meta['d']})"
+                )
         except (OSError, ValueError, KeyError) as exc:
             log.warning("Discarding unreadable embedding cache entry %s: %s", key, exc)
             self.remove(key)
@@ -107,11 +109,10 @@ class EmbeddingCache:
         if str(array.dtype) not in CACHE_DTYPES:
             raise InputError(f"Embeddings to cache must be one of {CACHE_DTYPES}; got {array.dtype}")
         array_path = self._array_path(key)
-        with atomic_path(array_path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with atomic_path(array_path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
         meta = {
             **info,
             "key": key,

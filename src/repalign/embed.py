@@ -149,7 +149,9 @@ def extract_embeddings(
                         "without loading the model",
                         loaded["model"],
                     )
-                store.store(key, array, parts=_key_parts(loaded, name, images, dtype), info=_entry_info(loaded, name, images))
+                store.store(
+                    key, array, parts=_key_parts(loaded, name, images, dtype), info=_entry_info(loaded, name, images)
+                )
     return results[layers[0]] if single else {name: results[name] for name in layers}
 
 
@@ -365,7 +367,7 @@ class _PreparedImages:
             return self.transform(self.images.load(index))
         except RepalignError as exc:  # already names the file
             return _ItemFailure(isinstance(exc, FileNotFoundError), str(exc))
-        except Exception as exc:  # a transform failure: say which image
+        except Exception as exc:  # noqa: BLE001 - any transform failure becomes a clean error naming the image
             where = _image_label(self.images, index)
             return _ItemFailure(False, f"Could not preprocess {where}: {type(exc).__name__}: {exc}")
 
@@ -402,7 +404,15 @@ def default_num_workers(n_images: int, batch_size: int) -> int:
     (starting workers would cost more than the decoding they take over)."""
     if n_images <= batch_size:
         return 0
-    return min(4, os.cpu_count() or 1)
+    return min(4, usable_cpus())
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, e.g. a container or Slurm allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _extract(
@@ -434,7 +444,12 @@ def _extract(
     )
     log.info(
         "Extracting %s from %d images of '%s' on %s (batch %d, %d workers)",
-        ", ".join(layers), n, images.name, handle.device, batch_size, workers,
+        ", ".join(layers),
+        n,
+        images.name,
+        handle.device,
+        batch_size,
+        workers,
     )
     runner = _BatchRunner(handle, layers, batch_size)
     outputs: dict[str, np.ndarray] = {}

@@ -560,8 +560,10 @@ def quadratic_fit(
     b2_low, b2_high = float(row[ci_columns[0]]), float(row[ci_columns[1]])
 
     def vertex_of(xs, ys):
-        c2, c1, _ = np.polyfit(xs, ys, 2)
-        return -c1 / (2 * c2) if c2 != 0 else np.nan
+        design = np.column_stack([np.ones_like(xs), xs, xs**2])
+        (c0, c1, c2), _, rank, _ = np.linalg.lstsq(design, ys, rcond=None)
+        # a resample with < 3 distinct x values has no unique parabola
+        return -c1 / (2 * c2) if rank == 3 and c2 != 0 else np.nan
 
     vertex = -b1 / (2 * b2) if b2 != 0 else np.nan
     v_low, v_high = bootstrap_ci(

@@ -45,7 +45,9 @@ def run(args) -> int:
         raise InputError(f"--out must name a .npz file; got '{args.out}'")
     images, extras = load_dataset_images(args.dataset)
     layers = args.layer or None
-    cached = False if args.no_cache else is_cached(args.model, images, layer=layers, weights=args.weights, dtype=args.dtype)
+    cached = (
+        False if args.no_cache else is_cached(args.model, images, layer=layers, weights=args.weights, dtype=args.dtype)
+    )
     result = extract_embeddings(
         args.model,
         images,
@@ -62,9 +64,9 @@ def run(args) -> int:
     if args.out:
         from repalign._io import atomic_path
 
-        with atomic_path(args.out) as tmp:
-            with open(tmp, "wb") as handle:  # a handle: np.savez would append .npz to a path
-                np.savez(handle, **arrays, **extras)
+        # An open handle: given a path, np.savez would append ".npz" to the temporary name.
+        with atomic_path(args.out) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays, **extras)
     records = [
         {
             "model": args.model,
@@ -109,7 +111,9 @@ def load_dataset_images(spec: str):
     else:
         if len(datasets) != 1:
             names = ", ".join(d.name for d in datasets)
-            raise InputError(f"'{spec}' holds {len(datasets)} datasets ({names}); pick one, e.g. --dataset {datasets[0].name}")
+            raise InputError(
+                f"'{spec}' holds {len(datasets)} datasets ({names}); pick one, e.g. --dataset {datasets[0].name}"
+            )
         human = datasets[0]
         return human.images(), {"stimuli": np.array(human.stimuli)}
     try:

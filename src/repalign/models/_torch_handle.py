@@ -31,8 +31,11 @@ class TorchModelHandle(ModelHandle):
         device: a concrete device ("cpu", "cuda", "cuda:1", "mps").
         precision: "auto", "float32", "bfloat16" or "float16".
         classifier: name of the final classifier submodule; its *input* is the penultimate
-            layer and its output the logits. Subclasses that compute the penultimate
+            layer and its output the logits. None: the module's output is the feature vector
+            (then there are no separate logits). Subclasses that compute the penultimate
             differently (timm) override :meth:`_run`.
+        named_layers: whether submodules can be requested by name (forward hooks); False for
+            scripted modules, which take no hooks.
     """
 
     uses_torch = True
@@ -49,6 +52,7 @@ class TorchModelHandle(ModelHandle):
         precision: str = "auto",
         classifier: str | None = None,
         default_batch_size: int = 32,
+        named_layers: bool = True,
     ):
         self.spec = spec
         self.device = rt.resolve_device(device)
@@ -59,6 +63,7 @@ class TorchModelHandle(ModelHandle):
         self._preprocess_config = preprocess_config
         self._identity = identity
         self.classifier = classifier
+        self.named_layers = named_layers
         # GPUs want larger batches; the extraction engine halves the batch on out-of-memory.
         self.default_batch_size = default_batch_size if self.device == "cpu" else max(default_batch_size, 128)
 
@@ -74,13 +79,22 @@ class TorchModelHandle(ModelHandle):
     def transform(self) -> Callable[[Any], Any]:
         return self._transform
 
+    def _presets(self) -> tuple[str, ...]:
+        """Layer names besides module names: a model without a classifier has no logits."""
+        return (PENULTIMATE,) if self.classifier is None else (PENULTIMATE, LOGITS)
+
     def available_layers(self) -> list[str]:
-        return [PENULTIMATE, LOGITS, *rt.module_layer_names(self.module)]
+        modules = rt.module_layer_names(self.module) if self.named_layers else []
+        return [*self._presets(), *modules]
 
     def forward(self, batch: Any, *, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Features of a (b, 3, h, w) batch: ``{layer: (b, d) float32}``; conv maps of named
         layers are global-average-pooled, token sequences averaged over tokens."""
-        presets, named = rt.split_layers(layers, (PENULTIMATE, LOGITS))
+        presets, named = rt.split_layers(layers, self._presets())
+        if named and not self.named_layers:
+            from repalign.models._layers import unknown_layer
+
+            raise unknown_layer(self.spec.name, named[0], self.available_layers())
         x = rt.as_input_tensor(batch, self.device)
 
         def compute() -> dict[str, Any]:
@@ -96,8 +110,7 @@ class TorchModelHandle(ModelHandle):
     def _run(self, x, presets: list[str], hooks: rt.LayerHooks) -> dict[str, Any]:
         """One full forward pass; the classifier's input is captured by a pre-hook."""
         if self.classifier is None:  # the module's output is the feature vector itself
-            output = self.module(x)
-            return {PENULTIMATE: output, LOGITS: output}
+            return {PENULTIMATE: self.module(x)}
         with rt.LayerHooks(self.module, [self.classifier], inputs=True) as classifier_input:
             logits = self.module(x)
         return {PENULTIMATE: classifier_input.captured[self.classifier], LOGITS: logits}

@@ -139,9 +139,8 @@ class TorchScriptSource(_FileSource):
         handle = TorchModelHandle(
             spec, module, transform=file_preprocess(Path(spec.arch), as_tensor=True),
             preprocess_config=info["preprocess_config"], identity=info["identity"], device=target,
-            precision=precision, classifier=None,
+            precision=precision, classifier=None, named_layers=False,  # scripted modules take no hooks
         )
-        handle.available_layers = lambda: [PENULTIMATE]  # scripted modules take no hooks
         return handle
 
 

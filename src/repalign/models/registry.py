@@ -209,6 +209,12 @@ def _is_glob(pattern: str) -> bool:
     return bool(_GLOB_CHARS & set(pattern))
 
 
+def _pattern_source(pattern: str) -> str | None:
+    """The source a pattern is limited to (``"timm:res*"`` -> ``"timm"``), else None."""
+    prefix = pattern.split(":", 1)[0] if ":" in pattern else None
+    return prefix if prefix in SOURCES else None
+
+
 def _match(pattern: str, names: Iterable[str]) -> list[str]:
     """Names matching a glob; a pattern without ``source:`` also matches the part after it."""
     has_source = ":" in pattern
@@ -249,9 +255,8 @@ def _expand_one(item: str) -> list[str]:
     if item in PRESETS:
         return preset_names(item)
     if _is_glob(item):
-        source = item.split(":", 1)[0] if ":" in item and item.split(":", 1)[0] in SOURCES else None
         tagged = "." in item.split(":", 1)[-1]
-        matches = _match(item, known_names(source, tagged=tagged))
+        matches = _match(item, known_names(_pattern_source(item), tagged=tagged))
         if not matches:
             raise UnknownNameError(f"Model pattern '{item}' matches no model. Try `repalign models` to list names.")
         return matches
@@ -280,7 +285,7 @@ def list_models(pattern: str | None = None, *, source: str | None = None, paper:
         candidates = preset_names(pattern)
     else:
         tagged = bool(pattern) and "." in pattern.split(":", 1)[-1]
-        candidates = known_names(source, tagged=tagged)
+        candidates = known_names(source or (_pattern_source(pattern) if pattern else None), tagged=tagged)
     if pattern and (paper or _is_glob(pattern)):
         candidates = _match(pattern, candidates)
     if source is not None:

@@ -230,6 +230,9 @@ def build_module(spec: ModelSpec, weights: str | os.PathLike | None = None):
 class TimmModelHandle(TorchModelHandle):
     """A timm model; penultimate = ``forward_head(..., pre_logits=True)``."""
 
+    def _presets(self) -> tuple[str, ...]:
+        return (PENULTIMATE, LOGITS) if hasattr(self.module, "forward_head") else super()._presets()
+
     def _run(self, x, presets, hooks):
         module = self.module
         if not hasattr(module, "forward_head"):

@@ -76,11 +76,13 @@ def _shots_axis(ax, shots: Sequence[int]) -> None:
     ax.minorticks_off()
 
 
-def _errorbar(ax, frame: pd.DataFrame, x: str, *, label: str, style: Mapping[str, Any]) -> None:
+def _errorbar(ax, frame: pd.DataFrame, x: str, *, label: str, style: Mapping[str, Any], dodge: float = 0.0) -> None:
+    """r with its CI as error bars; ``dodge`` shifts x by a factor 2**dodge (log axis) so that
+    the bars of several series at the same shots do not hide each other."""
     frame = frame.sort_values(x)
     yerr = np.vstack([(frame["r"] - frame["ci_low"]).to_numpy(), (frame["ci_high"] - frame["r"]).to_numpy()])
     ax.errorbar(
-        frame[x].to_numpy(float),
+        frame[x].to_numpy(float) * 2.0**dodge,
         frame["r"].to_numpy(float),
         yerr=np.abs(yerr),
         label=label,
@@ -106,8 +108,9 @@ def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
     metrics = list(dict.fromkeys(curves["metric"]))
     heads = list(dict.fromkeys(curves["head"]))
     with print_style():
-        fig = _new_figure(2.0 * len(heads) + 2.6, 1.7 * len(metrics) + 0.6)
-        left, right = fig.subfigures(1, 2, width_ratios=[len(heads), 1.3], wspace=0.04)
+        left_width = max(2.0 * len(heads), 3.4)  # room for the legend and title with a single head
+        fig = _new_figure(left_width + 2.8, 1.7 * len(metrics) + 0.6)
+        left, right = fig.subfigures(1, 2, width_ratios=[left_width, 2.8], wspace=0.04)
         axes = left.subplots(len(metrics), len(heads), sharex=True, sharey=True, squeeze=False)
         for i, metric in enumerate(metrics):
             for j, head in enumerate(heads):
@@ -145,6 +148,7 @@ def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
                     ax,
                     sel,
                     "shots",
+                    dodge=0.08 * (k - (len(corr_metrics) - 1) / 2),
                     label=f"z² {metric}",
                     style={
                         "color": PALETTE[k % len(PALETTE)],
@@ -159,7 +163,7 @@ def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
         panels[-1].set_xlabel("shots per class")
         handles, labels = panels[0].get_legend_handles_labels()
         right.legend(handles, labels, loc="outside lower center", ncols=1)
-        right.suptitle("r(accuracy, z² alignment), 95% CI")
+        right.suptitle("r(accuracy, z² alignment)")
     return fig
 
 
@@ -223,12 +227,14 @@ def figure4(
         ax.set_title("1-shot accuracy vs alignment")
         if n_panels == 2:
             ax = axes[1]
-            for k, dataset in enumerate(dict.fromkeys(correlations["dataset"])):
+            datasets = list(dict.fromkeys(correlations["dataset"]))
+            for k, dataset in enumerate(datasets):
                 sel = correlations[correlations["dataset"] == dataset]
                 _errorbar(
                     ax,
                     sel,
                     "shots",
+                    dodge=0.08 * (k - (len(datasets) - 1) / 2),
                     label=str(dataset),
                     style={
                         "color": PALETTE[k % len(PALETTE)],

@@ -193,7 +193,11 @@ def _robustness_section(inputs: _Inputs) -> Section:
     skipped = inputs.study.results
     skipped = skipped[(skipped["stage"] == "robustness") & (skipped["status"] == "skipped")]
     if inputs.robustness is None:
-        section.notes.append("This study has no robustness results (set [robustness] source in the config).")
+        if len(skipped):
+            names = ", ".join(sorted(set(skipped["model"].astype(str))))
+            section.notes.append(f"No model of this study has published robustness results: {names}.")
+        else:
+            section.notes.append("This study has no robustness results (set [robustness] source in the config).")
         return section
     section.notes.append(SUBSET_NOTE)
     if len(skipped):

@@ -119,9 +119,17 @@ def table1_bootstrap(
         for column in columns:
             values = robustness.loc[present, column].dropna().to_numpy(float)
             low, high = stats.bootstrap_ci(np.mean, values, n_bootstrap=n_bootstrap, random_state=rng)
-            records.append({"metric": metric, "group": group, "robustness": column, "n_models": len(values),
-                            "mean": float(values.mean()) if len(values) else np.nan,
-                            "boot_low": low, "boot_high": high})
+            records.append(
+                {
+                    "metric": metric,
+                    "group": group,
+                    "robustness": column,
+                    "n_models": len(values),
+                    "mean": float(values.mean()) if len(values) else np.nan,
+                    "boot_low": low,
+                    "boot_high": high,
+                }
+            )
     return pd.DataFrame.from_records(records)
 
 
@@ -263,6 +271,7 @@ def parse_architecture(model_id: str, *, pretrain: str | None = None) -> Archite
     where given.
     """
     text = str(model_id).strip().lower()
+    source = text.split(":", 1)[0] if ":" in text else ""
     text = text.split(":", 1)[1] if ":" in text else text
     text = text.split("@", 1)[0].rsplit("/", 1)[-1]
     arch, _, tag = text.partition(".")
@@ -274,7 +283,7 @@ def parse_architecture(model_id: str, *, pretrain: str | None = None) -> Archite
             if core.startswith(prefix) and len(core) > len(prefix):
                 core, stripped = core[len(prefix) :], True
     match = _FAMILY.match(core)
-    family = match.group(0) if match else core
+    family = match.group(0) if match else (source or core)  # "pixels:32" -> "pixels"
     distilled = bool(_DISTILLED.search(arch) or _DISTILLED.search(tag))
     in21k = bool(_IN21K.search(text))
     if pretrain:

@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_memory:
         print("\nPeak memory of one extraction in a fresh process (MiB), cache off:")
         print(
-            f"{'model':58s} {'workers':>7s} {'images':>6s} {'main peak RSS':>13s} {'python peak':>11s} {'workers RSS':>11s}"
+            f"{'model':58s} {'workers':>7s} {'images':>6s} {'main peak RSS':>13s} "
+            f"{'python peak':>11s} {'workers RSS':>11s}"
         )
         for model in args.models:
             for workers in sorted({0, workers_list[-1]}):

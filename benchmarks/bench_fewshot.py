@@ -35,10 +35,10 @@ def mnist_pixels():
     return data.images.images.reshape(len(data), -1).astype(np.float32) / 255.0, data.labels
 
 
-def cifar100_synthetic(seed: int = 0, *, n_classes: int = 100, per_class: int = 100, dim: int = 2048):
+def cifar100_synthetic(seed: int = 0, *, n_classes: int = 100, per_class: int = 100, dim: int = 2048, scale: float = 0.3):
     """Non-negative features with class structure in a 64-d latent space (like pooled ReLU features)."""
     rng = np.random.default_rng(seed)
-    means = rng.normal(size=(n_classes, 64)) * 0.9
+    means = rng.normal(size=(n_classes, 64)) * scale
     labels = np.repeat(np.arange(n_classes), per_class)
     latent = means[labels] + rng.normal(size=(len(labels), 64))
     mixing = rng.normal(size=(64, dim)) / 8.0

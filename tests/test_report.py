@@ -114,9 +114,15 @@ def synthetic_rows(n_models: int = 30, *, seed: int = 0, robustness: bool = True
                         status="ok",
                     )
                 )
-    rows.append(
-        dict(model="tflite:mobilenet_v2_1.0_224_quant", stage="robustness", status="skipped", error="not a timm model")
-    )
+    if robustness:
+        rows.append(
+            dict(
+                model="tflite:mobilenet_v2_1.0_224_quant",
+                stage="robustness",
+                status="skipped",
+                error="not a timm model",
+            )
+        )
     rows.append(
         dict(
             model="timm:broken<b>",
@@ -287,6 +293,19 @@ def test_missing_stages_are_noted_not_fatal(tmp_path, kwargs, n_models, absent, 
     for name in absent:
         assert not (path.parent / name).exists(), name
     assert (path.parent / "provenance.csv").is_file()
+
+
+def test_study_whose_models_all_lack_robustness_names_them(tmp_path):
+    rows = synthetic_rows(8, robustness=False, fewshot=False)
+    skipped = pd.DataFrame(
+        [
+            dict(model=m, stage="robustness", status="skipped", error="not a timm model")
+            for m in ("pixels", "tflite:mobilenet_v2_1.0_224_quant")
+        ]
+    )
+    study = write_study(tmp_path / "study", pd.concat([rows, skipped], ignore_index=True))
+    text = write_report(study, n_bootstrap=0).read_text()
+    assert "No model of this study has published robustness results: pixels, tflite:mobilenet_v2_1.0_224_quant." in text
 
 
 def test_small_study_uses_smaller_groups(tmp_path):

@@ -49,6 +49,9 @@ _PUBLIC = {
     "predicted_accuracy_shape": "repalign.theory",
     "simulate_communication_game": "repalign.theory",
     "run_theory": "repalign.theory",
+    # analysis and report
+    "robustness_table": "repalign.robustness",
+    "write_report": "repalign.report",
     # study
     "load_study": "repalign.study.store",
     "run_study": "repalign.study.run",

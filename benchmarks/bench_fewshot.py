@@ -26,6 +26,7 @@ import argparse
 import time
 
 import numpy as np
+import pandas as pd
 
 
 def mnist_pixels():
@@ -35,7 +36,7 @@ def mnist_pixels():
     return data.images.images.reshape(len(data), -1).astype(np.float32) / 255.0, data.labels
 
 
-def cifar100_synthetic(seed: int = 0, *, n_classes: int = 100, per_class: int = 100, dim: int = 2048, scale: float = 0.3):
+def cifar100_synthetic(seed: int = 0, *, n_classes: int = 100, per_class: int = 100, dim: int = 2048, scale: float = 0.45):
     """Non-negative features with class structure in a 64-d latent space (like pooled ReLU features)."""
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(n_classes, 64)) * scale
@@ -98,35 +99,25 @@ def baseline_mlp(head, features, labels, split, seed, shots, n_classes, settings
     return float(np.mean(predicted == labels[split.eval]))
 
 
-def run_baseline(features, labels, manifest, heads, settings):
+def run_baseline_head(features, labels, manifest, head, settings):
     n_classes = len(np.unique(labels))
-    rows, times = [], {}
-    for head in heads:
-        start = time.perf_counter()
-        for (seed, shots), split in sorted(manifest.splits.items()):
-            if head == "linear":
-                accuracy = baseline_linear(features, labels, split, settings)
-            else:
-                accuracy = baseline_mlp(head, features, labels, split, seed, shots, n_classes, settings)
-            rows.append({"head": head, "shots": shots, "seed": seed, "accuracy": accuracy})
-        times[head] = time.perf_counter() - start
-    import pandas as pd
-
-    return pd.DataFrame(rows), times
+    rows = []
+    start = time.perf_counter()
+    for (seed, shots), split in sorted(manifest.splits.items()):
+        if head == "linear":
+            accuracy = baseline_linear(features, labels, split, settings)
+        else:
+            accuracy = baseline_mlp(head, features, labels, split, seed, shots, n_classes, settings)
+        rows.append({"head": head, "shots": shots, "seed": seed, "accuracy": accuracy})
+    return pd.DataFrame(rows), time.perf_counter() - start
 
 
-def run_ours(features, labels, manifest, heads, settings):
-    import pandas as pd
-
+def run_ours_head(features, labels, manifest, head, settings):
     from repalign.fewshot import evaluate_fewshot
 
-    frames, times = [], {}
-    for head in heads:
-        start = time.perf_counter()
-        frames.append(evaluate_fewshot(features, labels, heads=head, splits=manifest, per_seed=True, device="cpu",
-                                       settings=settings))  # fmt: skip
-        times[head] = time.perf_counter() - start
-    return pd.concat(frames, ignore_index=True), times
+    start = time.perf_counter()
+    frame = evaluate_fewshot(features, labels, heads=head, splits=manifest, per_seed=True, device="cpu", settings=settings)
+    return frame, time.perf_counter() - start
 
 
 def compare(name, features, labels, shots, seeds, heads, settings):
@@ -136,8 +127,15 @@ def compare(name, features, labels, shots, seeds, heads, settings):
     print(f"\n== {name}: {features.shape[0]} examples x {features.shape[1]} features, "
           f"{len(np.unique(labels))} classes; grid {len(manifest.shots)} shots x {len(heads)} heads x "
           f"{len(manifest.seeds)} seeds = {len(manifest.splits) * len(heads)} fits", flush=True)  # fmt: skip
-    ours, ours_times = run_ours(features, labels, manifest, heads, settings)
-    base, base_times = run_baseline(features, labels, manifest, heads, settings)
+    # Side by side, head by head, so that changes in machine load hit both alike.
+    ours_parts, base_parts, ours_times, base_times = [], [], {}, {}
+    for head in heads:
+        frame, ours_times[head] = run_ours_head(features, labels, manifest, head, settings)
+        ours_parts.append(frame)
+        frame, base_times[head] = run_baseline_head(features, labels, manifest, head, settings)
+        base_parts.append(frame)
+        print(f"  {head}: ours {ours_times[head]:.2f}s, loop {base_times[head]:.2f}s", flush=True)
+    ours, base = pd.concat(ours_parts, ignore_index=True), pd.concat(base_parts, ignore_index=True)
     merged = ours.merge(base, on=["head", "shots", "seed"], suffixes=("_ours", "_base"))
     print(f"{'head':8s} {'ours_s':>9s} {'loop_s':>9s} {'speedup':>8s} {'max|d acc| seed (pts)':>22s} "
           f"{'max|d acc| mean (pts)':>22s}")  # fmt: skip

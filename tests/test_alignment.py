@@ -16,6 +16,7 @@ from repalign._triplet_kernel import (
     _counts_parallel,
     _counts_serial,
     _sort_counting_inversions,
+    _sort_lexicographic,
     triplet_counts_resampled,
 )
 from repalign.errors import InputError, UnknownNameError
@@ -92,7 +93,10 @@ def test_resampled_counts_equal_brute_force_on_copies(seed):
             assert kernel(model, human, idx, True).sum(axis=0).tolist() == row.tolist()
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 15, 16, 17, 33, 100, 257])
+SORT_SIZES = [0, 1, 2, 15, 16, 17, 33, 48, 64, 80, 100, 257, 1000]
+
+
+@pytest.mark.parametrize("n", SORT_SIZES)
 def test_sort_counting_inversions(n):
     rng = np.random.default_rng(n)
     values = rng.integers(0, max(n // 3, 1), n).astype(float)  # plenty of ties
@@ -100,6 +104,17 @@ def test_sort_counting_inversions(n):
     work = values.copy()
     assert _sort_counting_inversions(work, np.empty(n)) == expected
     assert np.array_equal(work, np.sort(values))
+
+
+@pytest.mark.parametrize("n", SORT_SIZES)
+def test_sort_lexicographic(n):
+    rng = np.random.default_rng(n + 1)
+    keys = rng.integers(0, max(n // 4, 1), n).astype(float)  # many equal keys
+    values = rng.integers(0, 5, n).astype(float)
+    order = np.lexsort((values, keys))
+    sorted_keys, sorted_values = keys.copy(), values.copy()
+    _sort_lexicographic(sorted_keys, sorted_values, np.empty(n), np.empty(n))
+    assert np.array_equal(sorted_keys, keys[order]) and np.array_equal(sorted_values, values[order])
 
 
 def noisy_pair(rng, n=30, d=8, noise=1.0):

@@ -28,6 +28,8 @@ _PUBLIC = {
     "linear_cka": "repalign.alignment",
     "compute_alignment": "repalign.alignment",
     "bootstrap_alignment_ci": "repalign.alignment",
+    "TripletCounts": "repalign.alignment",
+    "SampledEstimate": "repalign.alignment",
     # human data
     "load_human": "repalign.data.human",
     "HumanSimilarity": "repalign.data.human",

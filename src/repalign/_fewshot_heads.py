@@ -416,15 +416,19 @@ def fit_mlp(head, features, train_rows, y_train, mean, inv_scale, n_classes, see
     batch = min(n_rows, settings.batch_size)
     keep = torch.empty(n_tasks, batch, dim, device=device)
     positions = torch.empty(n_tasks, batch, dtype=torch.long, device=device)
-    full = torch.arange(n_rows, device=device)
+    # Standardized once per task, (B, N, d): a step then only gathers its minibatch.
+    x_train = (features[train_rows] - mean[:, None, :]).mul_(inv_scale[:, None, :])
+    task_index = torch.arange(n_tasks, device=device)[:, None]
     for _ in range(settings.n_steps):
         for i, generator in enumerate(generators):
             picked = draw_minibatch(n_rows, settings, generator, device)
-            positions[i] = full if picked is None else picked
+            if picked is not None:
+                positions[i] = picked
             draw_dropout_keep(batch, dim, settings, generator, device, out=keep[i])
-        rows = torch.gather(train_rows, 1, positions)
-        targets = torch.gather(y_train, 1, positions)
-        h = (features[rows] - mean[:, None, :]) * inv_scale[:, None, :] * keep
+        if batch == n_rows:  # full batch: no sampling
+            h, targets = x_train * keep, y_train
+        else:
+            h, targets = x_train[task_index, positions] * keep, y_train[task_index, positions]
         for j in range(0, len(params), 2):
             h = torch.baddbmm(params[j + 1][:, None, :], h, params[j])
             if j + 2 < len(params):

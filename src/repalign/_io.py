@@ -15,6 +15,15 @@ from typing import Any
 _CHUNK = 1 << 20
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def sha256_file(path: str | os.PathLike, *, decompress_gzip: bool = False) -> str:
     """sha256 of a file's bytes, or of its decompressed content for ``.gz`` files."""
     opener = gzip.open if decompress_gzip else open
@@ -42,9 +51,7 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; results and caches should be as readable as any file we write.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
         yield tmp_path
         os.replace(tmp_path, destination)

@@ -6,7 +6,7 @@ side by side in the same process:
 - ours: ``repalign.fewshot.evaluate_fewshot`` (all seeds of a shots value trained as one
   batched tensor program per head; the linear head by batched L-BFGS);
 - baseline: a loop over (seed, shots) of scikit-learn ``LogisticRegression`` fits (same C,
-  lbfgs, StandardScaler on the training shots) and of small per-fit torch training loops for
+  lbfgs with the same tol and max_iter, StandardScaler on the training shots) and of small per-fit torch training loops for
   the MLP heads (same algorithm, same per-task random generators).
 
 It prints the time of each, the ratio, and the largest difference in accuracy (per seed
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -33,17 +34,28 @@ def mnist_pixels():
     from repalign.data.fewshot_datasets import load_fewshot_dataset
 
     data = load_fewshot_dataset("mnist")
-    return data.images.images.reshape(len(data), -1).astype(np.float32) / 255.0, data.labels
+    return data.images.images.reshape(len(data), -1).astype(
+        np.float32
+    ) / 255.0, data.labels
 
 
-def cifar100_synthetic(seed: int = 0, *, n_classes: int = 100, per_class: int = 100, dim: int = 2048, scale: float = 0.45):
+def cifar100_synthetic(
+    seed: int = 0,
+    *,
+    n_classes: int = 100,
+    per_class: int = 100,
+    dim: int = 2048,
+    scale: float = 0.45,
+):
     """Non-negative features with class structure in a 64-d latent space (like pooled ReLU features)."""
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(n_classes, 64)) * scale
     labels = np.repeat(np.arange(n_classes), per_class)
     latent = means[labels] + rng.normal(size=(len(labels), 64))
     mixing = rng.normal(size=(64, dim)) / 8.0
-    features = np.maximum(latent @ mixing + 0.5 * rng.normal(size=(len(labels), dim)), 0.0)
+    features = np.maximum(
+        latent @ mixing + 0.5 * rng.normal(size=(len(labels), dim)), 0.0
+    )
     order = rng.permutation(len(labels))
     return features[order].astype(np.float32), labels[order]
 
@@ -56,27 +68,42 @@ def baseline_linear(features, labels, split, settings) -> float:
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(features[split.train])
-    model = LogisticRegression(C=settings.C, tol=settings.tol, max_iter=settings.max_iter)
+    model = LogisticRegression(
+        C=settings.C, tol=settings.tol, max_iter=settings.max_iter
+    )
     model.fit(scaler.transform(features[split.train]), labels[split.train])
-    return float(model.score(scaler.transform(features[split.eval]), labels[split.eval]))
+    return float(
+        model.score(scaler.transform(features[split.eval]), labels[split.eval])
+    )
 
 
-def baseline_mlp(head, features, labels, split, seed, shots, n_classes, settings) -> float:
+def baseline_mlp(
+    head, features, labels, split, seed, shots, n_classes, settings
+) -> float:
     """One fit, the plain way: its own tensors, modules-free forward, torch.optim.AdamW."""
     import torch
     import torch.nn.functional as F
 
-    from repalign._fewshot_heads import draw_dropout_keep, draw_minibatch, init_mlp, task_generator_seed
+    from repalign._fewshot_heads import (
+        draw_dropout_keep,
+        draw_minibatch,
+        init_mlp,
+        task_generator_seed,
+    )
 
     x = torch.as_tensor(features[split.train])
     y = torch.as_tensor(labels[split.train])
     mean, std = x.mean(0), x.std(0, unbiased=False)
-    inv = torch.where(x.amax(0) == x.amin(0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-30))
+    inv = torch.where(
+        x.amax(0) == x.amin(0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-30)
+    )
     x = (x - mean) * inv
     generator = torch.Generator().manual_seed(task_generator_seed(seed, shots, head))
     layers = init_mlp(head, x.shape[1], n_classes, settings, generator, x.device)
     params = [p.clone().requires_grad_(True) for layer in layers for p in layer]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.lr, weight_decay=settings.weight_decay
+    )
 
     def forward(h):
         for j in range(0, len(params), 2):
@@ -107,7 +134,9 @@ def run_baseline_head(features, labels, manifest, head, settings):
         if head == "linear":
             accuracy = baseline_linear(features, labels, split, settings)
         else:
-            accuracy = baseline_mlp(head, features, labels, split, seed, shots, n_classes, settings)
+            accuracy = baseline_mlp(
+                head, features, labels, split, seed, shots, n_classes, settings
+            )
         rows.append({"head": head, "shots": shots, "seed": seed, "accuracy": accuracy})
     return pd.DataFrame(rows), time.perf_counter() - start
 
@@ -116,7 +145,15 @@ def run_ours_head(features, labels, manifest, head, settings):
     from repalign.fewshot import evaluate_fewshot
 
     start = time.perf_counter()
-    frame = evaluate_fewshot(features, labels, heads=head, splits=manifest, per_seed=True, device="cpu", settings=settings)
+    frame = evaluate_fewshot(
+        features,
+        labels,
+        heads=head,
+        splits=manifest,
+        per_seed=True,
+        device="cpu",
+        settings=settings,
+    )
     return frame, time.perf_counter() - start
 
 
@@ -130,12 +167,22 @@ def compare(name, features, labels, shots, seeds, heads, settings):
     # Side by side, head by head, so that changes in machine load hit both alike.
     ours_parts, base_parts, ours_times, base_times = [], [], {}, {}
     for head in heads:
-        frame, ours_times[head] = run_ours_head(features, labels, manifest, head, settings)
+        frame, ours_times[head] = run_ours_head(
+            features, labels, manifest, head, settings
+        )
         ours_parts.append(frame)
-        frame, base_times[head] = run_baseline_head(features, labels, manifest, head, settings)
+        frame, base_times[head] = run_baseline_head(
+            features, labels, manifest, head, settings
+        )
         base_parts.append(frame)
-        print(f"  {head}: ours {ours_times[head]:.2f}s, loop {base_times[head]:.2f}s", flush=True)
-    ours, base = pd.concat(ours_parts, ignore_index=True), pd.concat(base_parts, ignore_index=True)
+        print(
+            f"  {head}: ours {ours_times[head]:.2f}s, loop {base_times[head]:.2f}s",
+            flush=True,
+        )
+    ours, base = (
+        pd.concat(ours_parts, ignore_index=True),
+        pd.concat(base_parts, ignore_index=True),
+    )
     merged = ours.merge(base, on=["head", "shots", "seed"], suffixes=("_ours", "_base"))
     print(f"{'head':8s} {'ours_s':>9s} {'loop_s':>9s} {'speedup':>8s} {'max|d acc| seed (pts)':>22s} "
           f"{'max|d acc| mean (pts)':>22s}")  # fmt: skip
@@ -148,8 +195,15 @@ def compare(name, features, labels, shots, seeds, heads, settings):
               f"{base_times[head] / ours_times[head]:7.2f}x {per_seed:22.2f} {per_mean:22.2f}")  # fmt: skip
     total_ours, total_base = sum(ours_times.values()), sum(base_times.values())
     per_seed = 100 * (merged.accuracy_ours - merged.accuracy_base).abs().max()
-    print(f"{'total':8s} {total_ours:9.2f} {total_base:9.2f} {total_base / total_ours:7.2f}x {per_seed:22.2f}")
-    table = merged.groupby(["head", "shots"])[["accuracy_ours", "accuracy_base"]].mean().mul(100).round(2)
+    print(
+        f"{'total':8s} {total_ours:9.2f} {total_base:9.2f} {total_base / total_ours:7.2f}x {per_seed:22.2f}"
+    )
+    table = (
+        merged.groupby(["head", "shots"])[["accuracy_ours", "accuracy_base"]]
+        .mean()
+        .mul(100)
+        .round(2)
+    )
     print("mean accuracy over seeds (%):")
     print(table.unstack("head").to_string())
     return total_ours, total_base
@@ -165,14 +219,20 @@ def main(argv=None) -> None:
     parser.add_argument("--shots", default="1,5,10,20,40,80")
     parser.add_argument("--heads", default="linear,mlp1,mlp2")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     args = parser.parse_args(argv)
+    # scikit-learn warns when a 1-shot problem has more classes than half its samples.
+    warnings.filterwarnings("ignore", message="The number of unique classes")
     if args.threads:
         torch.set_num_threads(args.threads)
     shots = tuple(int(s) for s in args.shots.split(","))
     heads = tuple(args.heads.split(","))
     settings = HeadSettings()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; settings {settings}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; settings {settings}"
+    )
     problems = {"mnist": mnist_pixels, "cifar100-synthetic": cifar100_synthetic}
     for name in args.problems.split(","):
         features, labels = problems[name]()

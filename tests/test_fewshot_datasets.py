@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from repalign.data.fewshot_datasets import load_fewshot_dataset, read_idx
-from repalign.errors import InputError, MissingDataError, UnknownNameError, UnsafePickleError
+from repalign.errors import (
+    InputError,
+    MissingDataError,
+    UnknownNameError,
+    UnsafePickleError,
+)
 
 
 def _cifar_rows(rng, n):
@@ -22,14 +27,19 @@ def _cifar_rows(rng, n):
 
 def _dump(path, obj):
     with open(path, "wb") as handle:
-        pickle.dump(obj, handle, protocol=2)  # the official tarballs are protocol-2 pickles
+        pickle.dump(
+            obj, handle, protocol=2
+        )  # the official tarballs are protocol-2 pickles
 
 
 def write_cifar10(root, rng, *, per_batch=6):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     names = [b"airplane", b"automobile", b"bird"]
-    _dump(folder / "batches.meta", {b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072})
+    _dump(
+        folder / "batches.meta",
+        {b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072},
+    )
     images, rows = _cifar_rows(rng, per_batch)
     labels = [i % 3 for i in range(per_batch)]
     _dump(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"data": rows, b"labels": labels,
@@ -37,7 +47,10 @@ def write_cifar10(root, rng, *, per_batch=6):
     train = []
     for b in range(1, 6):
         batch_images, batch_rows = _cifar_rows(rng, per_batch)
-        _dump(folder / f"data_batch_{b}", {b"data": batch_rows, b"labels": [(i + b) % 3 for i in range(per_batch)]})
+        _dump(
+            folder / f"data_batch_{b}",
+            {b"data": batch_rows, b"labels": [(i + b) % 3 for i in range(per_batch)]},
+        )
         train.append(batch_images)
     return images, np.array(labels), np.concatenate(train)
 
@@ -46,12 +59,28 @@ def write_cifar100(root, rng, *, n=8):
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     fine = [b"apple", b"aquarium_fish", b"baby", b"bear"]
-    _dump(folder / "meta", {b"fine_label_names": fine, b"coarse_label_names": [b"fruit", b"fish", b"people", b"mammals"]})
+    _dump(
+        folder / "meta",
+        {
+            b"fine_label_names": fine,
+            b"coarse_label_names": [b"fruit", b"fish", b"people", b"mammals"],
+        },
+    )
     images, rows = _cifar_rows(rng, n)
     fine_labels = [i % 4 for i in range(n)]
     coarse_labels = [3 - i % 4 for i in range(n)]
-    _dump(folder / "test", {b"data": rows, b"fine_labels": fine_labels, b"coarse_labels": coarse_labels})
-    _dump(folder / "train", {b"data": rows[:4], b"fine_labels": fine_labels[:4], b"coarse_labels": coarse_labels[:4]})
+    _dump(
+        folder / "test",
+        {b"data": rows, b"fine_labels": fine_labels, b"coarse_labels": coarse_labels},
+    )
+    _dump(
+        folder / "train",
+        {
+            b"data": rows[:4],
+            b"fine_labels": fine_labels[:4],
+            b"coarse_labels": coarse_labels[:4],
+        },
+    )
     return images, np.array(fine_labels)
 
 
@@ -88,7 +117,10 @@ class _Exploit:
 def test_malicious_cifar_pickle_is_refused(tmp_path, rng):
     write_cifar10(tmp_path, rng)
     marker = tmp_path / "pwned"
-    _dump(tmp_path / "cifar-10-batches-py" / "test_batch", {b"data": _Exploit(marker), b"labels": [0]})
+    _dump(
+        tmp_path / "cifar-10-batches-py" / "test_batch",
+        {b"data": _Exploit(marker), b"labels": [0]},
+    )
     with pytest.raises(UnsafePickleError, match="Refusing to unpickle"):
         load_fewshot_dataset(tmp_path)
     assert not marker.exists()
@@ -97,13 +129,19 @@ def test_malicious_cifar_pickle_is_refused(tmp_path, rng):
 def test_malformed_cifar_files(tmp_path, rng):
     write_cifar10(tmp_path, rng)
     folder = tmp_path / "cifar-10-batches-py"
-    _dump(folder / "test_batch", {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
+    _dump(
+        folder / "test_batch",
+        {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]},
+    )
     with pytest.raises(InputError, match=r"uint8 \(n, 3072\)"):
         load_fewshot_dataset(tmp_path)
     _dump(folder / "test_batch", {b"data": np.zeros((2, 3072), np.uint8)})
     with pytest.raises(InputError, match="lacks \\['labels'\\]"):
         load_fewshot_dataset(tmp_path)
-    _dump(folder / "test_batch", {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 7]})
+    _dump(
+        folder / "test_batch",
+        {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 7]},
+    )
     with pytest.raises(InputError, match="out of range for 3 class names"):
         load_fewshot_dataset(tmp_path)
 
@@ -125,7 +163,9 @@ def test_idx_folder_and_errors(tmp_path, rng):
     assert np.array_equal(read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), images)
     data = load_fewshot_dataset(tmp_path)
     assert data.class_names == ("0", "1", "2") and np.array_equal(data.labels, labels)
-    assert data.images.load(3).mode == "RGB"  # grayscale digits become RGB for RGB models
+    assert (
+        data.images.load(3).mode == "RGB"
+    )  # grayscale digits become RGB for RGB models
     assert np.array_equal(np.asarray(data.images.load(3))[..., 1], images[3])
 
     bad = tmp_path / "bad.gz"
@@ -152,7 +192,9 @@ def test_image_folder(tmp_path):
     for name, shade in (("cats", 40), ("dogs", 200)):
         (tmp_path / "pets" / name).mkdir(parents=True)
         for i in range(3):
-            Image.new("L", (6, 5), shade + i).save(tmp_path / "pets" / name / f"{i}.png")
+            Image.new("L", (6, 5), shade + i).save(
+                tmp_path / "pets" / name / f"{i}.png"
+            )
     data = load_fewshot_dataset(tmp_path / "pets")
     assert data.name == "pets" and data.class_names == ("cats", "dogs")
     assert np.array_equal(data.labels, [0, 0, 0, 1, 1, 1])
@@ -188,6 +230,11 @@ def test_real_mnist_and_fashion_mnist(mirror):
     fashion = load_fewshot_dataset("fashion_mnist")
     assert np.array_equal(np.bincount(fashion.labels), [1000] * 10)
     assert fashion.class_names[9] == "Ankle boot"
-    assert fashion.images.load(0).size == (28, 28) and fashion.images.load(0).mode == "RGB"
+    assert (
+        fashion.images.load(0).size == (28, 28) and fashion.images.load(0).mode == "RGB"
+    )
     train = load_fewshot_dataset("mnist", split="train")
-    assert train.images.images.shape == (60000, 28, 28) and len(np.unique(train.labels)) == 10
+    assert (
+        train.images.images.shape == (60000, 28, 28)
+        and len(np.unique(train.labels)) == 10
+    )

@@ -50,11 +50,21 @@ __all__ = [
 ]
 
 DEFAULT_SHOTS = (1, 5, 10, 20, 40, 80)
-RESULT_COLUMNS = ("dataset", "head", "shots", "n_seeds", "accuracy", "ci_low", "ci_high")
+RESULT_COLUMNS = (
+    "dataset",
+    "head",
+    "shots",
+    "n_seeds",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+)
 PER_SEED_COLUMNS = ("dataset", "head", "shots", "seed", "accuracy")
 
 
-def confidence_interval(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float]:
+def confidence_interval(
+    values: Sequence[float], *, level: float = 0.95
+) -> tuple[float, float, float]:
     """Mean and two-sided t-interval of the mean over seeds: ``mean +- t_{k-1} * sd / sqrt(k)``.
 
     With one seed the interval is undefined and returned as (mean, NaN, NaN).
@@ -65,7 +75,11 @@ def confidence_interval(values: Sequence[float], *, level: float = 0.95) -> tupl
     mean = float(values.mean())
     if len(values) < 2:
         return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    half = float(
+        stats.t.ppf(0.5 + level / 2, len(values) - 1)
+        * values.std(ddof=1)
+        / np.sqrt(len(values))
+    )
     return mean, mean - half, mean + half
 
 
@@ -110,7 +124,9 @@ def evaluate_fewshot(
 
     features = np.asarray(features)
     if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
-        raise InputError(f"features must be a non-empty 2-D array (n_examples, n_features); got shape {features.shape}.")
+        raise InputError(
+            f"features must be a non-empty 2-D array (n_examples, n_features); got shape {features.shape}."
+        )
     if not np.issubdtype(features.dtype, np.number):
         raise InputError(f"features must be numeric; got dtype {features.dtype}.")
     if feature_indices is None:
@@ -128,10 +144,18 @@ def evaluate_fewshot(
         rows_of_example[feature_indices] = np.arange(len(features))
     if not np.all(np.isfinite(features)):
         bad = int(np.argwhere(~np.isfinite(features))[0][0])
-        raise InputError(f"features contain NaN or infinite values (first in row {bad}).")
+        raise InputError(
+            f"features contain NaN or infinite values (first in row {bad})."
+        )
     heads = _check_heads(heads)
     if splits is None:
-        splits = make_splits(labels, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class, dataset=dataset)
+        splits = make_splits(
+            labels,
+            shots=shots,
+            seeds=seeds,
+            max_eval_per_class=max_eval_per_class,
+            dataset=dataset,
+        )
     else:
         splits.check_labels(labels)
     _check_shots_per_class(splits, labels)
@@ -151,18 +175,38 @@ def evaluate_fewshot(
                     "splits.used_indices()."
                 )
         tasks.append(Task(seed=seed, shots=n, train_rows=train, eval_rows=evaluate))
-    row_targets = targets if rows_of_example is None else targets[np.asarray(feature_indices)]
+    row_targets = (
+        targets if rows_of_example is None else targets[np.asarray(feature_indices)]
+    )
 
     torch_device = _torch_device(device)
-    x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=torch_device)
+    x = torch.as_tensor(
+        np.ascontiguousarray(features, dtype=np.float32), device=torch_device
+    )
     y = torch.as_tensor(row_targets, device=torch_device)
     records = []
     for head in heads:
         start = time.perf_counter()
-        accuracies = fit_and_score(head, x, y, tasks, n_classes=len(classes), settings=settings)
-        log.info("few-shot %s on %s: %d fits in %.2fs", head, dataset, len(tasks), time.perf_counter() - start)
+        accuracies = fit_and_score(
+            head, x, y, tasks, n_classes=len(classes), settings=settings
+        )
+        log.info(
+            "few-shot %s on %s: %d fits in %.2fs",
+            head,
+            dataset,
+            len(tasks),
+            time.perf_counter() - start,
+        )
         for (seed, n), accuracy in zip(keys, accuracies):
-            records.append({"dataset": dataset, "head": head, "shots": n, "seed": seed, "accuracy": float(accuracy)})
+            records.append(
+                {
+                    "dataset": dataset,
+                    "head": head,
+                    "shots": n,
+                    "seed": seed,
+                    "accuracy": float(accuracy),
+                }
+            )
     per_seed_frame = pd.DataFrame.from_records(records, columns=list(PER_SEED_COLUMNS))
     if per_seed:
         return per_seed_frame
@@ -172,7 +216,9 @@ def evaluate_fewshot(
 def summarize(per_seed_frame: pd.DataFrame) -> pd.DataFrame:
     """Collapse per-seed rows to mean accuracy and 95% t-interval per (dataset, head, shots)."""
     rows = []
-    for (dataset, head, n), group in per_seed_frame.groupby(["dataset", "head", "shots"], sort=False):
+    for (dataset, head, n), group in per_seed_frame.groupby(
+        ["dataset", "head", "shots"], sort=False
+    ):
         mean, low, high = confidence_interval(group["accuracy"].to_numpy())
         rows.append({"dataset": dataset, "head": head, "shots": int(n), "n_seeds": len(group),
                      "accuracy": mean, "ci_low": low, "ci_high": high})  # fmt: skip
@@ -225,7 +271,13 @@ def run_fewshot(
     else:
         splits.check_labels(data.labels)
     used = splits.used_indices()
-    log.info("few-shot %s on %s: embedding %d of %d images", model, data.name, len(used), len(data))
+    log.info(
+        "few-shot %s on %s: embedding %d of %d images",
+        model,
+        data.name,
+        len(used),
+        len(data),
+    )
     features = extract_embeddings(
         model, SubsetImageSet(data.images, used), device=device, batch_size=batch_size,
         num_workers=num_workers, progress=progress,
@@ -275,8 +327,11 @@ def _torch_device(device: str):
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise InputError(f"Unknown device '{device}': use auto, cpu, cuda or cuda:N.") from exc
+        raise InputError(
+            f"Unknown device '{device}': use auto, cpu, cuda or cuda:N."
+        ) from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"Device '{device}' was requested but CUDA is not available here; use --device cpu.")
+        raise InputError(
+            f"Device '{device}' was requested but CUDA is not available here; use --device cpu."
+        )
     return resolved
-

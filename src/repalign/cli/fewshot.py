@@ -8,7 +8,11 @@ from repalign.cli._output import add_format_option, emit
 from repalign.errors import InputError
 
 DEFAULT_SHOTS = "1,5,10,20,40,80"
-HEAD_NAMES = ("linear", "mlp1", "mlp2")  # repeated here so `--help` imports nothing heavy
+HEAD_NAMES = (
+    "linear",
+    "mlp1",
+    "mlp2",
+)  # repeated here so `--help` imports nothing heavy
 
 
 def register(subparsers) -> None:
@@ -19,24 +23,64 @@ def register(subparsers) -> None:
         "frozen embeddings, evaluate on the remaining examples; repeat over seeds and report the mean "
         "accuracy with a 95%% t-interval over seeds. See docs/fewshot.md.",
     )
-    parser.add_argument("model", help="model name, e.g. pixels, tflite:mobilenet_v2_1.0_224_quant, timm:resnet50")
     parser.add_argument(
-        "--dataset", required=True, help="mnist, fashion_mnist, cifar10, cifar100, or a dataset folder (ImageFolder)"
+        "model",
+        help="model name, e.g. pixels, tflite:mobilenet_v2_1.0_224_quant, timm:resnet50",
     )
-    parser.add_argument("--shots", default=DEFAULT_SHOTS, help="examples per class, comma-separated (default: %(default)s)")
     parser.add_argument(
-        "--heads", default=",".join(HEAD_NAMES), help="heads, comma-separated from linear,mlp1,mlp2 (default: all)"
+        "--dataset",
+        required=True,
+        help="mnist, fashion_mnist, cifar10, cifar100, or a dataset folder (ImageFolder)",
     )
-    parser.add_argument("--seeds", type=int, default=5, help="number of random splits (seeds 0..N-1; default: 5)")
     parser.add_argument(
-        "--max-eval-per-class", type=int, metavar="N", help="evaluate on at most N examples per class (quick runs)"
+        "--shots",
+        default=DEFAULT_SHOTS,
+        help="examples per class, comma-separated (default: %(default)s)",
     )
-    parser.add_argument("--split", choices=("test", "train"), default="test", help="dataset split (default: test)")
-    parser.add_argument("--splits", metavar="FILE", help="reuse the split manifest in FILE (.json or .npz)")
-    parser.add_argument("--save-splits", metavar="FILE", help="save the split manifest to FILE (.json or .npz)")
-    parser.add_argument("--per-seed", action="store_true", help="one row per seed instead of mean and CI")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    parser.add_argument("--batch-size", type=int, help="images per forward pass when embedding")
+    parser.add_argument(
+        "--heads",
+        default=",".join(HEAD_NAMES),
+        help="heads, comma-separated from linear,mlp1,mlp2 (default: all)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help="number of random splits (seeds 0..N-1; default: 5)",
+    )
+    parser.add_argument(
+        "--max-eval-per-class",
+        type=int,
+        metavar="N",
+        help="evaluate on at most N examples per class (quick runs)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="dataset split (default: test)",
+    )
+    parser.add_argument(
+        "--splits",
+        metavar="FILE",
+        help="reuse the split manifest in FILE (.json or .npz)",
+    )
+    parser.add_argument(
+        "--save-splits",
+        metavar="FILE",
+        help="save the split manifest to FILE (.json or .npz)",
+    )
+    parser.add_argument(
+        "--per-seed",
+        action="store_true",
+        help="one row per seed instead of mean and CI",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="images per forward pass when embedding"
+    )
     add_format_option(parser)
     parser.set_defaults(handler=run)
 
@@ -45,9 +89,13 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise InputError(f"{option} takes comma-separated integers, e.g. 1,5,10; got '{text}'.") from None
+        raise InputError(
+            f"{option} takes comma-separated integers, e.g. 1,5,10; got '{text}'."
+        ) from None
     if not values:
-        raise InputError(f"{option} is empty; give comma-separated integers, e.g. 1,5,10.")
+        raise InputError(
+            f"{option} is empty; give comma-separated integers, e.g. 1,5,10."
+        )
     return values
 
 
@@ -59,7 +107,9 @@ def run(args) -> int:
     if args.seeds < 1:
         raise InputError(f"--seeds must be at least 1; got {args.seeds}.")
     if args.max_eval_per_class is not None and args.max_eval_per_class < 1:
-        raise InputError(f"--max-eval-per-class must be at least 1; got {args.max_eval_per_class}.")
+        raise InputError(
+            f"--max-eval-per-class must be at least 1; got {args.max_eval_per_class}."
+        )
     splits = None
     if args.splits:
         splits = SplitManifest.load(args.splits)

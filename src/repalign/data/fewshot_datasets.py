@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from repalign.errors import InputError, MissingDataError, unknown_name
 from repalign.data.images import ArrayImageSet, FileImageSet, ImageSet, list_image_files
+from repalign.errors import InputError, MissingDataError, unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,10 @@ _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
 }
 _CIFAR10_DIR = "cifar-10-batches-py"
-_CIFAR10_FILES = {"test": ("test_batch",), "train": tuple(f"data_batch_{i}" for i in range(1, 6))}
+_CIFAR10_FILES = {
+    "test": ("test_batch",),
+    "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+}
 _CIFAR100_DIR = "cifar-100-python"
 _CIFAR100_FILES = {"test": ("test",), "train": ("train",)}
 
@@ -73,7 +76,9 @@ class FewShotDataset:
         return len(self.labels)
 
 
-def load_fewshot_dataset(name_or_path: str | os.PathLike, *, split: str = "test") -> FewShotDataset:
+def load_fewshot_dataset(
+    name_or_path: str | os.PathLike, *, split: str = "test"
+) -> FewShotDataset:
     """Load a registered dataset by name, or a dataset folder by path.
 
     Args:
@@ -83,14 +88,18 @@ def load_fewshot_dataset(name_or_path: str | os.PathLike, *, split: str = "test"
             Ignored for ImageFolder trees.
     """
     if split not in SPLITS:
-        raise InputError(f"Unknown split '{split}': expected one of {', '.join(SPLITS)}.")
+        raise InputError(
+            f"Unknown split '{split}': expected one of {', '.join(SPLITS)}."
+        )
     if isinstance(name_or_path, str) and name_or_path in FEWSHOT_DATASETS:
         return _load_registered(name_or_path, split)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return _load_folder(path, split)
     if path.exists():
-        raise InputError(f"Few-shot dataset path {path} is a file; expected a dataset folder.")
+        raise InputError(
+            f"Few-shot dataset path {path} is a file; expected a dataset folder."
+        )
     if isinstance(name_or_path, str) and os.sep not in name_or_path:
         raise unknown_name("few-shot dataset", name_or_path, FEWSHOT_DATASETS)
     raise MissingDataError(f"Few-shot dataset folder not found: {path}")
@@ -109,10 +118,16 @@ def _load_registered(name: str, split: str) -> FewShotDataset:
         classes = MNIST_CLASSES if name == "mnist" else FASHION_MNIST_CLASSES
         return _idx_dataset(name, images, labels, classes, split)
     if name == "cifar10":
-        files = [registry.fetch_file(name, f"{_CIFAR10_DIR}/{f}") for f in _CIFAR10_FILES[split]]
+        files = [
+            registry.fetch_file(name, f"{_CIFAR10_DIR}/{f}")
+            for f in _CIFAR10_FILES[split]
+        ]
         meta = registry.fetch_file(name, f"{_CIFAR10_DIR}/batches.meta")
         return _cifar_dataset(name, files, meta, split, fine=False)
-    files = [registry.fetch_file(name, f"{_CIFAR100_DIR}/{f}") for f in _CIFAR100_FILES[split]]
+    files = [
+        registry.fetch_file(name, f"{_CIFAR100_DIR}/{f}")
+        for f in _CIFAR100_FILES[split]
+    ]
     meta = registry.fetch_file(name, f"{_CIFAR100_DIR}/meta")
     return _cifar_dataset(name, files, meta, split, fine=True)
 
@@ -121,16 +136,22 @@ def _load_folder(path: Path, split: str) -> FewShotDataset:
     for root in (path, path / _CIFAR10_DIR):
         if (root / "batches.meta").is_file():
             files = [root / f for f in _CIFAR10_FILES[split]]
-            return _cifar_dataset(path.name, files, root / "batches.meta", split, fine=False)
+            return _cifar_dataset(
+                path.name, files, root / "batches.meta", split, fine=False
+            )
     for root in (path, path / _CIFAR100_DIR):
-        if (root / "meta").is_file() and any((root / f).is_file() for f in ("test", "train")):
+        if (root / "meta").is_file() and any(
+            (root / f).is_file() for f in ("test", "train")
+        ):
             files = [root / f for f in _CIFAR100_FILES[split]]
             return _cifar_dataset(path.name, files, root / "meta", split, fine=True)
     image_file, label_file = _IDX_FILES[split]
     if (path / image_file).is_file() or (path / label_file).is_file():
         images, labels = read_idx(path / image_file), read_idx(path / label_file)
         n_classes = int(labels.max()) + 1 if labels.size else 0
-        return _idx_dataset(path.name, images, labels, tuple(str(i) for i in range(n_classes)), split)
+        return _idx_dataset(
+            path.name, images, labels, tuple(str(i) for i in range(n_classes)), split
+        )
     return load_image_folder(path)
 
 
@@ -151,14 +172,22 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as handle:
             data = handle.read()
     except (OSError, EOFError) as exc:
-        raise InputError(f"Cannot read IDX file {path}: {exc}. Delete it and fetch it again.") from exc
+        raise InputError(
+            f"Cannot read IDX file {path}: {exc}. Delete it and fetch it again."
+        ) from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise InputError(f"{path} is not an IDX file (bad magic number {data[:4].hex()}).")
+        raise InputError(
+            f"{path} is not an IDX file (bad magic number {data[:4].hex()})."
+        )
     if data[2] != 0x08:
-        raise InputError(f"{path}: IDX element type 0x{data[2]:02x} is not supported (expected 0x08, unsigned byte).")
+        raise InputError(
+            f"{path}: IDX element type 0x{data[2]:02x} is not supported (expected 0x08, unsigned byte)."
+        )
     ndim = data[3]
     if ndim not in (1, 3):
-        raise InputError(f"{path}: IDX file has {ndim} dimensions; expected 1 (labels) or 3 (images).")
+        raise InputError(
+            f"{path}: IDX file has {ndim} dimensions; expected 1 (labels) or 3 (images)."
+        )
     header = 4 + 4 * ndim
     if len(data) < header:
         raise InputError(f"{path}: IDX header is truncated.")
@@ -178,9 +207,13 @@ def _idx_dataset(name, images, labels, classes, split) -> FewShotDataset:
             f"{name}: expected images (n, h, w) and labels (n,), got {images.shape} and {labels.shape}."
         )
     if len(images) != len(labels):
-        raise InputError(f"{name}: {len(images)} images but {len(labels)} labels in the IDX files.")
+        raise InputError(
+            f"{name}: {len(images)} images but {len(labels)} labels in the IDX files."
+        )
     if labels.size and int(labels.max()) >= len(classes):
-        raise InputError(f"{name}: label {int(labels.max())} out of range for {len(classes)} classes.")
+        raise InputError(
+            f"{name}: label {int(labels.max())} out of range for {len(classes)} classes."
+        )
     return FewShotDataset(
         name=name,
         images=ArrayImageSet(images, name=f"{name}:{split}"),
@@ -207,37 +240,60 @@ def read_cifar_pickle(path: str | os.PathLike) -> dict[str, object]:
     with open(path, "rb") as handle:
         obj = safe_load(handle, encoding="bytes")
     if not isinstance(obj, dict):
-        raise InputError(f"{path} is not a CIFAR pickle (expected a dict, got {type(obj).__name__}).")
-    return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
+        raise InputError(
+            f"{path} is not a CIFAR pickle (expected a dict, got {type(obj).__name__})."
+        )
+    return {
+        (k.decode("latin1") if isinstance(k, bytes) else str(k)): v
+        for k, v in obj.items()
+    }
 
 
-def _cifar_dataset(name: str, files: Sequence[Path], meta_path: Path, split: str, *, fine: bool) -> FewShotDataset:
-    label_key, names_key = ("fine_labels", "fine_label_names") if fine else ("labels", "label_names")
+def _cifar_dataset(
+    name: str, files: Sequence[Path], meta_path: Path, split: str, *, fine: bool
+) -> FewShotDataset:
+    label_key, names_key = (
+        ("fine_labels", "fine_label_names") if fine else ("labels", "label_names")
+    )
     meta = read_cifar_pickle(meta_path)
     if names_key not in meta:
-        raise InputError(f"{meta_path}: CIFAR meta file has no '{names_key}' (keys: {sorted(meta)}).")
+        raise InputError(
+            f"{meta_path}: CIFAR meta file has no '{names_key}' (keys: {sorted(meta)})."
+        )
     class_names = tuple(_text(v) for v in meta[names_key])
     images, labels = [], []
     for path in files:
         batch = read_cifar_pickle(path)
         missing = {"data", label_key} - set(batch)
         if missing:
-            raise InputError(f"{path}: CIFAR batch lacks {sorted(missing)} (keys: {sorted(batch)}).")
+            raise InputError(
+                f"{path}: CIFAR batch lacks {sorted(missing)} (keys: {sorted(batch)})."
+            )
         data = np.asarray(batch["data"])
         batch_labels = np.asarray(batch[label_key], dtype=np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise InputError(f"{path}: CIFAR data must be uint8 (n, 3072); got {data.dtype} {data.shape}.")
+            raise InputError(
+                f"{path}: CIFAR data must be uint8 (n, 3072); got {data.dtype} {data.shape}."
+            )
         if len(data) != len(batch_labels):
-            raise InputError(f"{path}: {len(data)} images but {len(batch_labels)} labels.")
+            raise InputError(
+                f"{path}: {len(data)} images but {len(batch_labels)} labels."
+            )
         # Rows hold the red, green and blue 32x32 planes one after another.
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(batch_labels)
     labels_all = np.concatenate(labels)
-    if labels_all.size and (labels_all.min() < 0 or labels_all.max() >= len(class_names)):
-        raise InputError(f"{name}: labels out of range for {len(class_names)} class names in {meta_path}.")
+    if labels_all.size and (
+        labels_all.min() < 0 or labels_all.max() >= len(class_names)
+    ):
+        raise InputError(
+            f"{name}: labels out of range for {len(class_names)} class names in {meta_path}."
+        )
     return FewShotDataset(
         name=name,
-        images=ArrayImageSet(np.ascontiguousarray(np.concatenate(images)), name=f"{name}:{split}"),
+        images=ArrayImageSet(
+            np.ascontiguousarray(np.concatenate(images)), name=f"{name}:{split}"
+        ),
         labels=labels_all,
         class_names=class_names,
         split=split,
@@ -254,7 +310,9 @@ def _text(value) -> str:
 def load_image_folder(path: str | os.PathLike) -> FewShotDataset:
     """An ImageFolder tree: each sub-folder is a class (sorted by name) holding its images."""
     path = Path(path)
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = sorted(
+        p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     if not class_dirs:
         raise InputError(
             f"{path} has no class sub-folders. Expected an ImageFolder tree (one folder of images "
@@ -265,7 +323,9 @@ def load_image_folder(path: str | os.PathLike) -> FewShotDataset:
     for label, class_dir in enumerate(class_dirs):
         files = list_image_files(class_dir)
         if not files:
-            raise InputError(f"Class folder {class_dir} holds no image files (.png, .jpg, ...); remove it or add images.")
+            raise InputError(
+                f"Class folder {class_dir} holds no image files (.png, .jpg, ...); remove it or add images."
+            )
         paths.extend(files)
         labels.extend([label] * len(files))
     log.info("ImageFolder %s: %d classes, %d images", path, len(class_dirs), len(paths))

@@ -22,6 +22,7 @@ the result store -- so workers never touch the study directory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -151,7 +152,8 @@ class LocalExecutor:
                         name=f"repalign-{unit.id}",
                         daemon=False,
                     )
-                    process.start()
+                    with _main_module_importable():
+                        process.start()
                     sender.close()  # the child holds the only write end: EOF when it dies
                     running[process.sentinel] = _Running(unit, process, receiver, time.perf_counter())
                     on_event(unit, "start", None)
@@ -171,6 +173,24 @@ class LocalExecutor:
                 if state.process.is_alive():
                     state.process.terminate()
                 state.process.join(timeout=10)
+
+
+@contextlib.contextmanager
+def _main_module_importable():
+    """'spawn' re-runs the driver's ``__main__`` file in each worker; when that "file" does
+    not exist (``python - <<EOF``, ``python -c``) the worker would die before starting.
+    Hide such a path while starting the process, as multiprocessing does for interactive
+    sessions."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path) or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 class _Running:

@@ -106,27 +106,33 @@ def _alignment_image_sets(config: StudyConfig) -> dict[str, Any]:
     return sets
 
 
-def _fewshot_image_sets(config: StudyConfig) -> dict[str, Any]:
-    """{few-shot dataset: the subset of images its splits use, or why it is unavailable}.
+def fewshot_image_set(name: str, config: StudyConfig):
+    """The images of few-shot dataset ``name`` that the study's splits use (an ImageSet).
 
-    The same splits as the run draws (seeded), so the cache check is exact.
+    The splits are seeded, so this is exactly the subset ``run_fewshot`` embeds: the same
+    embedding cache entry.
     """
-    if "fewshot" not in config.stages:
-        return {}
     from repalign.data.fewshot_datasets import load_fewshot_dataset
     from repalign.data.images import SubsetImageSet
     from repalign.fewshot import make_splits
 
     fs = config.fewshot
+    data = load_fewshot_dataset(name)
+    splits = make_splits(
+        data.labels, shots=fs.shots, seeds=fs.seeds, max_eval_per_class=fs.max_eval_per_class or None,
+        dataset=data.name, class_names=data.class_names,
+    )  # fmt: skip
+    return SubsetImageSet(data.images, splits.used_indices())
+
+
+def _fewshot_image_sets(config: StudyConfig) -> dict[str, Any]:
+    """{few-shot dataset: the images its splits use, or why it is unavailable}."""
+    if "fewshot" not in config.stages:
+        return {}
     sets: dict[str, Any] = {}
-    for name in fs.datasets:
+    for name in config.fewshot.datasets:
         try:
-            data = load_fewshot_dataset(name)
-            splits = make_splits(
-                data.labels, shots=fs.shots, seeds=fs.seeds, max_eval_per_class=fs.max_eval_per_class or None,
-                dataset=data.name, class_names=data.class_names,
-            )  # fmt: skip
-            sets[f"fewshot:{name}"] = SubsetImageSet(data.images, splits.used_indices())
+            sets[f"fewshot:{name}"] = fewshot_image_set(name, config)
         except Exception as exc:  # e.g. CIFAR-100 offline: shown in the plan, not fatal
             sets[f"fewshot:{name}"] = f"unavailable ({type(exc).__name__})"
     return sets

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,3 +214,15 @@ def test_progress_live_display_renders(tmp_path):
     progress.close()
     text = stream.getvalue()
     assert "models" in text and "1/2" in text and "1 failed" in text and "failed tflite:x" in text
+
+
+def test_unit_ids_are_file_safe_distinct_and_round_trip():
+    from repalign.study.plan import unit_id
+
+    names = ["a:b", "a_b", "onnx:/tmp/x y.onnx", "timm:resnet18@random", "timm:resnet18"]
+    ids = [unit_id(n) for n in names]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9._\-]+", i) for i in ids)
+    assert ids[3].startswith("timm_resnet18_random-")
+    unit = Unit(id=ids[0], model="a:b", stages=("alignment", "fewshot"))
+    assert Unit.from_dict(unit.to_dict()) == unit

@@ -212,9 +212,9 @@ def inject_fault(model: str, stage: str) -> None:
     if not spec:
         return
     for entry in filter(None, (e.strip() for e in spec.split(";"))):
-        pattern, _, rest = entry.rpartition(":")
-        pattern, _, fault_stage = pattern.rpartition(":")
-        kind = rest
+        # model names contain ':' themselves, so split from the right
+        head, _, kind = entry.rpartition(":")
+        pattern, _, fault_stage = head.rpartition(":")
         if not fnmatch.fnmatchcase(model, pattern) or fault_stage not in ("*", stage):
             continue
         log.warning("injecting test fault %r into %s at %s", kind, model, stage)

@@ -10,7 +10,7 @@ Prints:
 
 Usage:
     REPALIGN_MIRROR=../shared/data .venv/bin/python benchmarks/bench_study.py [--skip-ray]
-        [--config configs/quickstart.toml] [--speedup-models 6]
+        [--config configs/quickstart.toml] [--speedup-include 'tflite:*']
 """
 
 from __future__ import annotations
@@ -88,14 +88,12 @@ def bench_rerun(config, work: Path) -> float:
     return t_first
 
 
-def bench_speedup(config, work: Path, n_models: int | None) -> None:
+def bench_speedup(config, work: Path, include: list[str]) -> None:
     from repalign.study.plan import expand_models
     from repalign.study.run import run_study
 
+    config = config.replace("models", include=include, exclude=[]).replace("study", report=False)
     models = expand_models(config)
-    if n_models:
-        models = models[:n_models]
-    config = config.replace("models", include=models, exclude=[]).replace("study", report=False)
     print(f"\n2. local workers: {len(models)} models, warm embedding cache, fresh study directories")
     _, t1 = _timed("--jobs 1", lambda: run_study(config, jobs=1, output=work / "jobs1", live=False))
     _, t2 = _timed("--jobs 2", lambda: run_study(config, jobs=2, output=work / "jobs2", live=False))
@@ -133,11 +131,15 @@ def bench_ray(work: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(PROJECT / "configs" / "quickstart.toml"))
-    parser.add_argument("--speedup-models", type=int, default=0, help="models for the 1-vs-2 workers runs (0 = all)")
+    parser.add_argument("--speedup-include", nargs="+", default=["tflite:*"],
+                        help="models of the 1-vs-2 workers runs (default: the six TFLite models, similar in cost)")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary study and cache folders")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    from repalign.study.progress import progress_log
+
+    progress_log.disabled = True  # keep the benchmark's own lines readable
 
     from repalign.study.config import load_config
 
@@ -150,7 +152,7 @@ def main() -> int:
     config = load_config(args.config)
     start = time.perf_counter()
     bench_rerun(config, work)
-    bench_speedup(config, work, args.speedup_models or None)
+    bench_speedup(config, work, args.speedup_include)
     if not args.skip_ray:
         bench_ray(work)
     print(f"\ntotal benchmark time: {time.perf_counter() - start:.0f} s")

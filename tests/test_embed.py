@@ -452,7 +452,6 @@ def test_unknown_model_name_is_an_error(small_photos):
         extract_embeddings("timm:resnett18", small_photos)
 
 
-@pytest.mark.integration
 def test_timm_random_layers_match_direct_forward(small_photos):
     from repalign.models import load_model
 
@@ -464,7 +463,17 @@ def test_timm_random_layers_match_direct_forward(small_photos):
         np.testing.assert_allclose(got[name], oracle[name], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.integration
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_extraction_matches_cpu(small_photos):
+    """Pinned-memory batches, autocast on the GPU, float32 outputs close to the CPU values."""
+    cpu = extract_embeddings("timm:resnet18@random", small_photos, device="cpu", num_workers=2, cache=False)
+    gpu = extract_embeddings("timm:resnet18@random", small_photos, device="cuda", num_workers=2, cache=False)
+    assert gpu.dtype == np.float32 and gpu.shape == cpu.shape
+    cosine = np.sum(cpu * gpu, axis=1) / (np.linalg.norm(cpu, axis=1) * np.linalg.norm(gpu, axis=1))
+    assert cosine.min() > 0.99  # bf16/fp16 autocast rounding only
+
+
 def test_timm_weights_file_is_part_of_the_key(small_photos, tmp_path, monkeypatch):
     import timm
 

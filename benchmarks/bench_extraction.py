@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from repalign.embed import default_num_workers
 
-    workers_list = args.workers or [default_num_workers(args.n, 1)]
+    workers_list = args.workers or sorted({0, default_num_workers(args.n, 1, "cpu"), 2})
     print(f"CPU cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, images: {args.n}")
     print(
         f"{'model':58s} {'batch':>5s} {'workers':>7s} {'forward img/s':>13s} {'end-to-end img/s':>16s} "

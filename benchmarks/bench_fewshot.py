@@ -222,7 +222,14 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="for iterating: shots 1,10,80 and 2 seeds (overrides --shots/--seeds)",
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.shots, args.seeds = "1,10,80", 2
     # scikit-learn warns when a 1-shot problem has more classes than half its samples.
     warnings.filterwarnings("ignore", message="The number of unique classes")
     if args.threads:

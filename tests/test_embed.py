@@ -266,6 +266,22 @@ def test_bad_model_argument(image_files):
         extract_embeddings(42, image_files)
 
 
+@pytest.mark.parametrize(
+    "n_images, device, cpus, expected",
+    [
+        (8, "cuda", 16, 0),  # one batch: no workers
+        (100, "cuda", 16, 4),
+        (100, "cuda:1", 2, 2),
+        (100, "cpu", 2, 0),  # the forward pass already uses both cores
+        (100, "cpu", 8, 2),
+        (100, "cpu", 64, 4),
+    ],
+)
+def test_default_num_workers(monkeypatch, n_images, device, cpus, expected):
+    monkeypatch.setattr(embed, "usable_cpus", lambda: cpus)
+    assert embed.default_num_workers(n_images, 8, device) == expected
+
+
 def test_resolve_device():
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") in ("cuda", "mps", "cpu")

@@ -90,8 +90,9 @@ def extract_embeddings(
             extracted in one forward pass). See ``handle.available_layers()``.
         device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         batch_size: images per forward pass (default: the model's ``default_batch_size``).
-        num_workers: decode/preprocess worker processes (default ``min(4, cpu count)``,
-            0 when everything fits in one batch).
+        num_workers: decode/preprocess worker processes (default: ``min(4, CPUs)`` with a
+            GPU, a quarter of the CPUs on CPU, 0 when everything fits in one batch; see
+            :func:`default_num_workers`).
         dtype: ``"float32"`` or ``"float16"``: dtype of the returned and cached arrays.
         cache: read and write the embedding cache (``$REPALIGN_CACHE_HOME``).
         weights: a local weights file for the model (see ``repalign models``).
@@ -399,11 +400,21 @@ def _collate_numpy(items: list):
     return failure if failure is not None else torch.from_numpy(np.stack([np.asarray(x) for x in items]))
 
 
-def default_num_workers(n_images: int, batch_size: int) -> int:
-    """``min(4, cpu count)`` worker processes; none when all images fit in one batch
-    (starting workers would cost more than the decoding they take over)."""
+def default_num_workers(n_images: int, batch_size: int, device: str = "cuda") -> int:
+    """Decode/preprocess worker processes when the caller does not say.
+
+    * none when all images fit in one batch: starting workers costs more than they save;
+    * with an accelerator, ``min(4, usable CPUs)``: the CPUs are free to feed the device;
+    * on the CPU, a quarter of the CPUs (at most 4): the forward pass already runs on every
+      core, so workers only help where it scales poorly (many cores). On 2 cores this is 0:
+      measured in benchmarks/bench_extraction.py, workers there gave no more throughput
+      (same CPU work on the same cores) but cost process start-up, and on a machine shared
+      with other jobs their lower priority can starve them.
+    """
     if n_images <= batch_size:
         return 0
+    if str(device).startswith("cpu"):
+        return min(4, usable_cpus() // 4)
     return min(4, usable_cpus())
 
 
@@ -429,7 +440,7 @@ def _extract(
 
     n = len(images)
     batch_size = int(batch_size or handle.default_batch_size)
-    workers = default_num_workers(n, batch_size) if num_workers is None else int(num_workers)
+    workers = default_num_workers(n, batch_size, handle.device) if num_workers is None else int(num_workers)
     pin = str(handle.device).startswith("cuda") and handle.uses_torch
     loader = torch.utils.data.DataLoader(
         _PreparedImages(images, handle.transform),

@@ -29,7 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("--weights", metavar="PATH", help="local weights file for the model")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the model's)")
-    parser.add_argument("--workers", type=int, help="decode/preprocess worker processes (default: min(4, CPUs))")
+    parser.add_argument(
+        "--workers", type=int, help="decode/preprocess processes (default: min(4, CPUs) with a GPU, CPUs/4 on CPU)"
+    )
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="output dtype")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     add_format_option(parser)

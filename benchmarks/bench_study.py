@@ -81,6 +81,8 @@ def bench_rerun(config, work: Path) -> float:
     first, t_first = _timed("first run (empty embedding cache)", lambda: run_study(config, output=work / "qs", live=False))
     second, t_second = _timed("re-run of the finished study", lambda: run_study(config, output=work / "qs", live=False))
     print(f"  units: {first.n_units}, failed units: {first.n_failed_units}, re-run skipped {second.n_skipped}, ran {second.n_run}")
+    for failure in first.failures.to_dict(orient="records"):
+        print(f"  failed: {failure['model']} {failure['stage']} {failure['dataset']}: {failure['error']}")
     if first.notes:
         print("  notes: " + "; ".join(first.notes))
     ratio = t_second / t_first

@@ -615,3 +615,16 @@ def test_cli_embed_human_dataset_saves_stimuli(mirror, tmp_path, capsys):
     saved = np.load(out, allow_pickle=False)
     assert tuple(saved["stimuli"]) == load_human("peterson:animals")[0].stimuli
     assert saved[PENULTIMATE].shape == (120, 3072) and saved[PENULTIMATE].dtype == np.float16
+
+
+def test_importing_engine_and_cli_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, repalign.embed, repalign.cache, repalign.cli.embed, repalign.cli.cache;"
+        "from repalign.cli import build_parser; build_parser().parse_args(['cache', 'list']);"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"

@@ -180,6 +180,9 @@ def test_failures_are_isolated_rows_and_exit_code_3(tmp_path, mirror):
     failures = study.failures.set_index(["model", "stage"])
     segv = failures.loc[("pixels", "fewshot"), "error"]
     assert segv == "worker process killed by signal SIGSEGV during fewshot on mnist"
+    run = study.manifest["runs"][-1]
+    assert run["units_failed"] == 2
+    assert {"model": "pixels", "stage": "fewshot", "dataset": "mnist", "error": segv} in run["failures"]
     # the rows pixels finished before the crash are kept
     assert sorted(study.alignment.loc[study.alignment["model"] == "pixels", "metric"]) == ["pearson", "spearman", "triplet"]
     # missing weights: failed alignment and few-shot rows, but the published robustness rows are there
@@ -202,6 +205,9 @@ def test_failures_are_isolated_rows_and_exit_code_3(tmp_path, mirror):
     assert healthy_file.stat().st_mtime_ns == healthy_mtime
     rows = pd.read_parquet(pixels_file)
     assert set(rows["status"]) == {"ok", "skipped"} and (rows["stage"] == "fewshot").sum() == 4
+    # the first run's failures stay on record in the manifest after the rows are replaced
+    runs = load_study(tmp_path / "study").manifest["runs"]
+    assert len(runs) == 2 and runs[0]["failures"] == run["failures"] and runs[1]["failures"] == []
 
 
 def test_python_exception_in_a_step_is_a_failed_row(tmp_path, monkeypatch, mirror):

@@ -41,6 +41,7 @@ _PUBLIC = {
     "describe_model": "repalign.models",
     "expand_model_patterns": "repalign.models",
     "extract_embeddings": "repalign.embed",
+    "is_cached": "repalign.embed",
     # few-shot
     "run_fewshot": "repalign.fewshot",
     "evaluate_fewshot": "repalign.fewshot",

@@ -110,8 +110,9 @@ def run_study(
                                n_units=len(units), n_skipped=len(units) - len(todo))
         log.info("%d units, %d finished, %d to run", len(units), outcome.n_skipped, len(todo))
 
+        failed_here: list[dict] = []
         try:
-            _execute(cfg, store, todo, fingerprint, outcome, live)
+            _execute(cfg, store, todo, fingerprint, outcome, live, failed_here)
             run_record["status"] = "finished"
         except BaseException:
             run_record["status"] = "interrupted"
@@ -119,7 +120,8 @@ def run_study(
         finally:
             run_record["end"] = manifest["end"] = utc_now()
             run_record["units_run"] = outcome.n_run
-            run_record["units_failed"] = outcome.n_failed_units
+            run_record["units_failed"] = len({f["model"] for f in failed_here})
+            run_record["failures"] = failed_here
             store.write_manifest(manifest)
 
     results = store.read_results()
@@ -133,7 +135,7 @@ def run_study(
 
 
 def _execute(cfg: StudyConfig, store: StudyStore, todo: list[Unit], fingerprint: str, outcome: StudyOutcome,
-             live: bool | None) -> None:
+             live: bool | None, failed_here: list[dict]) -> None:
     if not todo:
         return
     ex = cfg.execution
@@ -152,7 +154,11 @@ def _execute(cfg: StudyConfig, store: StudyStore, todo: list[Unit], fingerprint:
             rows = conform(result.rows)
             rows["unit"] = result.unit.id
             store.write_unit(result.unit.id, rows, fingerprint=fingerprint)
-            n_failed = int((rows["status"] == STATUS_FAILED).sum())
+            failed = rows[rows["status"] == STATUS_FAILED]
+            n_failed = len(failed)
+            # kept in the manifest: a rerun that succeeds replaces the unit's rows
+            for record in failed[["model", "stage", "dataset", "error"]].to_dict(orient="records"):
+                failed_here.append({k: None if pd.isna(v) else str(v) for k, v in record.items()})
             outcome.n_run += 1
             progress.unit_finished(result.unit, n_failed_rows=n_failed, duration_s=result.duration_s)
     finally:

@@ -70,11 +70,32 @@ def ready_batches(handle, images, batch_size: int, n: int) -> list:
     return batches
 
 
-def time_pure_forward(handle, batches) -> float:
+def forward_thread_counts(handle) -> list[int | None]:
+    """Thread counts to try for the pure forward pass: 1 .. all cores for handles that set their
+    own (TFLite's ``compute_threads``), else the handle's default (None)."""
+    if getattr(handle, "compute_threads", None) is None:
+        return [None]
+    return list(range(1, (os.cpu_count() or 1) + 1))
+
+
+def time_pure_forward(handle, batches, threads: int | None = None) -> float:
+    if threads is not None:
+        with handle.compute_threads(threads):
+            return time_pure_forward(handle, batches)
     start = time.perf_counter()
     for batch in batches:
         handle.forward(batch)
     return time.perf_counter() - start
+
+
+def time_best_forward(handle, batches, thread_counts: list[int | None], record: dict) -> float:
+    """The fastest pure forward over ``thread_counts`` (each timed once, in turn): the baseline
+    is the best forward configuration, never one chosen to flatter the end-to-end side."""
+    times = {}
+    for threads in thread_counts:
+        times[threads] = time_pure_forward(handle, batches, threads)
+        record.setdefault(threads, []).append(times[threads])
+    return min(times.values())
 
 
 def cpu_costs(handle, images, batches, n_prep: int = 40) -> tuple[float, float]:
@@ -99,7 +120,9 @@ def cpu_costs(handle, images, batches, n_prep: int = 40) -> tuple[float, float]:
     return prep * 1e3, forward * 1e3
 
 
-def time_end_to_end(handle, images, batch_size: int, workers: int) -> float:
+def time_end_to_end(handle, images, batch_size: int, workers: int | None) -> float:
+    """One extraction from the image files (every image decoded from disk), cache off.
+    ``workers`` None: the engine's default loader (the prefetch thread for numpy models)."""
     from repalign.embed import extract_embeddings
 
     start = time.perf_counter()
@@ -107,27 +130,34 @@ def time_end_to_end(handle, images, batch_size: int, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def throughput_table(model: str, n: int, batch_size: int | None, workers_list: list[int], repeats: int) -> list[dict]:
+def throughput_table(
+    model: str, n: int, batch_size: int | None, workers_list: list[int | None], repeats: int
+) -> tuple[list[dict], dict]:
     from repalign.models import load_model
 
     handle = load_model(model, device="cpu")
     batch_size = batch_size or handle.default_batch_size
     images = peterson_images(n)
     batches = ready_batches(handle, images, batch_size, n)
-    handle.forward(batches[0])  # warm-up: lazy initialisation, allocator, thread pools
+    thread_counts = forward_thread_counts(handle)
+    for threads in thread_counts:  # warm-up: lazy initialisation, allocator, thread pools
+        time_pure_forward(handle, batches[:1], threads)
+    for workers in workers_list:
+        time_end_to_end(handle, peterson_images(batch_size * 2), batch_size, workers)
     rows = []
     forward_times: list[float] = []
-    e2e_times: dict[int, list[float]] = {w: [] for w in workers_list}
+    by_threads: dict = {}
+    e2e_times: dict = {w: [] for w in workers_list}
     for repeat in range(repeats):
         # Paired runs, back to back, in alternating order: a busy phase of the machine
         # (other processes) hits both sides of a pair, and the median pair ratio ignores it.
         forward_first = repeat % 2 == 0
         if forward_first:
-            forward_times.append(time_pure_forward(handle, batches))
+            forward_times.append(time_best_forward(handle, batches, thread_counts, by_threads))
         for workers in workers_list:
             e2e_times[workers].append(time_end_to_end(handle, images, batch_size, workers))
         if not forward_first:
-            forward_times.append(time_pure_forward(handle, batches))
+            forward_times.append(time_best_forward(handle, batches, thread_counts, by_threads))
     prep_ms, forward_ms = cpu_costs(handle, images, batches)
     # When the pure forward pass already keeps every core busy, end to end must spend
     # prep + forward CPU time per image on the same cores: no schedule beats this ratio.
@@ -139,7 +169,7 @@ def throughput_table(model: str, n: int, batch_size: int | None, workers_list: l
             {
                 "model": model,
                 "batch": batch_size,
-                "workers": workers,
+                "workers": "auto" if workers is None else str(workers),
                 "pure_forward_img_s": forward_rate,
                 "end_to_end_img_s": n / min(e2e_times[workers]),
                 "ratio_of_best": (n / min(e2e_times[workers])) / forward_rate,
@@ -149,7 +179,8 @@ def throughput_table(model: str, n: int, batch_size: int | None, workers_list: l
                 "bound": cpu_bound,
             }
         )
-    return rows
+    forward_by_threads = {threads: n / statistics.median(times) for threads, times in by_threads.items()}
+    return rows, forward_by_threads
 
 
 def child_peak_memory(model: str, n: int, batch_size: int | None, workers: int) -> dict:
@@ -161,7 +192,7 @@ def child_peak_memory(model: str, n: int, batch_size: int | None, workers: int) 
         model,
         str(n),
         str(batch_size or 0),
-        str(workers),
+        "auto" if workers is None else str(workers),
     ]
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -230,13 +261,20 @@ def child_memory_main(model: str, n: int, batch_size: int, workers: int) -> None
     )
 
 
+def _workers_arg(text: str) -> int | None:
+    return None if text == "auto" else int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--n", type=int, default=128, help="images per throughput run (default 128)")
     parser.add_argument("--batch-size", type=int, help="default: each model's default batch size")
     parser.add_argument(
-        "--workers", type=int, nargs="+", help="worker counts to compare (default: the engine's default)"
+        "--workers",
+        type=_workers_arg,
+        nargs="+",
+        help="loaders to compare: 'auto' (the engine's default) or a DataLoader worker count (default: auto 0 2)",
     )
     parser.add_argument("--repeats", type=int, default=7, help="paired forward / end-to-end runs (default 7)")
     parser.add_argument("--memory-n", type=int, default=120, help="N for the memory check (N and 4N images)")
@@ -246,27 +284,33 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured, also in a pipe
     if args.child_memory:
         model, n, batch, workers = args.child_memory
-        child_memory_main(model, int(n), int(batch), int(workers))
+        child_memory_main(model, int(n), int(batch), _workers_arg(workers))
         return 0
 
     import torch
 
-    from repalign.embed import default_num_workers
-
-    workers_list = args.workers or sorted({0, default_num_workers(args.n, 1, "cpu"), 2})
+    workers_list = args.workers or [None, 0, 2]
     print(f"CPU cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, images: {args.n}")
     print(
         f"{'model':58s} {'batch':>5s} {'workers':>7s} {'forward img/s':>13s} {'end-to-end img/s':>16s} "
         f"{'ratio':>6s} {'median pair ratio':>17s}"
         f" | {'prep cpu ms/img':>15s} {'fwd cpu ms/img':>14s} {'cpu bound':>9s}"
     )
+    forward_notes = []
     for model in args.models:
-        for row in throughput_table(model, args.n, args.batch_size, workers_list, args.repeats):
+        rows, forward_by_threads = throughput_table(model, args.n, args.batch_size, workers_list, args.repeats)
+        if forward_by_threads.keys() != {None}:
+            shown = ", ".join(f"{t} threads {rate:.1f}" for t, rate in forward_by_threads.items())
+            forward_notes.append(f"{model}: median pure forward img/s by interpreter threads: {shown}")
+        for row in rows:
             print(
-                f"{row['model']:58s} {row['batch']:5d} {row['workers']:7d} {row['pure_forward_img_s']:13.1f} "
+                f"{row['model']:58s} {row['batch']:5d} {row['workers']:>7s} {row['pure_forward_img_s']:13.1f} "
                 f"{row['end_to_end_img_s']:16.1f} {row['ratio_of_best']:6.1%} {row['median_pair_ratio']:17.1%}"
                 f" | {row['prep_cpu_ms']:15.2f} {row['forward_cpu_ms']:14.2f} {row['bound']:9.1%}"
             )
+    for note in forward_notes:
+        print(note)
+    print("forward img/s: the fastest of each pair's forward runs over those thread counts")
     if not args.skip_memory:
         print("\nPeak memory of one extraction in a fresh process (MiB), cache off:")
         print(
@@ -274,11 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{'python peak':>11s} {'workers RSS':>11s}"
         )
         for model in args.models:
-            for workers in sorted({0, workers_list[-1]}):
+            for workers in dict.fromkeys([w for w in workers_list if w is None] + [workers_list[-1]]):
                 for n in (args.memory_n, 4 * args.memory_n):
                     peak = child_peak_memory(model, n, args.batch_size, workers)
+                    label = "auto" if workers is None else str(workers)
                     print(
-                        f"{model:58s} {workers:7d} {n:6d} {peak['main_peak_mib']:13.0f} "
+                        f"{model:58s} {label:>7s} {n:6d} {peak['main_peak_mib']:13.0f} "
                         f"{peak['python_peak_mib']:11.1f} {peak['workers_peak_mib']:11.0f}"
                     )
     return 0

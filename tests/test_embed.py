@@ -7,6 +7,9 @@ engine. Real model sources (pixels, timm @random, TFLite) are exercised further 
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +18,18 @@ from PIL import Image
 from repalign import embed
 from repalign.cache import EmbeddingCache
 from repalign.data.images import ArrayImageSet, FileImageSet, SubsetImageSet
-from repalign.embed import embedding_cache_key, extract_embeddings, is_cached, resolve_device
-from repalign.errors import InputError, MissingDataError, RepalignError, UnknownNameError
+from repalign.embed import (
+    embedding_cache_key,
+    extract_embeddings,
+    is_cached,
+    resolve_device,
+)
+from repalign.errors import (
+    InputError,
+    MissingDataError,
+    RepalignError,
+    UnknownNameError,
+)
 from repalign.models.base import PENULTIMATE, ModelHandle, ModelSpec
 
 
@@ -628,3 +641,127 @@ def test_importing_engine_and_cli_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------
+# numpy models: the prefetch-thread loader (the default on a multi-core CPU)
+# ---------------------------------------------------------------------------------------
+class ResizeToUint8:
+    """RGB PIL -> (size, size, 3) uint8 array, as TFLite models take."""
+
+    def __init__(self, size: int, log: list | None = None):
+        self.size, self.log = size, log
+
+    def __call__(self, img):
+        if self.log is not None:
+            self.log.append(1)
+        return np.asarray(img.resize((self.size, self.size), Image.BILINEAR))
+
+
+class NumpyProjectionHandle(ModelHandle):
+    """A real numpy model: flattened uint8 pixels times a seeded random matrix (-> 5 features).
+
+    Records the thread count it ran with (``compute_threads``, as TFLite handles have) and,
+    per forward pass, how many images had been preprocessed by then.
+    """
+
+    uses_torch = False
+
+    def __init__(self, size: int = 6):
+        self.size = size
+        self.weights = np.random.default_rng(3).standard_normal((size * size * 3, 5)).astype(np.float32)
+        self.spec = ModelSpec(name="test:numpyproj", source="test", arch="numpyproj", resolved_id="test:numpyproj")
+        self.device = "cpu"
+        self.default_batch_size = 2
+        self.num_threads = 2
+        self.threads_seen: list[int] = []
+        self.prepared: list = []
+        self.prepared_at_forward: list[int] = []
+
+    identity = property(lambda self: {"resolved_id": "test:numpyproj", "weights": "random:3"})
+    preprocess_config = property(lambda self: {"size": self.size})
+    transform = property(lambda self: ResizeToUint8(self.size, self.prepared))
+
+    def available_layers(self):
+        return [PENULTIMATE]
+
+    @contextlib.contextmanager
+    def compute_threads(self, n):
+        previous, self.num_threads = self.num_threads, n
+        try:
+            yield self
+        finally:
+            self.num_threads = previous
+
+    def forward(self, batch, *, layers=None):
+        assert isinstance(batch, np.ndarray) and batch.dtype == np.uint8
+        self.threads_seen.append(self.num_threads)
+        self.prepared_at_forward.append(len(self.prepared))
+        return {PENULTIMATE: batch.reshape(len(batch), -1).astype(np.float32) @ self.weights}
+
+
+def numpy_oracle(handle: NumpyProjectionHandle, images) -> np.ndarray:
+    """Image by image, outside the engine."""
+    transform = ResizeToUint8(handle.size)
+    return np.stack([transform(images.load(i)).reshape(-1).astype(np.float32) @ handle.weights
+                     for i in range(len(images))])
+
+
+@pytest.fixture
+def two_cpus(monkeypatch):
+    monkeypatch.setattr(embed, "usable_cpus", lambda: 2)
+
+
+def test_threaded_loader_matches_oracle_in_order_and_frees_a_core(image_files, two_cpus):
+    handle = NumpyProjectionHandle()
+    got = extract_embeddings(handle, image_files, batch_size=3, cache=False)  # default loader: the thread
+    np.testing.assert_allclose(got, numpy_oracle(handle, image_files), rtol=1e-5, atol=1e-2)  # float32 sums
+    assert handle.threads_seen == [1] * 4 and handle.num_threads == 2  # one core left to decoding, then restored
+    reversed_set = SubsetImageSet(image_files, list(range(10, -1, -1)))
+    np.testing.assert_array_equal(extract_embeddings(handle, reversed_set, batch_size=3, cache=False), got[::-1])
+    serial = extract_embeddings(NumpyProjectionHandle(), image_files, batch_size=3, num_workers=0, cache=False)
+    np.testing.assert_array_equal(serial, got)
+
+
+def test_in_process_loader_keeps_the_model_thread_count(image_files, two_cpus):
+    handle = NumpyProjectionHandle()
+    extract_embeddings(handle, image_files, batch_size=3, num_workers=0, cache=False)
+    assert handle.threads_seen == [2] * 4
+
+
+def test_threaded_loader_prefetch_is_bounded(image_files, two_cpus, monkeypatch):
+    monkeypatch.setattr(embed, "THREAD_PREFETCH_BATCHES", 1)
+    handle = NumpyProjectionHandle()
+    extract_embeddings(handle, image_files, batch_size=2, cache=False)
+    # at forward k (k batches of 2 done): its batch, <= 1 queued, <= 1 in the making
+    for k, prepared in enumerate(handle.prepared_at_forward):
+        assert prepared <= min(len(image_files), 2 * (k + 3))
+    assert len(handle.prepared) == len(image_files)
+
+
+def test_threaded_loader_corrupt_image_error_names_the_file(image_files, two_cpus):
+    bad = image_files.paths[6]
+    bad.write_bytes(b"this is not a png")
+    handle = NumpyProjectionHandle()
+    with pytest.raises(InputError, match=f"Corrupt or unreadable image file: {bad}") as info:
+        extract_embeddings(handle, image_files, batch_size=2, cache=False)
+    assert "\n" not in str(info.value)
+    assert handle.threads_seen == [1] * 3 and handle.num_threads == 2
+    assert not [t for t in threading.enumerate() if t.name == "repalign-prefetch"]
+
+
+@pytest.mark.parametrize(
+    "uses_torch, device, n_images, cpus, expected",
+    [
+        (False, "cpu", 11, 2, True),
+        (False, "cpu", 2, 2, False),  # a single batch: nothing to overlap
+        (False, "cpu", 11, 1, False),  # one core: decoding and forward would only take turns
+        (False, "cuda", 11, 2, False),
+        (True, "cpu", 11, 2, False),  # torch models keep the DataLoader
+    ],
+)
+def test_when_the_thread_pipeline_is_used(monkeypatch, uses_torch, device, n_images, cpus, expected):
+    monkeypatch.setattr(embed, "usable_cpus", lambda: cpus)
+    handle = NumpyProjectionHandle()
+    handle.uses_torch, handle.device = uses_torch, device
+    assert embed._use_thread_pipeline(handle, n_images, 2) is expected

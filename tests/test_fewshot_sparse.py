@@ -9,7 +9,7 @@ from scipy import stats
 
 torch = pytest.importorskip("torch")
 
-from repalign._fewshot_heads import (  # noqa: E402
+from repalign._fewshot_heads import (
     HeadSettings,
     draw_dropout_keep,
     draw_minibatch,
@@ -17,7 +17,7 @@ from repalign._fewshot_heads import (  # noqa: E402
     init_mlp,
     standardization,
 )
-from repalign._fewshot_sparse import (  # noqa: E402
+from repalign._fewshot_sparse import (
     KeptInputs,
     draw_kept_positions,
     sparse_input_linear,
@@ -52,7 +52,9 @@ def test_kept_positions_are_independent_bernoulli_coins(keep_prob):
     per_column = np.bincount(kept % 50, minlength=50)
     assert stats.chisquare(per_column).pvalue > 1e-3
     # Same generator state, same draw.
-    again = draw_kept_positions(total, keep_prob, torch.Generator().manual_seed(3), "cpu")
+    again = draw_kept_positions(
+        total, keep_prob, torch.Generator().manual_seed(3), "cpu"
+    )
     assert np.array_equal(again.numpy(), kept)
 
 
@@ -100,7 +102,9 @@ def _plain_loop_fit(head, x, y, n_classes, seed, settings):
     generator = torch.Generator().manual_seed(seed)
     layers = init_mlp(head, x.shape[1], n_classes, settings, generator, "cpu")
     params = [p.clone().requires_grad_(True) for layer in layers for p in layer]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.lr, weight_decay=settings.weight_decay
+    )
     for _ in range(settings.n_steps):
         picked = draw_minibatch(len(x), settings, generator, "cpu")
         xb, yb = (x, y) if picked is None else (x[picked], y[picked])
@@ -145,10 +149,14 @@ def test_batched_fit_equals_each_task_alone_and_a_plain_loop(head, hidden, n_tra
         alone = fit(train_rows[i : i + 1], seeds[i : i + 1])
         mean, inv_scale = standardization(features, train_rows[i : i + 1])
         x = (features[train_rows[i]] - mean[0]) * inv_scale[0]
-        plain = _plain_loop_fit(head, x, targets[train_rows[i]], n_classes, seeds[i], settings)
+        plain = _plain_loop_fit(
+            head, x, targets[train_rows[i]], n_classes, seeds[i], settings
+        )
         flat_plain = iter(plain)
         for (weight, bias), (weight_alone, bias_alone) in zip(batched, alone):
             torch.testing.assert_close(weight[i], weight_alone[0], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(bias[i], bias_alone[0], rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(weight[i], next(flat_plain), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                weight[i], next(flat_plain), rtol=1e-4, atol=1e-5
+            )
             torch.testing.assert_close(bias[i], next(flat_plain), rtol=1e-4, atol=1e-5)

@@ -162,3 +162,34 @@ def test_embedding_extractor_aligns_with_human_similarity_as_measured_independen
     order = np.random.default_rng(0).permutation(len(unit))
     shuffled = spearmanr((unit[order] @ unit[order].T)[upper], human.similarity[upper]).statistic
     assert abs(shuffled) < 0.1
+
+
+def test_compute_threads_gives_the_same_values_and_restores(coral):
+    _, images = coral
+    handle = load_model(f"tflite:{EXTRACTOR}", num_threads=2)
+    batch = np.stack([handle.transform(img) for img in images.values()])
+    with handle.compute_threads(1) as same:
+        assert same is handle and handle.num_threads == 1
+        one = handle.forward(batch)[PENULTIMATE]
+    assert handle.num_threads == 2
+    np.testing.assert_array_equal(one, handle.forward(batch)[PENULTIMATE])
+    with pytest.raises(InputError, match="num_threads must be an integer >= 1; got 0"), handle.compute_threads(0):
+        pass
+
+
+def test_transform_matches_the_float_quantization_formula(coral):
+    """The lookup-table transform against the formula applied pixel by pixel (an RGBA-derived
+    photo and a gray image, for the identity-table and the general-table models)."""
+    from PIL import Image
+
+    _, images = coral
+    for name in ("tf2_mobilenet_v2_1.0_224_ptq", EXTRACTOR):
+        handle = load_model(f"tflite:{name}")
+        config = handle.preprocess_config
+        for img in [images["cat.bmp"], Image.new("L", (40, 30), 77)]:
+            resized = img.convert("RGB").resize(tuple(config["resize"][::-1]), Image.Resampling.LANCZOS)
+            value = (np.asarray(resized, np.float32) - 128.0) / 128.0
+            expected = np.clip(np.round(value / config["input_scale"] + config["input_zero_point"]), 0, 255)
+            got = handle.transform(img)
+            assert got.dtype == np.uint8 and got.shape == (*config["resize"], 3)
+            np.testing.assert_array_equal(got, expected.astype(np.uint8))

@@ -15,7 +15,11 @@ Heads:
 - ``mlp1``: input dropout, then one linear layer.
 - ``mlp2``: input dropout, a hidden layer with ReLU, then a linear layer.
   Both MLPs train with AdamW for a fixed number of steps on minibatches drawn with
-  replacement (the whole training set when it is smaller than a minibatch).
+  replacement (the whole training set when it is smaller than a minibatch). Input dropout
+  is drawn as the positions of the kept inputs (:mod:`repalign._fewshot_sparse`); first
+  layers at least ``_SPARSE_MIN_WIDTH`` wide run on those entries only (gather-sums instead
+  of a dense product over 80% zeros), and AdamW uses torch's fused CPU kernel (the same
+  update, one kernel for all parameters instead of a dozen per tensor).
 
 Each task draws its randomness (initial weights, minibatches, dropout masks) from its own
 generator seeded by (seed, shots, head), so a task's result does not depend on which
@@ -496,7 +500,9 @@ def fit_mlp(
     keep_prob = 1.0 - settings.dropout
     positions = torch.empty(n_tasks, batch, dtype=torch.long, device=device)
     # Standardized once per task, (B, N, d): a step only gathers its minibatch.
-    x_train = features.index_select(0, train_rows.reshape(-1)).view(n_tasks, n_rows, dim)
+    x_train = features.index_select(0, train_rows.reshape(-1)).view(
+        n_tasks, n_rows, dim
+    )
     x_train = x_train.sub_(mean[:, None, :]).mul_(inv_scale[:, None, :])
     row_base = torch.arange(n_tasks, device=device)[:, None] * n_rows
     # The first layer runs on the kept inputs (a fifth) when its output is wide enough for

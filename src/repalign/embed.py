@@ -12,6 +12,10 @@ How it works, and why:
   the model's own transform, so decoding and preprocessing run in worker processes while
   the main process runs the forward pass; only ``batch_size * (workers * prefetch + 1)``
   decoded images exist at any time, whatever the number of images.
+* **Numpy models on a multi-core CPU** (TFLite) use a lighter loader by default: one
+  thread decodes and preprocesses the next batches (PIL releases the GIL) while the
+  forward pass runs with one core fewer (the handle's ``compute_threads``), at most
+  :data:`THREAD_PREFETCH_BATCHES` batches ahead (:mod:`repalign._prefetch`).
 * **Deterministic order.** No shuffling; the DataLoader returns batches in index order
   even with several workers, and outputs are written into a preallocated array by index.
 * **Out of memory** halves the batch (and keeps the smaller size for later batches),
@@ -26,6 +30,7 @@ The engine never special-cases a model source: everything source-specific lives 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -46,6 +51,9 @@ EXTRACTION_CODE_VERSION = "1"
 
 #: Batches each DataLoader worker prepares ahead of the forward pass.
 PREFETCH_FACTOR = 4
+
+#: Batches the prefetch thread (numpy models on the CPU) may finish ahead of the forward pass.
+THREAD_PREFETCH_BATCHES = 2
 
 #: Scheduling niceness of DataLoader workers when the model runs on the CPU. The forward
 #: pass runs on all cores with intra-op threads that wait for each other at every layer,
@@ -92,7 +100,9 @@ def extract_embeddings(
         batch_size: images per forward pass (default: the model's ``default_batch_size``).
         num_workers: decode/preprocess worker processes (default: ``min(4, CPUs)`` with a
             GPU, a quarter of the CPUs on CPU, 0 when everything fits in one batch; see
-            :func:`default_num_workers`).
+            :func:`default_num_workers`). For numpy models (TFLite) on a CPU with more
+            than one core, the default (None) is a prefetch *thread* instead; an explicit
+            number (0 included) always means DataLoader processes.
         dtype: ``"float32"`` or ``"float16"``: dtype of the returned and cached arrays.
         cache: read and write the embedding cache (``$REPALIGN_CACHE_HOME``).
         weights: a local weights file for the model (see ``repalign models``).
@@ -436,11 +446,30 @@ def _extract(
     progress: bool,
 ) -> dict[str, np.ndarray]:
     """Run the model over every image; ``{layer: (n_images, n_features) float32}``."""
+    n = len(images)
+    batch_size = int(batch_size or handle.default_batch_size)
+    threaded = num_workers is None and _use_thread_pipeline(handle, n, batch_size)
+    if threaded:
+        log.info(
+            "Extracting %s from %d images of '%s' on %s (batch %d, decoding in a prefetch thread)",
+            ", ".join(layers),
+            n,
+            images.name,
+            handle.device,
+            batch_size,
+        )
+        batches = _threaded_batches(_PreparedImages(images, handle.transform), batch_size)
+    else:
+        workers = default_num_workers(n, batch_size, handle.device) if num_workers is None else int(num_workers)
+        batches = _loader_batches(handle, images, layers, batch_size, workers)
+    return _run_batches(handle, images, layers, batches, batch_size, threaded=threaded, progress=progress)
+
+
+def _loader_batches(handle: ModelHandle, images: ImageSet, layers: list[str], batch_size: int, workers: int):
+    """Batches from a torch DataLoader (``workers`` processes; 0: decoded here, in turn)."""
     import torch.utils.data
 
     n = len(images)
-    batch_size = int(batch_size or handle.default_batch_size)
-    workers = default_num_workers(n, batch_size, handle.device) if num_workers is None else int(num_workers)
     pin = str(handle.device).startswith("cuda") and handle.uses_torch
     loader = torch.utils.data.DataLoader(
         _PreparedImages(images, handle.transform),
@@ -462,14 +491,33 @@ def _extract(
         batch_size,
         workers,
     )
+    return _batches(loader, in_process=workers == 0)
+
+
+def _run_batches(
+    handle: ModelHandle,
+    images: ImageSet,
+    layers: list[str],
+    batches,
+    batch_size: int,
+    *,
+    threaded: bool,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """Forward every batch, writing features by position; ``{layer: (n_images, n_features)}``."""
+    n = len(images)
     runner = _BatchRunner(handle, layers, batch_size)
     outputs: dict[str, np.ndarray] = {}
     done = 0
-    with _progress_bar(progress, n, f"{handle.spec.name} on {images.name}") as advance:
-        for batch in _batches(loader, in_process=workers == 0):
+    with (
+        contextlib.closing(batches),
+        _forward_threads(handle, threaded),
+        _progress_bar(progress, n, f"{handle.spec.name} on {images.name}") as advance,
+    ):
+        for batch in batches:
             if isinstance(batch, _ItemFailure):
                 raise batch.error()
-            if not handle.uses_torch:
+            if not handle.uses_torch and not isinstance(batch, np.ndarray):
                 batch = batch.numpy()
             for offset, features in runner.run(batch):
                 for name in layers:
@@ -483,6 +531,56 @@ def _extract(
     if done != n:  # pragma: no cover - the DataLoader guarantees this; a cheap guard all the same
         raise RepalignError(f"Extraction produced {done} of {n} embeddings")
     return outputs
+
+
+def _use_thread_pipeline(handle: ModelHandle, n_images: int, batch_size: int) -> bool:
+    """Whether the default loader for this run is the prefetch thread (:mod:`repalign._prefetch`).
+
+    Yes for numpy models (``uses_torch`` False, e.g. TFLite) on the CPU with more than one
+    batch and more than one usable CPU: decoding (PIL, which releases the GIL) overlaps the
+    forward pass, which runs on the remaining cores (see :func:`_forward_threads`).
+    Torch models keep the DataLoader: their transforms hold the GIL for longer.
+    """
+    return (
+        not handle.uses_torch and str(handle.device).startswith("cpu") and n_images > batch_size and usable_cpus() > 1
+    )
+
+
+def _threaded_batches(dataset: _PreparedImages, batch_size: int):
+    """Collated numpy batches of ``dataset``, prepared by one thread ahead of the consumer.
+
+    At most :data:`THREAD_PREFETCH_BATCHES` finished batches wait (plus one in the making),
+    so memory does not grow with the number of images.
+    """
+    from repalign._prefetch import prefetched
+
+    n = len(dataset)
+
+    def batch(k: int):
+        return _stack_numpy([dataset[i] for i in range(k * batch_size, min(n, (k + 1) * batch_size))])
+
+    return prefetched(batch, -(-n // batch_size), depth=THREAD_PREFETCH_BATCHES)
+
+
+def _stack_numpy(items: list):
+    failure = next((x for x in items if isinstance(x, _ItemFailure)), None)
+    return failure if failure is not None else np.stack([np.asarray(x) for x in items])
+
+
+@contextlib.contextmanager
+def _forward_threads(handle: ModelHandle, pipelined: bool):
+    """While a decode thread is busy on one core, run the forward pass on the others.
+
+    Handles that manage their own compute threads (TFLite) expose ``compute_threads(n)``, a
+    context manager; an interpreter with as many threads as cores would fight the decode
+    thread for a core at every layer's barrier (measured in benchmarks/bench_extraction.py).
+    """
+    compute_threads = getattr(handle, "compute_threads", None)
+    if not pipelined or compute_threads is None:
+        yield
+        return
+    with compute_threads(max(1, usable_cpus() - 1)):
+        yield
 
 
 def _lower_priority(worker_id: int) -> None:

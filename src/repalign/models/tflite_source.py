@@ -16,6 +16,8 @@ the float range (pixel - 128) / 128 -- for these models that is the raw uint8 pi
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import threading
@@ -119,14 +121,33 @@ class TfliteTransform:
     def __call__(self, image) -> np.ndarray:
         from PIL import Image
 
-        resized = image.convert("RGB").resize((self.width, self.height), Image.Resampling.LANCZOS)
-        pixels = np.asarray(resized, dtype=np.float32)
-        value = (pixels - INPUT_MEAN) / INPUT_STD
-        if self.dtype in ("uint8", "int8"):
-            info = np.iinfo(self.dtype)
-            quantized = np.round(value / self.scale + self.zero_point) if self.scale else pixels
-            return np.clip(quantized, info.min, info.max).astype(self.dtype)
-        return value.astype(self.dtype)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() of RGB is a copy
+        pixels = np.asarray(rgb.resize((self.width, self.height), Image.Resampling.LANCZOS))
+        table = _input_table(self.dtype, self.scale, self.zero_point)
+        if table is None:  # identity: the quantized input is the raw pixel (the Coral models)
+            return pixels
+        return table[pixels]
+
+
+@functools.lru_cache(maxsize=32)
+def _input_table(dtype: str, scale: float, zero_point: int) -> np.ndarray | None:
+    """The model input value of each of the 256 uint8 pixel values, or None when it is the pixel.
+
+    The float formula runs once per pixel *value* instead of once per pixel: indexing this
+    table gives exactly the values the formula gives elementwise (same float32 arithmetic).
+    """
+    pixels = np.arange(256, dtype=np.float32)
+    value = (pixels - INPUT_MEAN) / INPUT_STD
+    if dtype in ("uint8", "int8"):
+        info = np.iinfo(dtype)
+        quantized = np.round(value / scale + zero_point) if scale else pixels
+        table = np.clip(quantized, info.min, info.max).astype(dtype)
+    else:
+        table = value.astype(dtype)
+    if table.dtype == np.uint8 and np.array_equal(table, np.arange(256)):
+        return None
+    table.flags.writeable = False
+    return table
 
 
 def find_penultimate_tensor(ops: list[dict], output_index: int) -> int | None:
@@ -221,7 +242,7 @@ class TfliteModelHandle(ModelHandle):
         self.penultimate_index = self._output_index if penultimate is None else penultimate
         self.has_classifier = penultimate is not None
         self._shapes = {i: [int(v) for v in t.shape] for i, t in enumerate(graph.tensors)}
-        self._runners: dict[frozenset[int], _Runner] = {}
+        self._runners: dict[tuple[frozenset[int], int], _Runner] = {}
         self._lock = threading.Lock()  # an interpreter is not thread-safe
         detail = self._runner(frozenset([self.penultimate_index])).input
         self._geometry = {"height": int(detail["shape"][1]), "width": int(detail["shape"][2]),
@@ -260,11 +281,31 @@ class TfliteModelHandle(ModelHandle):
         raise unknown_layer(self.spec.name, layer, self.available_layers())
 
     def _runner(self, indices: frozenset[int]) -> _Runner:
-        if indices not in self._runners:
+        key = (indices, self.num_threads)
+        if key not in self._runners:
             extra = sorted(i for i in indices if i != self._output_index)
             content = with_extra_outputs(self._model, extra)
-            self._runners[indices] = _Runner(content, self.num_threads)
-        return self._runners[indices]
+            self._runners[key] = _Runner(content, self.num_threads)
+        return self._runners[key]
+
+    @contextlib.contextmanager
+    def compute_threads(self, num_threads: int):
+        """Run ``forward`` with ``num_threads`` interpreter threads inside the block.
+
+        The interpreter's thread count is fixed when it is built, so each count gets its own
+        (cached) interpreter. Outputs do not depend on it (XNNPACK's quantized kernels
+        split work, not sums). Used by the extraction engine to leave a core to the decode
+        thread.
+        """
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise InputError(f"num_threads must be an integer >= 1; got {num_threads!r}")
+        with self._lock:
+            previous, self.num_threads = self.num_threads, num_threads
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self.num_threads = previous
 
     def forward(self, batch: Any, *, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """``{layer: (b, d) float32}`` (dequantized) for a (b, h, w, 3) batch."""

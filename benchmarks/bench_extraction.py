@@ -1,9 +1,14 @@
 """End-to-end extraction throughput vs pure-forward throughput, and peak memory vs image count.
 
-End to end = ``repalign.extract_embeddings`` on image *files* (decode + preprocess in
-DataLoader workers + forward), with the cache off. Pure forward = the same handle's
-``forward`` on batches that are already preprocessed and collated, same batch size, same
-number of images. Both run in this process as ``--repeats`` back-to-back pairs in alternating
+End to end = ``repalign.extract_embeddings`` on image *files* (every image decoded from
+disk on every run; decode + preprocess + forward), with the cache off, for each loader of
+``--workers``: ``auto`` is the engine's default (for numpy models such as TFLite on a
+multi-core CPU: a prefetch thread, and one interpreter thread fewer), a number is that many
+DataLoader worker processes (0: decoded in the main process). Pure forward = the same
+handle's ``forward`` on batches that are already preprocessed and collated, same batch
+size, same number of images; for handles that choose their thread count (TFLite's
+``compute_threads``) every thread count from 1 to all cores is timed in each pair and the
+fastest is the baseline, so the baseline is always the best forward configuration. Both run in this process as ``--repeats`` back-to-back pairs in alternating
 order. Printed: the best rate of each side and their ratio, and the median of the per-pair
 ratios (robust when other processes share the machine: a busy phase slows both runs of a
 pair).
@@ -24,7 +29,7 @@ up front would add ~0.26 MB per image (300x300x3 bytes).
 Usage::
 
     REPALIGN_MIRROR=../shared/data .venv/bin/python benchmarks/bench_extraction.py
-    .venv/bin/python benchmarks/bench_extraction.py --models timm:resnet18@random --n 240 --workers 1 2
+    .venv/bin/python benchmarks/bench_extraction.py --models timm:resnet18@random --n 240 --workers auto 1 2
 """
 
 from __future__ import annotations

@@ -193,3 +193,24 @@ def test_transform_matches_the_float_quantization_formula(coral):
             got = handle.transform(img)
             assert got.dtype == np.uint8 and got.shape == (*config["resize"], 3)
             np.testing.assert_array_equal(got, expected.astype(np.uint8))
+
+
+def test_engine_default_loader_gives_the_direct_forward_and_alignment(mirror, monkeypatch):
+    """extract_embeddings' default path for TFLite on 2 cores (prefetch thread, 1 interpreter
+    thread) equals one direct forward pass, so the Peterson alignment stays 0.5237."""
+    from scipy.stats import spearmanr
+
+    from repalign import embed
+    from repalign.data.human import load_human
+
+    monkeypatch.setattr(embed, "usable_cpus", lambda: 2)
+    human = load_human("peterson:animals")[0]
+    images = human.images()
+    handle = load_model(f"tflite:{EXTRACTOR}", num_threads=2)
+    assert embed._use_thread_pipeline(handle, len(images), handle.default_batch_size)
+    got = embed.extract_embeddings(handle, images, cache=False)
+    direct = handle.forward(np.stack([handle.transform(images.load(i)) for i in range(len(images))]))[PENULTIMATE]
+    np.testing.assert_array_equal(got, direct)
+    unit = got / np.linalg.norm(got, axis=1, keepdims=True)
+    upper = np.triu_indices(len(unit), 1)
+    assert round(spearmanr((unit @ unit.T)[upper], human.similarity[upper]).statistic, 4) == 0.5237

@@ -24,7 +24,7 @@ def test_every_mode_becomes_rgb(mode, tmp_path):
     image = Image.new(mode, (7, 5))
     assert to_rgb(image).mode == "RGB"
     if mode in ("L", "P", "LA"):
-        path = tmp_path / f"x.png"
+        path = tmp_path / "x.png"
         image.save(path)
         decoded = decode_image(path)
         assert decoded.mode == "RGB" and decoded.size == (7, 5)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from repalign._io import sha256_file
 from repalign._paths import mirror_dir
-from repalign.errors import MissingDataError
+from repalign.errors import InputError, MissingDataError
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +81,30 @@ def check_weights_file(weights: str | os.PathLike) -> Path:
     if not path.is_file():
         raise MissingDataError(f"Weights file not found: {path}")
     return path
+
+
+def explicit_weights(spec, weights: str | os.PathLike | None) -> tuple[str, Path | None] | None:
+    """``(identity, file)`` for weights every torch source handles alike -- an untrained
+    variant (``random:<seed>``, no file) or a user's local file (``file-sha256:...``) --
+    or None when the source must look its default weights up itself."""
+    if spec.variant == "random":
+        if weights is not None:
+            raise InputError(f"'{spec.name}' is an untrained network; it takes no weights file")
+        return f"random:{spec.seed}", None
+    if weights is not None:
+        path = check_weights_file(weights)
+        return f"file-sha256:{file_sha256(path)}", path
+    return None
+
+
+def explicit_weights_status(spec, weights: str | os.PathLike | None) -> str | None:
+    """``random`` or ``local`` for the cases of :func:`explicit_weights`, else None."""
+    if spec.variant == "random":
+        return "random"
+    return "local" if weights is not None else None
+
+
+def description(spec, weights_id: str, preprocess_config: dict) -> dict:
+    """The record ``describe_model`` returns: what the embedding cache key is made of."""
+    return {"identity": {"resolved_id": spec.resolved_id, "weights": weights_id},
+            "preprocess_config": preprocess_config}

@@ -55,29 +55,20 @@ def preprocess_config(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _weights_identity(spec: ModelSpec, weights, *, fetch: bool) -> tuple[str, Any]:
-    if spec.variant == "random":
-        if weights is not None:
-            raise InputError(f"'{spec.name}' is an untrained network; it takes no weights file")
-        return f"random:{spec.seed}", None
-    if weights is not None:
-        path = _assets.check_weights_file(weights)
-    else:
-        path = _assets.fetch_asset(DATASET, VARIANTS[spec.arch][1])
+    explicit = _assets.explicit_weights(spec, weights)
+    if explicit is not None:
+        return explicit
+    path = _assets.fetch_asset(DATASET, VARIANTS[spec.arch][1])
     return f"file-sha256:{_assets.file_sha256(path)}", path
 
 
 def describe(spec: ModelSpec, *, weights=None) -> dict[str, Any]:
     weights_id, _ = _weights_identity(spec, weights, fetch=False)
-    return {"identity": {"resolved_id": spec.resolved_id, "weights": weights_id},
-            "preprocess_config": preprocess_config(spec)}
+    return _assets.description(spec, weights_id, preprocess_config(spec))
 
 
 def weights_status(spec: ModelSpec, weights=None) -> str:
-    if spec.variant == "random":
-        return "random"
-    if weights is not None:
-        return "local"
-    return _assets.asset_available(DATASET, VARIANTS[spec.arch][1])
+    return _assets.explicit_weights_status(spec, weights) or _assets.asset_available(DATASET, VARIANTS[spec.arch][1])
 
 
 def build_network(blocks_per_stage: int, num_classes: int = 10):

@@ -133,13 +133,9 @@ def _weights_identity(spec: ModelSpec, weights: str | os.PathLike | None, *, fet
     With ``fetch=False`` nothing is downloaded: weights not in the cache are described as
     ``hf-hub:<repo>@not-downloaded`` (a key that no stored embedding can have).
     """
-    if spec.variant == "random":
-        if weights is not None:
-            raise InputError(f"'{spec.name}' is an untrained network; it takes no weights file")
-        return f"random:{spec.seed}", None
-    if weights is not None:
-        path = _assets.check_weights_file(weights)
-        return f"file-sha256:{_assets.file_sha256(path)}", path
+    explicit = _assets.explicit_weights(spec, weights)
+    if explicit is not None:
+        return explicit
     cfg = _cfg_of(spec)
     if cfg is None or not cfg.has_weights:
         raise MissingDataError(
@@ -180,10 +176,8 @@ def _url_weights(url: str, *, fetch: bool) -> tuple[str, Any]:
 
 def weights_status(spec: ModelSpec, weights: str | os.PathLike | None = None) -> str:
     """``random``, ``local`` (a weights file), ``cached`` (hub cache) or ``download``."""
-    if spec.variant == "random":
-        return "random"
-    if weights is not None:
-        return "local"
+    if explicit := _assets.explicit_weights_status(spec, weights):
+        return explicit
     try:
         identity, _ = _weights_identity(spec, None, fetch=False)
     except MissingDataError:
@@ -193,10 +187,7 @@ def weights_status(spec: ModelSpec, weights: str | os.PathLike | None = None) ->
 
 def describe(spec: ModelSpec, *, weights: str | os.PathLike | None = None) -> dict[str, Any]:
     weights_id, _ = _weights_identity(spec, weights, fetch=False)
-    return {
-        "identity": {"resolved_id": spec.resolved_id, "weights": weights_id},
-        "preprocess_config": preprocess_config(spec),
-    }
+    return _assets.description(spec, weights_id, preprocess_config(spec))
 
 
 def build_module(spec: ModelSpec, weights: str | os.PathLike | None = None):

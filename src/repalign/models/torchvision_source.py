@@ -83,28 +83,21 @@ def preprocess_config(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _weights_identity(spec: ModelSpec, weights) -> tuple[str, Path | None]:
-    if spec.variant == "random":
-        if weights is not None:
-            raise InputError(f"'{spec.name}' is an untrained network; it takes no weights file")
-        return f"random:{spec.seed}", None
-    if weights is not None:
-        path = _assets.check_weights_file(weights)
-        return f"file-sha256:{_assets.file_sha256(path)}", path
+    explicit = _assets.explicit_weights(spec, weights)
+    if explicit is not None:
+        return explicit
     # torchvision verifies the file against the hash prefix in its name on download.
     return f"url:{os.path.basename(_weights_enum(spec).url)}", None
 
 
 def describe(spec: ModelSpec, *, weights=None) -> dict[str, Any]:
     weights_id, _ = _weights_identity(spec, weights)
-    return {"identity": {"resolved_id": spec.resolved_id, "weights": weights_id},
-            "preprocess_config": preprocess_config(spec)}
+    return _assets.description(spec, weights_id, preprocess_config(spec))
 
 
 def weights_status(spec: ModelSpec, weights=None) -> str:
-    if spec.variant == "random":
-        return "random"
-    if weights is not None:
-        return "local"
+    if explicit := _assets.explicit_weights_status(spec, weights):
+        return explicit
     return "cached" if _cache_file(_weights_enum(spec)).is_file() else "download"
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 
 from repalign.study.config import StudyConfig
 from repalign.study.plan import Unit
-from repalign.study.store import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, utc_now
+from repalign.study.store import STATUS_FAILED, STATUS_OK, utc_now
 
 log = logging.getLogger(__name__)
 

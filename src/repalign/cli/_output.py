@@ -10,6 +10,23 @@ from typing import Any
 FORMATS = ("table", "json", "csv")
 
 
+def int_at_least(minimum: int):
+    """An argparse ``type=`` that accepts whole numbers >= ``minimum`` with a one-line error."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in its messages
+    return parse
+
+
 def add_format_option(parser, default: str = "table") -> None:
     parser.add_argument("--format", choices=FORMATS, default=default, help="output format (default: %(default)s)")
 

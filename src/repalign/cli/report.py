@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from repalign.cli._output import int_at_least
 
 
 def register(subparsers) -> None:
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--n-bootstrap",
-        type=_non_negative,
+        type=int_at_least(0),
         default=1000,
         metavar="N",
         help="bootstrap resamples over models for the CIs (default: %(default)s; 0 = none)",
@@ -33,16 +33,6 @@ def register(subparsers) -> None:
         help="p-value adjustment across each grid of correlations (default: %(default)s)",
     )
     parser.set_defaults(handler=run)
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def run(args) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from repalign.cli._output import int_at_least
 
 
 def register(subparsers) -> None:
@@ -17,21 +18,11 @@ def register(subparsers) -> None:
     parser.add_argument("config", help="study config (TOML), e.g. configs/quickstart.toml")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cache, finished) and exit")
     parser.add_argument("--executor", choices=("local", "ray"), help="override [execution] executor")
-    parser.add_argument("--jobs", type=_positive_int, metavar="N", help="local worker processes (override [execution] jobs)")
+    parser.add_argument("--jobs", type=int_at_least(1), metavar="N", help="local worker processes (override [execution] jobs)")
     parser.add_argument("--address", metavar="auto|HOST:PORT", help="ray cluster to join (default: start a local one)")
     parser.add_argument("--output", metavar="DIR", help="study directory (override [study] output)")
     parser.add_argument("--no-live", action="store_true", help="plain log lines instead of the live progress display")
     parser.set_defaults(handler=handle)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def handle(args) -> int:

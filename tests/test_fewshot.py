@@ -21,15 +21,7 @@ from repalign.fewshot import (
 FAST = HeadSettings(n_steps=60, hidden_width=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small problems on a shared 2-core machine: one thread avoids OpenMP spin contention."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(rng, *, n_classes=5, per_class=40, dim=12, spread=1.0):

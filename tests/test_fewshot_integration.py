@@ -12,18 +12,8 @@ from repalign.errors import InputError
 
 log = logging.getLogger(__name__)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small problems on a shared 2-core machine: one thread avoids OpenMP spin contention."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_pixels_on_mnist_matches_published_range_and_sklearn(mirror):

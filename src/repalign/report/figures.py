@@ -68,6 +68,15 @@ def _new_figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _series_style(k: int) -> dict:
+    """Colour, marker and line style of the k-th series, distinct in colour and in print."""
+    return {
+        "color": PALETTE[k % len(PALETTE)],
+        "marker": MARKERS[k % len(MARKERS)],
+        "linestyle": LINESTYLES[k % len(LINESTYLES)],
+    }
+
+
 def _shots_axis(ax, shots: Sequence[int]) -> None:
     ax.set_xscale("log", base=2)
     ticks = sorted({int(s) for s in shots})
@@ -150,11 +159,7 @@ def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
                     "shots",
                     dodge=0.08 * (k - (len(corr_metrics) - 1) / 2),
                     label=f"z² {metric}",
-                    style={
-                        "color": PALETTE[k % len(PALETTE)],
-                        "marker": MARKERS[k % len(MARKERS)],
-                        "linestyle": LINESTYLES[k % len(LINESTYLES)],
-                    },
+                    style=_series_style(k),
                 )
             ax.axhline(0, color="black", linewidth=0.6)
             _shots_axis(ax, correlations["shots"])
@@ -236,11 +241,7 @@ def figure4(
                     "shots",
                     dodge=0.08 * (k - (len(datasets) - 1) / 2),
                     label=str(dataset),
-                    style={
-                        "color": PALETTE[k % len(PALETTE)],
-                        "marker": MARKERS[k % len(MARKERS)],
-                        "linestyle": LINESTYLES[k % len(LINESTYLES)],
-                    },
+                    style=_series_style(k),
                 )
             ax.axhline(0, color="black", linewidth=0.6)
             _shots_axis(ax, correlations["shots"])

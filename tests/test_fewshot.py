@@ -144,7 +144,7 @@ def test_linear_head_solver_matches_sklearn_coefficients(rng):
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from repalign._fewshot_heads import fit_logistic_lbfgs
+    from repalign._fewshot_linear import fit_logistic_lbfgs
 
     tasks = [blobs(rng, n_classes=4, per_class=15, dim=6, spread=2.0) for _ in range(3)]
     x = torch.tensor(np.stack([t[0] for t in tasks]), dtype=torch.float64)
@@ -161,6 +161,46 @@ def test_linear_head_solver_matches_sklearn_coefficients(rng):
             reference.intercept_ - reference.intercept_.mean(),
             atol=1e-5,
         )
+
+
+def test_linear_head_in_the_span_of_few_examples_equals_the_full_solve(rng, monkeypatch):
+    """With fewer examples than half the features the solver works in the span of the
+    examples; it reaches the same weights as the full-dimensional solve and scikit-learn,
+    and its stopping rule is scikit-learn's, in the original coordinates."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from repalign import _fewshot_linear
+    from repalign._fewshot_linear import fit_logistic_lbfgs
+
+    tasks = [blobs(rng, n_classes=4, per_class=3, dim=40, spread=1.5) for _ in range(3)]
+    x = torch.tensor(np.stack([t[0] for t in tasks]), dtype=torch.float64)
+    y = torch.tensor(np.stack([t[1] for t in tasks]))
+    settings = HeadSettings(C=0.5, tol=1e-9)
+    calls = []
+    real_qr = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda a: calls.append(a.shape) or real_qr(a))
+    weight, bias = fit_logistic_lbfgs(x, y, 4, settings)
+    assert calls == [(3, 40, 12)]  # the span of 12 examples, not the 40 dimensions
+    monkeypatch.setattr(_fewshot_linear, "_ROW_SPACE_MAX_FRACTION", 0.0)
+    full_weight, full_bias = fit_logistic_lbfgs(x, y, 4, settings)
+    assert calls == [(3, 40, 12)]
+    torch.testing.assert_close(weight, full_weight, rtol=0, atol=1e-7)
+    torch.testing.assert_close(bias, full_bias, rtol=0, atol=1e-7)
+    for i, (features, labels) in enumerate(tasks):
+        reference = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(
+            features.astype(np.float64), labels
+        )
+        np.testing.assert_allclose(weight[i].numpy().T, reference.coef_, atol=1e-6)
+
+    # At a loose tolerance both stop at the first iterate whose largest gradient entry, in
+    # the original coordinates, is below it: the same iterate, so the same weights.
+    loose = HeadSettings(C=0.5, tol=1e-3)
+    monkeypatch.setattr(_fewshot_linear, "_ROW_SPACE_MAX_FRACTION", 0.5)
+    weight, _ = fit_logistic_lbfgs(x, y, 4, loose)
+    monkeypatch.setattr(_fewshot_linear, "_ROW_SPACE_MAX_FRACTION", 0.0)
+    full_weight, _ = fit_logistic_lbfgs(x, y, 4, loose)
+    torch.testing.assert_close(weight, full_weight, rtol=0, atol=1e-9)
 
 
 def test_linear_head_accuracy_matches_sklearn_on_the_same_splits(rng):
@@ -311,12 +351,12 @@ def test_bad_input_errors(rng):
 def test_linear_head_reports_non_convergence(rng, caplog):
     import torch
 
-    from repalign._fewshot_heads import fit_logistic_lbfgs
+    from repalign._fewshot_linear import fit_logistic_lbfgs
 
     features, labels = blobs(rng, n_classes=3, per_class=10, dim=5, spread=1.0)
     x = torch.tensor(features)[None].repeat(2, 1, 1)
     y = torch.tensor(labels)[None].repeat(2, 1)
-    with caplog.at_level("WARNING", logger="repalign._fewshot_heads"):
+    with caplog.at_level("WARNING", logger="repalign._fewshot_linear"):
         weight, _bias = fit_logistic_lbfgs(x, y, 3, HeadSettings(max_iter=2, tol=1e-12))
     assert "L-BFGS stopped after 2 iterations" in caplog.text
     assert torch.isfinite(weight).all() and weight.abs().sum() > 0

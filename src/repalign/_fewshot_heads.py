@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from repalign._fewshot_settings import HEADS, HeadSettings
+from repalign._fewshot_settings import HeadSettings
 
 log = logging.getLogger(__name__)
 

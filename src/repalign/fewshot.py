@@ -24,7 +24,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from repalign._fewshot_heads import HEADS, HeadSettings, Task
+from repalign._fewshot_heads import Task
+from repalign._fewshot_settings import HEADS, HeadSettings
 from repalign._fewshot_splits import (
     Split,
     SplitManifest,

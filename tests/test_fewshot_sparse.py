@@ -9,7 +9,11 @@ from scipy import stats
 
 torch = pytest.importorskip("torch")
 
-from repalign._fewshot_heads import HeadSettings, standardization
+from repalign._fewshot_heads import (
+    HeadSettings,
+    standardization,
+    standardized_training_rows,
+)
 from repalign._fewshot_mlp import TaskDraws, dropout_multipliers, fit_mlp, init_mlp
 from repalign._fewshot_sparse import (
     KeptInputs,
@@ -180,11 +184,8 @@ def test_batched_fit_equals_each_task_alone_and_a_plain_loop(
     seeds = [11, 12, 13]
 
     def fit(rows, task_seeds):
-        mean, inv_scale = standardization(features, rows)
-        return fit_mlp(
-            head, features, rows, targets[rows], mean, inv_scale, n_classes, task_seeds,
-            settings,
-        )  # fmt: skip
+        x, _, _ = standardized_training_rows(features, rows)
+        return fit_mlp(head, x, targets[rows], n_classes, task_seeds, settings)
 
     batched = fit(train_rows, seeds)
     for i in range(3):

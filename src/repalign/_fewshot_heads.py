@@ -138,25 +138,14 @@ def _fit_group(head, features, targets, tasks, n_classes, settings) -> np.ndarra
     train_rows = torch.as_tensor(
         np.stack([t.train_rows for t in tasks]), device=device
     )  # (B, N)
-    mean, inv_scale = standardization(features, train_rows)
+    x_train, mean, inv_scale = standardized_training_rows(features, train_rows)
     y_train = targets[train_rows]  # (B, N)
     if head == "linear":
-        x = (features[train_rows] - mean[:, None, :]) * inv_scale[:, None, :]
-        weight, bias = fit_logistic_lbfgs(x, y_train, n_classes, settings)
+        weight, bias = fit_logistic_lbfgs(x_train, y_train, n_classes, settings)
         layers = [(weight, bias)]
     else:
         seeds = [task_generator_seed(t.seed, t.shots, head) for t in tasks]
-        layers = fit_mlp(
-            head,
-            features,
-            train_rows,
-            y_train,
-            mean,
-            inv_scale,
-            n_classes,
-            seeds,
-            settings,
-        )
+        layers = fit_mlp(head, x_train, y_train, n_classes, seeds, settings)
     # Fold the standardization into the first layer so raw evaluation rows can be scored.
     first_w, first_b = layers[0]
     folded_w = inv_scale[:, :, None] * first_w
@@ -165,23 +154,36 @@ def _fit_group(head, features, targets, tasks, n_classes, settings) -> np.ndarra
     return _score(features, targets, tasks, layers)
 
 
-def standardization(features, train_rows):
-    """Per-task mean and inverse standard deviation of the training rows.
+def standardized_training_rows(features, train_rows):
+    """Each task's training rows, standardized with their own statistics.
 
     Args:
         features: (n_rows, d); train_rows: (B, N) row indices.
 
     Returns:
-        mean (B, d) and inv_scale (B, d). Columns that are constant on a task's training rows
-        get inv_scale 0: they carry no information for the classifier, and zeroing them keeps
-        evaluation rows (where they may vary) from reaching untrained weights.
+        x (B, N, d) standardized rows (a new tensor), mean (B, d) and inv_scale (B, d), with
+        ``x = (features[train_rows] - mean) * inv_scale``. Columns that are constant on a
+        task's training rows get inv_scale 0: they carry no information for the classifier,
+        and zeroing them keeps evaluation rows (where they may vary) from reaching untrained
+        weights.
     """
     x = features.index_select(0, train_rows.reshape(-1)).view(*train_rows.shape, -1)
+    # Separate reductions: torch.aminmax over dim 1 is 7x slower on CPU.
+    low, high = x.amin(dim=1), x.amax(dim=1)
     mean = x.mean(dim=1)
-    # Two plain passes: several times faster on CPU than torch's one-pass std over dim 1.
-    std = (x - mean[:, None, :]).square_().mean(dim=1).sqrt_()
-    constant = x.amax(dim=1) == x.amin(dim=1)  # exact, unlike a threshold on std
-    inv_scale = (1.0 / std.clamp_min(1e-30)).masked_fill(constant, 0.0)
+    x -= mean[:, None, :]
+    # Two plain passes (mean, then mean square of the centred rows): several times faster
+    # on CPU than torch's one-pass std over dim 1.
+    std = x.square().mean(dim=1).sqrt_()
+    inv_scale = (1.0 / std.clamp_min(1e-30)).masked_fill(high == low, 0.0)  # exact test
+    x *= inv_scale[:, None, :]
+    return x, mean, inv_scale
+
+
+def standardization(features, train_rows):
+    """Per-task mean (B, d) and inverse standard deviation (B, d) of the training rows (see
+    :func:`standardized_training_rows`)."""
+    _, mean, inv_scale = standardized_training_rows(features, train_rows)
     return mean, inv_scale
 
 

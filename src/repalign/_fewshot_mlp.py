@@ -135,21 +135,18 @@ def dropout_multipliers(kept, n_rows: int, dim: int, settings: HeadSettings):
     return keep.view(n_rows, dim)
 
 
-def fit_mlp(
-    head, features, train_rows, y_train, mean, inv_scale, n_classes, seeds, settings
-):
+def fit_mlp(head, x_train, y_train, n_classes, seeds, settings):
     """Train the MLP head of B tasks together.
 
     Args:
-        features: (n_rows, d); train_rows, y_train: (B, N); mean, inv_scale: (B, d);
-        seeds: (B,) generator seeds, one per task.
+        x_train: (B, N, d) standardized training rows (consumed: scaled in place);
+        y_train: (B, N) class indices; seeds: (B,) generator seeds, one per task.
 
     Returns:
         [(weight (B, d_in, d_out), bias (B, d_out))] per layer, float32.
     """
-    device = features.device
-    n_tasks, n_rows = train_rows.shape
-    dim = features.shape[1]
+    device = x_train.device
+    n_tasks, n_rows, dim = x_train.shape
     generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     per_task = [init_mlp(head, dim, n_classes, settings, g, device) for g in generators]
     params = []
@@ -168,12 +165,9 @@ def fit_mlp(
     batch = min(n_rows, settings.batch_size)
     keep_prob = 1.0 - settings.dropout
     low = mlp_matmul_dtype(settings.mlp_precision, device)
-    # Standardized once per task, (B, N, d): a step only gathers its minibatch. The
-    # inverted-dropout scale 1/keep_prob is folded in here rather than per step.
-    x_train = features.index_select(0, train_rows.reshape(-1)).view(
-        n_tasks, n_rows, dim
-    )
-    x_train = x_train.sub_(mean[:, None, :]).mul_(inv_scale[:, None, :] / keep_prob)
+    # A step only gathers its minibatch from these rows. The inverted-dropout scale
+    # 1/keep_prob is applied here once rather than per step.
+    x_train = x_train.mul_(1.0 / keep_prob)
     if low is not None:
         x_train = x_train.to(low)
     # In float32 the first layer runs on the kept inputs (a fifth) when its output is wide

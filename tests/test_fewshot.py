@@ -203,6 +203,42 @@ def test_linear_head_in_the_span_of_few_examples_equals_the_full_solve(rng, monk
     torch.testing.assert_close(weight, full_weight, rtol=0, atol=1e-9)
 
 
+def test_tasks_the_span_solve_leaves_short_finish_in_the_original_coordinates(
+    rng, monkeypatch
+):
+    """When the solve in the span of the examples stops above tol (simulated: it may take
+    only 3 iterations), the task continues in the original coordinates from where it stopped
+    and reaches the full solve's optimum, without a warning."""
+    import dataclasses
+
+    import torch
+
+    from repalign import _fewshot_linear
+    from repalign._fewshot_linear import fit_logistic_lbfgs
+
+    tasks = [blobs(rng, n_classes=4, per_class=3, dim=40, spread=1.5) for _ in range(2)]
+    x = torch.tensor(np.stack([t[0] for t in tasks]), dtype=torch.float64)
+    y = torch.tensor(np.stack([t[1] for t in tasks]))
+    settings = HeadSettings(C=0.5, tol=1e-9)
+    real = _fewshot_linear._batched_lbfgs
+    calls = []
+
+    def first_call_short(objective, params, data, settings, **kwargs):
+        calls.append(kwargs["warn"])
+        if len(calls) == 1:
+            settings = dataclasses.replace(settings, max_iter=3)
+        return real(objective, params, data, settings, **kwargs)
+
+    monkeypatch.setattr(_fewshot_linear, "_batched_lbfgs", first_call_short)
+    weight, bias = fit_logistic_lbfgs(x, y, 4, settings)
+    assert calls == [False, True]  # the span solve, quietly; then the original coordinates
+    monkeypatch.setattr(_fewshot_linear, "_batched_lbfgs", real)
+    monkeypatch.setattr(_fewshot_linear, "_ROW_SPACE_MAX_FRACTION", 0.0)
+    full_weight, full_bias = fit_logistic_lbfgs(x, y, 4, settings)
+    torch.testing.assert_close(weight, full_weight, rtol=0, atol=1e-6)
+    torch.testing.assert_close(bias, full_bias, rtol=0, atol=1e-6)
+
+
 def test_linear_head_accuracy_matches_sklearn_on_the_same_splits(rng):
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler

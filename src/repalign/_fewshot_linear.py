@@ -50,16 +50,32 @@ def fit_logistic_lbfgs(x, y, n_classes: int, settings: HeadSettings = HeadSettin
     """
     n_tasks, n_rows, dim = x.shape
     if n_rows > _ROW_SPACE_MAX_FRACTION * dim:
-        return _solve(x, y, n_classes, settings, basis=None)
+        weight, bias, _ = _solve(x, y, n_classes, settings, basis=None)
+        return weight, bias
     # X^T = Q R, so the coordinates of X's rows in the basis Q are X Q = R^T.
     basis, upper = torch.linalg.qr(x.transpose(1, 2))  # (B, d, N), (B, N, N)
     coordinates = upper.transpose(1, 2).contiguous()
-    weight, bias = _solve(coordinates, y, n_classes, settings, basis=basis)
-    return torch.bmm(basis, weight), bias
+    weight, bias, short = _solve(
+        coordinates, y, n_classes, settings, basis=basis, warn=False
+    )
+    weight = torch.bmm(basis, weight)
+    if short.any():
+        # Rarely, float32 round-off in the basis coordinates stops a task just above tol;
+        # it finishes in the original coordinates, from where it stopped.
+        which = torch.as_tensor(np.flatnonzero(short), device=x.device)
+        log.debug("linear head: %d task(s) finish in the original coordinates", len(which))
+        weight[which], bias[which], _ = _solve(
+            x[which], y[which], n_classes, settings, basis=None,
+            start=(weight[which], bias[which]),
+        )  # fmt: skip
+    return weight, bias
 
 
-def _solve(x, y, n_classes, settings, *, basis):
-    """L-BFGS on features x (B, N, r); ``basis`` (B, d, r) maps weights back (None: r = d)."""
+def _solve(x, y, n_classes, settings, *, basis, start=None, warn=True):
+    """L-BFGS on features x (B, N, r); ``basis`` (B, d, r) maps weights back (None: r = d).
+
+    Starts from zero, or from ``start`` = (weight (B, r, K), bias (B, K)). Returns the weight,
+    the bias and a (B,) bool numpy array of the tasks that stopped above tol."""
     n_tasks, n_rows, dim = x.shape
     k = n_classes
     lam = 1.0 / (settings.C * n_rows)
@@ -86,13 +102,17 @@ def _solve(x, y, n_classes, settings, *, basis):
         return _converged_in_original_space(grad, data[2], k, settings.tol)
 
     data = (x, one_hot) if basis is None else (x, one_hot, basis)
-    params = torch.zeros(n_tasks, n_weight + k, dtype=x.dtype, device=x.device)
+    if start is None:
+        params = torch.zeros(n_tasks, n_weight + k, dtype=x.dtype, device=x.device)
+    else:
+        params = torch.cat([start[0].reshape(n_tasks, -1), start[1]], dim=1)
     solution = params.clone()
-    solved = _batched_lbfgs(
-        objective, params, data, settings, out=solution, converged=converged
+    solved, short = _batched_lbfgs(
+        objective, params, data, settings, out=solution, converged=converged, warn=warn
     )
     log.debug("linear head: L-BFGS iterations per task %s", solved)
-    return solution[:, :n_weight].view(n_tasks, dim, k), solution[:, n_weight:]
+    weight = solution[:, :n_weight].view(n_tasks, dim, k)
+    return weight, solution[:, n_weight:], short
 
 
 def _converged_in_original_space(grad, basis, n_classes: int, tol: float):
@@ -118,14 +138,15 @@ def _converged_in_original_space(grad, basis, n_classes: int, tol: float):
 
 
 def _batched_lbfgs(
-    objective, params, data, settings: HeadSettings, *, out, converged
-) -> list[int]:
+    objective, params, data, settings: HeadSettings, *, out, converged, warn=True
+) -> tuple[list[int], np.ndarray]:
     """Minimize B independent smooth convex objectives with one batched L-BFGS.
 
     ``objective(params (B, P), *data) -> (loss (B,), grad (B, P))``; ``data`` tensors have the
     task as their first dimension; ``converged(grad, data) -> (B,) bool``. Converged tasks
     leave the batch (their rows are written to ``out``), so the remaining ones stop paying for
-    them. Returns iterations per task.
+    them. Returns iterations per task, and which tasks stopped above tol (with a warning
+    unless ``warn`` is false).
     """
     import torch
 
@@ -136,8 +157,19 @@ def _batched_lbfgs(
     y_hist: list = []
     rho_hist: list = []
     gamma = torch.ones(len(params), dtype=params.dtype, device=params.device)
+    # A task whose line search finds no decrease restarts once on its gradient (its memory
+    # wiped); if that stalls too, float precision allows no further progress and it retires.
+    restarted = torch.zeros(len(params), dtype=torch.bool, device=params.device)
+    retire = torch.zeros_like(restarted)
+    gave_up: list[float] = []  # largest gradient entry of tasks retired above tol
+    short = np.zeros(len(params), dtype=bool)
     for iteration in range(settings.max_iter):
-        done = converged(grad, data).cpu().numpy()
+        finished = converged(grad, data)
+        stuck = retire & ~finished
+        if bool(stuck.any()):
+            gave_up += grad[stuck].abs().amax(dim=1).tolist()
+            short[active[stuck.cpu().numpy()]] = True
+        done = (finished | retire).cpu().numpy()
         if done.any():
             out[torch.as_tensor(active[done], device=out.device)] = params[
                 torch.as_tensor(done, device=params.device)
@@ -145,12 +177,15 @@ def _batched_lbfgs(
             keep = torch.as_tensor(~done, device=params.device)
             active = active[~done]
             if not len(active):
-                return iterations
-            params, loss, grad, gamma = (
+                if warn:
+                    _warn_stalled(gave_up, settings.tol)
+                return iterations, short
+            params, loss, grad, gamma, restarted = (
                 params[keep],
                 loss[keep],
                 grad[keep],
                 gamma[keep],
+                restarted[keep],
             )
             data = tuple(t[keep] for t in data)
             s_hist = [s[keep] for s in s_hist]
@@ -185,14 +220,19 @@ def _batched_lbfgs(
             if bool(accepted.all()):
                 break
             step = torch.where(accepted, step, 0.5 * step)
-        stalled = ~accepted
-        if (
-            stalled.any()
-        ):  # no decrease along any step: as good as float precision allows
+        # Stalled: no step decreased the loss, or the accepted one is too short to change
+        # any float (a tiny scale gamma from the last curvature pair can cause that).
+        stalled = ~accepted | (trial == params).all(dim=1)
+        retire = stalled & restarted
+        restarted = stalled & ~restarted
+        if bool(stalled.any()):  # stay, then restart on the gradient or retire
             log.debug("L-BFGS line search stalled for %d task(s)", int(stalled.sum()))
             step = step.masked_fill(stalled, 0.0)
             trial = params + step[:, None] * direction
             new_loss, new_grad = objective(trial, *data)
+            for rho in rho_hist:  # a zero rho drops a pair: the next direction is -gamma g
+                rho.masked_fill_(restarted, 0.0)
+            gamma = gamma.masked_fill(restarted, 1.0)
         s = trial - params
         y = new_grad - grad
         sy = (s * y).sum(dim=1)
@@ -206,14 +246,24 @@ def _batched_lbfgs(
         if len(s_hist) > settings.lbfgs_history:
             s_hist.pop(0), y_hist.pop(0), rho_hist.pop(0)
         params, loss, grad = trial, new_loss, new_grad
-        if stalled.all():
-            break
-    log.warning(
-        "linear head: L-BFGS stopped after %d iterations with max |gradient| %.2e > tol %.0e for %d task(s)",
-        settings.max_iter, float(grad.abs().amax()), settings.tol, len(active),
-    )  # fmt: skip
+    if warn:
+        _warn_stalled(gave_up, settings.tol)
+        log.warning(
+            "linear head: L-BFGS stopped after %d iterations with max |gradient| %.2e > tol %.0e for %d task(s)",
+            settings.max_iter, float(grad.abs().amax()), settings.tol, len(active),
+        )  # fmt: skip
     out[torch.as_tensor(active, device=out.device)] = params
-    return iterations
+    short[active] = True
+    return iterations, short
+
+
+def _warn_stalled(gave_up: list[float], tol: float) -> None:
+    if gave_up:
+        log.warning(
+            "linear head: L-BFGS stopped where float precision allows no further decrease, "
+            "max |gradient| up to %.2e > tol %.0e (solver coordinates) for %d task(s)",
+            max(gave_up), tol, len(gave_up),
+        )  # fmt: skip
 
 
 def _two_loop(grad, s_hist, y_hist, rho_hist, gamma):

@@ -86,6 +86,20 @@ def baseline_linear(features, labels, split, settings) -> float:
     )
 
 
+def standardized_split(features, labels, split):
+    """Training features and labels, and evaluation features, as torch tensors, standardized
+    with the training rows' statistics (columns constant there are zeroed), as ours does."""
+    import torch
+
+    x = torch.as_tensor(features[split.train])
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    inv = torch.where(
+        x.amax(0) == x.amin(0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-30)
+    )
+    x_eval = (torch.as_tensor(features[split.eval]) - mean) * inv
+    return (x - mean) * inv, torch.as_tensor(labels[split.train]), x_eval
+
+
 def baseline_mlp(
     head, features, labels, split, seed, shots, n_classes, settings
 ) -> float:
@@ -96,13 +110,7 @@ def baseline_mlp(
     from repalign._fewshot_heads import task_generator_seed
     from repalign._fewshot_mlp import TaskDraws, dropout_multipliers, init_mlp
 
-    x = torch.as_tensor(features[split.train])
-    y = torch.as_tensor(labels[split.train])
-    mean, std = x.mean(0), x.std(0, unbiased=False)
-    inv = torch.where(
-        x.amax(0) == x.amin(0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-30)
-    )
-    x = (x - mean) * inv
+    x, y, x_eval = standardized_split(features, labels, split)
     generator = torch.Generator().manual_seed(task_generator_seed(seed, shots, head))
     layers = init_mlp(head, x.shape[1], n_classes, settings, generator, x.device)
     params = [p.clone().requires_grad_(True) for layer in layers for p in layer]
@@ -127,7 +135,6 @@ def baseline_mlp(
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        x_eval = (torch.as_tensor(features[split.eval]) - mean) * inv
         predicted = forward(x_eval).argmax(1).numpy()
     return float(np.mean(predicted == labels[split.eval]))
 
@@ -146,13 +153,7 @@ def baseline_mlp_modules(
     from repalign._fewshot_heads import task_generator_seed
     from repalign._fewshot_mlp import init_mlp
 
-    x = torch.as_tensor(features[split.train])
-    y = torch.as_tensor(labels[split.train])
-    mean, std = x.mean(0), x.std(0, unbiased=False)
-    inv = torch.where(
-        x.amax(0) == x.amin(0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-30)
-    )
-    x = (x - mean) * inv
+    x, y, x_eval = standardized_split(features, labels, split)
     task_seed = task_generator_seed(seed, shots, head)
     generator = torch.Generator().manual_seed(task_seed)
     modules: list = [nn.Dropout(settings.dropout)]
@@ -183,7 +184,6 @@ def baseline_mlp_modules(
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        x_eval = (torch.as_tensor(features[split.eval]) - mean) * inv
         predicted = model(x_eval).argmax(1).numpy()
     return float(np.mean(predicted == labels[split.eval]))
 

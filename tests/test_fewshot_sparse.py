@@ -9,15 +9,12 @@ from scipy import stats
 
 torch = pytest.importorskip("torch")
 
-from repalign._fewshot_heads import (
-    HeadSettings,
-    standardization,
-    standardized_training_rows,
-)
+from repalign._fewshot_heads import HeadSettings, standardized_training_rows
 from repalign._fewshot_mlp import TaskDraws, dropout_multipliers, fit_mlp, init_mlp
 from repalign._fewshot_sparse import (
     KeptInputs,
     draw_kept_positions,
+    masked_dense,
     sparse_input_linear,
 )
 
@@ -117,7 +114,7 @@ def test_sparse_first_layer_matches_dense_autograd():
     upstream = torch.randn(n_tasks, rows, width, generator=generator)
 
     kept = KeptInputs(flat, minibatch)
-    assert torch.equal(kept.dense(), dense_input)
+    assert torch.equal(masked_dense(minibatch, flat), dense_input)
     out = sparse_input_linear(weight, bias, kept)
     (out * upstream).sum().backward()
     sparse_grads = weight.grad.clone(), bias.grad.clone()
@@ -190,8 +187,7 @@ def test_batched_fit_equals_each_task_alone_and_a_plain_loop(
     batched = fit(train_rows, seeds)
     for i in range(3):
         alone = fit(train_rows[i : i + 1], seeds[i : i + 1])
-        mean, inv_scale = standardization(features, train_rows[i : i + 1])
-        x = (features[train_rows[i]] - mean[0]) * inv_scale[0]
+        x = standardized_training_rows(features, train_rows[i : i + 1])[0][0]
         plain = _plain_loop_fit(
             head, x, targets[train_rows[i]], n_classes, seeds[i], settings
         )

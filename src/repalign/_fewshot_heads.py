@@ -180,13 +180,6 @@ def standardized_training_rows(features, train_rows):
     return x, mean, inv_scale
 
 
-def standardization(features, train_rows):
-    """Per-task mean (B, d) and inverse standard deviation (B, d) of the training rows (see
-    :func:`standardized_training_rows`)."""
-    _, mean, inv_scale = standardized_training_rows(features, train_rows)
-    return mean, inv_scale
-
-
 def _score(features, targets, tasks, layers) -> np.ndarray:
     """Accuracy of each task on its evaluation rows; layers hold (B, d_in, d_out) weights."""
     import torch

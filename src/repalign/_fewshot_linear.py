@@ -148,8 +148,6 @@ def _batched_lbfgs(
     them. Returns iterations per task, and which tasks stopped above tol (with a warning
     unless ``warn`` is false).
     """
-    import torch
-
     active = np.arange(len(params))
     iterations = [0] * len(params)
     loss, grad = objective(params, *data)

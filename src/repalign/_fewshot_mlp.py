@@ -89,41 +89,40 @@ class TaskDraws:
         kept_per_step = max(1.0, self.inputs_per_step * self.keep_prob)
         self.block_steps = int(min(_BLOCK_MAX_STEPS, max(1, _BLOCK_KEPT // kept_per_step)))
         self.steps_left = settings.n_steps
-        self._queue: list = []
+        # The current block: minibatches (k, b) or None, kept positions, step boundaries.
+        self._picked, self._kept, self._bounds = None, None, [0]
+        self._step = 0  # next step within the block
 
     def next(self, offset: int = 0):
         """The next step's (minibatch positions (b,) or None, kept positions + ``offset``).
 
         Kept positions index the step's flattened (b, d) minibatch, increasing.
         """
-        if not self._queue:
+        if self._step == len(self._bounds) - 1:
             self._draw_block()
-        return self._queue.pop()(offset)
+        j = self._step
+        self._step += 1
+        part = self._kept[self._bounds[j] : self._bounds[j + 1]]
+        picked = None if self._picked is None else self._picked[j]
+        return picked, part.add_(offset - j * self.inputs_per_step)
 
     def _draw_block(self) -> None:
         steps = min(self.block_steps, self.steps_left)
         if steps <= 0:
             raise RuntimeError("TaskDraws: all training steps were already drawn")
         self.steps_left -= steps
-        picked = None
+        self._picked = None
         if self.batch < self.n_rows:
-            picked = torch.randint(
+            self._picked = torch.randint(
                 self.n_rows, (steps, self.batch), generator=self.generator, device=self.device
             )
         size = self.inputs_per_step
-        kept = draw_kept_positions(steps * size, self.keep_prob, self.generator, self.device)
-        starts = torch.arange(steps + 1, device=kept.device) * size
-        bounds = torch.searchsorted(kept, starts).tolist()
-
-        def step(j):
-            def take(offset):
-                part = kept[bounds[j] : bounds[j + 1]]
-                return (None if picked is None else picked[j]), part.add_(offset - j * size)
-
-            return take
-
-        # Popped from the end: the block's first step last in the list.
-        self._queue = [step(j) for j in reversed(range(steps))]
+        self._kept = draw_kept_positions(
+            steps * size, self.keep_prob, self.generator, self.device
+        )
+        starts = torch.arange(steps + 1, device=self._kept.device) * size
+        self._bounds = torch.searchsorted(self._kept, starts).tolist()
+        self._step = 0
 
 
 def dropout_multipliers(kept, n_rows: int, dim: int, settings: HeadSettings):

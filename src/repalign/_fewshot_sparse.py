@@ -58,12 +58,12 @@ class KeptInputs:
     """The kept entries of a stacked minibatch, (B tasks, b rows, d inputs) flattened.
 
     Attributes:
-        flat: (nnz,) int64 position in the flattened minibatch, increasing.
         table_index: (nnz,) int32 row of the stacked first-layer weight ``(B * d, H)``,
             ``task * d + column``, in row-major order of the minibatch.
         rows: (nnz,) int64 minibatch row ``task * b + row``.
-        values: (nnz,) the kept input values (the caller applies the 1 / keep_prob scale).
+        values: (nnz,) the kept input values.
         row_offsets: (B * b,) start of each minibatch row in the entries.
+        n_tasks, n_rows: B and b.
     """
 
     def __init__(self, flat, minibatch) -> None:
@@ -80,20 +80,8 @@ class KeptInputs:
         shift = (all_rows // n_rows - all_rows) * dim
         self.table_index = (flat + shift.index_select(0, self.rows)).to(torch.int32)
         self.row_offsets = row_starts.to(torch.int32)
-        self.flat = flat
         self.values = minibatch.reshape(-1).index_select(0, flat)
-        self.n_tasks, self.n_rows, self.dim = n_tasks, n_rows, dim
-
-    def dense(self) -> torch.Tensor:
-        """The masked minibatch as a dense (B, b, d) tensor (for narrow layers)."""
-        out = torch.zeros(
-            self.n_tasks * self.n_rows * self.dim,
-            dtype=self.values.dtype,
-            device=self.values.device,
-        )
-        return out.index_put_((self.flat,), self.values).view(
-            self.n_tasks, self.n_rows, self.dim
-        )
+        self.n_tasks, self.n_rows = n_tasks, n_rows
 
 
 def masked_dense(minibatch, flat):

@@ -43,9 +43,7 @@ def mnist_pixels():
     from repalign.data.fewshot_datasets import load_fewshot_dataset
 
     data = load_fewshot_dataset("mnist")
-    return data.images.images.reshape(len(data), -1).astype(
-        np.float32
-    ) / 255.0, data.labels
+    return data.images.images.reshape(len(data), -1).astype(np.float32) / 255.0, data.labels
 
 
 def cifar100_synthetic(
@@ -62,9 +60,7 @@ def cifar100_synthetic(
     labels = np.repeat(np.arange(n_classes), per_class)
     latent = means[labels] + rng.normal(size=(len(labels), 64))
     mixing = rng.normal(size=(64, dim)) / 8.0
-    features = np.maximum(
-        latent @ mixing + 0.5 * rng.normal(size=(len(labels), dim)), 0.0
-    )
+    features = np.maximum(latent @ mixing + 0.5 * rng.normal(size=(len(labels), dim)), 0.0)
     order = rng.permutation(len(labels))
     return features[order].astype(np.float32), labels[order]
 
@@ -77,13 +73,9 @@ def baseline_linear(features, labels, split, settings) -> float:
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(features[split.train])
-    model = LogisticRegression(
-        C=settings.C, tol=settings.tol, max_iter=settings.max_iter
-    )
+    model = LogisticRegression(C=settings.C, tol=settings.tol, max_iter=settings.max_iter)
     model.fit(scaler.transform(features[split.train]), labels[split.train])
-    return float(
-        model.score(scaler.transform(features[split.eval]), labels[split.eval])
-    )
+    return float(model.score(scaler.transform(features[split.eval]), labels[split.eval]))
 
 
 def standardized_split(features, labels, split):
@@ -93,30 +85,24 @@ def standardized_split(features, labels, split):
 
     x = torch.as_tensor(features[split.train])
     mean, std = x.mean(0), x.std(0, unbiased=False)
-    inv = torch.where(
-        x.amax(0) == x.amin(0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-30)
-    )
+    inv = torch.where(x.amax(0) == x.amin(0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-30))
     x_eval = (torch.as_tensor(features[split.eval]) - mean) * inv
     return (x - mean) * inv, torch.as_tensor(labels[split.train]), x_eval
 
 
-def baseline_mlp(
-    head, features, labels, split, seed, shots, n_classes, settings
-) -> float:
+def baseline_mlp(head, features, labels, split, seed, shots, n_classes, settings) -> float:
     """One fit, the plain way: its own tensors, modules-free forward, torch.optim.AdamW."""
     import torch
     import torch.nn.functional as F
 
-    from repalign._fewshot_heads import task_generator_seed
-    from repalign._fewshot_mlp import TaskDraws, dropout_multipliers, init_mlp
+    from repalign.fewshot._heads import task_generator_seed
+    from repalign.fewshot._mlp import TaskDraws, dropout_multipliers, init_mlp
 
     x, y, x_eval = standardized_split(features, labels, split)
     generator = torch.Generator().manual_seed(task_generator_seed(seed, shots, head))
     layers = init_mlp(head, x.shape[1], n_classes, settings, generator, x.device)
     params = [p.clone().requires_grad_(True) for layer in layers for p in layer]
-    optimizer = torch.optim.AdamW(
-        params, lr=settings.lr, weight_decay=settings.weight_decay
-    )
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
     def forward(h):
         for j in range(0, len(params), 2):
@@ -139,9 +125,7 @@ def baseline_mlp(
     return float(np.mean(predicted == labels[split.eval]))
 
 
-def baseline_mlp_modules(
-    head, features, labels, split, seed, shots, n_classes, settings
-) -> float:
+def baseline_mlp_modules(head, features, labels, split, seed, shots, n_classes, settings) -> float:
     """One fit as one would write it: torch.nn modules (Dropout, Linear, ReLU), minibatches by
     randint, torch.optim.AdamW. Same initial weights as ours (taken from the task's generator);
     the dropout masks come from torch's global generator, seeded per task, so accuracies
@@ -150,16 +134,14 @@ def baseline_mlp_modules(
     import torch.nn.functional as F
     from torch import nn
 
-    from repalign._fewshot_heads import task_generator_seed
-    from repalign._fewshot_mlp import init_mlp
+    from repalign.fewshot._heads import task_generator_seed
+    from repalign.fewshot._mlp import init_mlp
 
     x, y, x_eval = standardized_split(features, labels, split)
     task_seed = task_generator_seed(seed, shots, head)
     generator = torch.Generator().manual_seed(task_seed)
     modules: list = [nn.Dropout(settings.dropout)]
-    for i, (weight, bias) in enumerate(
-        init_mlp(head, x.shape[1], n_classes, settings, generator, x.device)
-    ):
+    for i, (weight, bias) in enumerate(init_mlp(head, x.shape[1], n_classes, settings, generator, x.device)):
         if i:
             modules.append(nn.ReLU())
         linear = nn.Linear(*weight.shape)
@@ -168,9 +150,7 @@ def baseline_mlp_modules(
             linear.bias.copy_(bias)
         modules.append(linear)
     model = nn.Sequential(*modules)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     torch.manual_seed(task_seed % 2**63)
     for _ in range(settings.n_steps):
         if len(x) > settings.batch_size:
@@ -200,9 +180,7 @@ def run_baseline_head(features, labels, manifest, head, settings, loop="same-dra
         if head == "linear":
             accuracy = baseline_linear(features, labels, split, settings)
         else:
-            accuracy = LOOPS[loop](
-                head, features, labels, split, seed, shots, n_classes, settings
-            )
+            accuracy = LOOPS[loop](head, features, labels, split, seed, shots, n_classes, settings)
         rows.append({"head": head, "shots": shots, "seed": seed, "accuracy": accuracy})
     return pd.DataFrame(rows), time.perf_counter() - start
 
@@ -250,27 +228,29 @@ def compare(name, features, labels, shots, seeds, heads, settings, loops):
 
     warm_up(features, labels, heads, settings, loops)
     manifest = make_splits(labels, shots=shots, seeds=seeds, dataset=name)
-    print(f"\n== {name}: {features.shape[0]} examples x {features.shape[1]} features, "
-          f"{len(np.unique(labels))} classes; grid {len(manifest.shots)} shots x {len(heads)} heads x "
-          f"{len(manifest.seeds)} seeds = {len(manifest.splits) * len(heads)} fits", flush=True)  # fmt: skip
+    print(
+        f"\n== {name}: {features.shape[0]} examples x {features.shape[1]} features, "
+        f"{len(np.unique(labels))} classes; grid {len(manifest.shots)} shots x {len(heads)} heads x "
+        f"{len(manifest.seeds)} seeds = {len(manifest.splits) * len(heads)} fits",
+        flush=True,
+    )
     # Side by side, head by head, so that changes in machine load hit all alike.
     parts: dict[str, list] = {"ours": [], **{loop: [] for loop in loops}}
     times: dict[str, dict] = {key: {} for key in parts}
     for head in heads:
-        frame, times["ours"][head] = run_ours_head(
-            features, labels, manifest, head, settings
-        )
+        frame, times["ours"][head] = run_ours_head(features, labels, manifest, head, settings)
         parts["ours"].append(frame)
         for i, loop in enumerate(loops):
             if head == "linear" and i:  # the same scikit-learn loop: reuse it
                 frame, times[loop][head] = parts[loops[0]][-1], times[loops[0]][head]
             else:
-                frame, times[loop][head] = run_baseline_head(
-                    features, labels, manifest, head, settings, loop
-                )
+                frame, times[loop][head] = run_baseline_head(features, labels, manifest, head, settings, loop)
             parts[loop].append(frame)
-        print(f"  {head}: ours {times['ours'][head]:.2f}s, "
-              + ", ".join(f"{loop} loop {times[loop][head]:.2f}s" for loop in loops), flush=True)  # fmt: skip
+        print(
+            f"  {head}: ours {times['ours'][head]:.2f}s, "
+            + ", ".join(f"{loop} loop {times[loop][head]:.2f}s" for loop in loops),
+            flush=True,
+        )
     ours = pd.concat(parts["ours"], ignore_index=True)
     ratios = {}
     for loop in loops:
@@ -283,21 +263,27 @@ def report(ours, base, ours_times, base_times, heads, loop):
     """Print the time, speedup and accuracy differences against one loop; return the total ratio."""
     merged = ours.merge(base, on=["head", "shots", "seed"], suffixes=("_ours", "_base"))
     print(f"-- against the {loop} loop (linear: scikit-learn)")
-    print(f"{'head':8s} {'ours_s':>9s} {'loop_s':>9s} {'speedup':>8s} {'max|d acc| seed (pts)':>22s} "
-          f"{'max|d acc| mean (pts)':>22s}")  # fmt: skip
+    print(
+        f"{'head':8s} {'ours_s':>9s} {'loop_s':>9s} {'speedup':>8s} {'max|d acc| seed (pts)':>22s} "
+        f"{'max|d acc| mean (pts)':>22s}"
+    )
     for head in heads:
         part = merged[merged["head"] == head]
         per_seed = 100 * (part.accuracy_ours - part.accuracy_base).abs().max()
         means = part.groupby("shots")[["accuracy_ours", "accuracy_base"]].mean()
         per_mean = 100 * (means.accuracy_ours - means.accuracy_base).abs().max()
-        print(f"{head:8s} {ours_times[head]:9.2f} {base_times[head]:9.2f} "
-              f"{base_times[head] / ours_times[head]:7.2f}x {per_seed:22.2f} {per_mean:22.2f}")  # fmt: skip
+        print(
+            f"{head:8s} {ours_times[head]:9.2f} {base_times[head]:9.2f} "
+            f"{base_times[head] / ours_times[head]:7.2f}x {per_seed:22.2f} {per_mean:22.2f}"
+        )
     total_ours, total_base = sum(ours_times.values()), sum(base_times.values())
     per_seed = 100 * (merged.accuracy_ours - merged.accuracy_base).abs().max()
     means = merged.groupby(["head", "shots"])[["accuracy_ours", "accuracy_base"]].mean()
     per_mean = 100 * (means.accuracy_ours - means.accuracy_base).abs().max()
-    print(f"{'total':8s} {total_ours:9.2f} {total_base:9.2f} {total_base / total_ours:7.2f}x "
-          f"{per_seed:22.2f} {per_mean:22.2f}")  # fmt: skip
+    print(
+        f"{'total':8s} {total_ours:9.2f} {total_base:9.2f} {total_base / total_ours:7.2f}x "
+        f"{per_seed:22.2f} {per_mean:22.2f}"
+    )
     print("mean accuracy over seeds (%):")
     print(means.mul(100).round(2).unstack("head").to_string())
     return total_base / total_ours
@@ -313,9 +299,7 @@ def main(argv=None) -> None:
     parser.add_argument("--shots", default="1,5,10,20,40,80")
     parser.add_argument("--heads", default="linear,mlp1,mlp2")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--loops",
         default="same-draws,modules",
@@ -341,16 +325,12 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"unknown loop(s) {sorted(unknown)}; choose from {sorted(LOOPS)}")
     settings = HeadSettings()
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; settings {settings}"
-    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; settings {settings}")
     problems = {"mnist": mnist_pixels, "cifar100-synthetic": cifar100_synthetic}
     summary = {}
     for name in args.problems.split(","):
         features, labels = problems[name]()
-        summary[name] = compare(
-            name, features, labels, shots, args.seeds, heads, settings, loops
-        )
+        summary[name] = compare(name, features, labels, shots, args.seeds, heads, settings, loops)
     print("\n== speedup of the full grid (target >= 3x)")
     for name, ratios in summary.items():
         print(f"{name:20s} " + "  ".join(f"vs {loop} loop {r:.2f}x" for loop, r in ratios.items()))

@@ -60,10 +60,19 @@ def _timed(label: str, func):
 
 def _prefetch() -> None:
     """Copy the data the quickstart needs into the data home, outside the timings."""
-    from repalign.data.registry import fetch
+    from repalign.data import fetch
 
-    for name in ("peterson-similarity", "peterson-images-animals", "peterson-images-fruits", "mnist",
-                 "fashion_mnist", "timm-results-2022-07-27", "coral-tflite", "cifar10-resnet", "paper-models"):
+    for name in (
+        "peterson-similarity",
+        "peterson-images-animals",
+        "peterson-images-fruits",
+        "mnist",
+        "fashion_mnist",
+        "timm-results-2022-07-27",
+        "coral-tflite",
+        "cifar10-resnet",
+        "paper-models",
+    ):
         try:
             fetch(name, progress=False)
         except Exception as exc:  # a dataset the registry names differently: the run fetches it
@@ -78,9 +87,13 @@ def bench_rerun(config, work: Path) -> float:
     from repalign.study.run import run_study
 
     print("\n1. quickstart: first run vs re-running the finished study")
-    first, t_first = _timed("first run (empty embedding cache)", lambda: run_study(config, output=work / "qs", live=False))
+    first, t_first = _timed(
+        "first run (empty embedding cache)", lambda: run_study(config, output=work / "qs", live=False)
+    )
     second, t_second = _timed("re-run of the finished study", lambda: run_study(config, output=work / "qs", live=False))
-    print(f"  units: {first.n_units}, failed units: {first.n_failed_units}, re-run skipped {second.n_skipped}, ran {second.n_run}")
+    print(
+        f"  units: {first.n_units}, failed units: {first.n_failed_units}, re-run skipped {second.n_skipped}, ran {second.n_run}"
+    )
     for failure in first.failures.to_dict(orient="records"):
         print(f"  failed: {failure['model']} {failure['stage']} {failure['dataset']}: {failure['error']}")
     if first.notes:
@@ -106,14 +119,17 @@ def bench_ray(work: Path) -> None:
     import numpy as np
     import pandas as pd
 
+    from repalign.store import load_study
     from repalign.study.config import parse_config
     from repalign.study.run import run_study
-    from repalign.study.store import load_study
 
     print("\n3. Ray (local cluster on 127.0.0.1) vs local workers: same study, same values?")
     config = parse_config(SMALL_STUDY)
     _timed("local, 2 workers", lambda: run_study(config, output=work / "local", live=False))
-    _timed("ray, local cluster (startup included)", lambda: run_study(config, executor="ray", output=work / "ray", live=False))
+    _timed(
+        "ray, local cluster (startup included)",
+        lambda: run_study(config, executor="ray", output=work / "ray", live=False),
+    )
     local = _sorted(load_study(work / "local").results)
     ray = _sorted(load_study(work / "ray").results)
     same_keys = local[KEY].astype(str).equals(ray[KEY].astype(str))
@@ -133,8 +149,12 @@ def bench_ray(work: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(PROJECT / "configs" / "quickstart.toml"))
-    parser.add_argument("--speedup-include", nargs="+", default=["tflite:*"],
-                        help="models of the 1-vs-2 workers runs (default: the six TFLite models, similar in cost)")
+    parser.add_argument(
+        "--speedup-include",
+        nargs="+",
+        default=["tflite:*"],
+        help="models of the 1-vs-2 workers runs (default: the six TFLite models, similar in cost)",
+    )
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary study and cache folders")
     args = parser.parse_args()

@@ -26,7 +26,9 @@ def _baseline_interpreter(path, num_threads):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interpreter = Interpreter(
-        model_path=str(path), num_threads=num_threads, experimental_preserve_all_tensors=True,
+        model_path=str(path),
+        num_threads=num_threads,
+        experimental_preserve_all_tensors=True,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
     interpreter.allocate_tensors()

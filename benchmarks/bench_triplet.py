@@ -136,7 +136,9 @@ def main() -> None:
 
     print("Exact triplet alignment, triplet_agreement_counts: median wall time, and CPU time of all threads")
     print("(on a machine shared with other jobs, wall time grows with the load; CPU time much less)")
-    print(f"{'n':>7} {'triplets':>16} {'wall':>10} {'cpu':>10} {'target':>7} {'ok':>3} {'inputs':>10} {'extra peak':>11}")
+    print(
+        f"{'n':>7} {'triplets':>16} {'wall':>10} {'cpu':>10} {'target':>7} {'ok':>3} {'inputs':>10} {'extra peak':>11}"
+    )
     for n, repeats in ((120, 200), (2_000, 5), (10_000, 1)):
         if n > args.max_n:
             print(f"{n:>7} skipped (--max-n {args.max_n})")
@@ -152,7 +154,9 @@ def main() -> None:
         del model, human
 
     print("\nn = 1,000 against a vectorized O(n^3) numpy implementation of the same definition (1 thread)")
-    print(f"{'input':>22} {'numpy wall':>11} {'ours wall':>10} {'speed-up':>9} {'numpy cpu':>10} {'ours cpu':>9} {'speed-up':>9}  counts")
+    print(
+        f"{'input':>22} {'numpy wall':>11} {'ours wall':>10} {'speed-up':>9} {'numpy cpu':>10} {'ours cpu':>9} {'speed-up':>9}  counts"
+    )
     for label, decimals in (("continuous", None), ("rounded to 0.01 (ties)", 2)):
         model, human = make_pair(1_000, seed=1, decimals=decimals)
         human[np.random.default_rng(2).random(human.shape) < 0.01] = np.nan  # some missing pairs

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up .venv with the test tools (and headless Chromium for the report test), then run
-# the test suite. Extra arguments go to pytest (e.g. -m "not slow", -k triplet).
+# Set up .venv with the test tools (and headless Chromium for the report test), check the
+# layering (import-linter), lint and format (ruff), then run the test suite. Extra arguments
+# go to pytest (e.g. -m "not slow", -k triplet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
@@ -11,4 +12,7 @@ fi
 if [ -z "${REPALIGN_MIRROR:-}" ] && [ -d ../shared/data ]; then
   export REPALIGN_MIRROR="$(cd ../shared/data && pwd)"
 fi
+.venv/bin/lint-imports --no-cache --config pyproject.toml
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
 exec .venv/bin/python -m pytest "$@"

@@ -12,16 +12,16 @@ from scipy import stats
 from scipy.spatial.distance import cdist
 
 from repalign import alignment as al
-from repalign._triplet_kernel import (
+from repalign.alignment import bootstrap as alignment_bootstrap
+from repalign.alignment._triplet_kernel import (
     _counts_parallel,
     _counts_serial,
     _sort_counting_inversions,
     _sort_lexicographic,
     triplet_counts_resampled,
 )
+from repalign.data.judgments import TripletJudgments
 from repalign.errors import InputError, UnknownNameError
-from repalign.judgments import TripletJudgments
-
 
 # ------------------------------------------------------ brute force and compiled kernels
 
@@ -270,7 +270,12 @@ def test_triplet_counts_large_matrix_equal_vectorized_reference(rng):
         dh = np.sign(human[a, j[keep]] - human[a, k[keep]])
         missing = np.isnan(dm) | np.isnan(dh)
         tied = ~missing & ((dm == 0) | (dh == 0))
-        expected += [np.sum(~missing & ~tied & (dm == dh)), np.sum(~missing & ~tied & (dm != dh)), tied.sum(), missing.sum()]
+        expected += [
+            np.sum(~missing & ~tied & (dm == dh)),
+            np.sum(~missing & ~tied & (dm != dh)),
+            tied.sum(),
+            missing.sum(),
+        ]
     assert list(al.triplet_agreement_counts(model, human)) == expected.tolist()
 
 
@@ -295,7 +300,10 @@ def test_sampled_estimate_with_ties_and_missing(rng):
     model, human = tied_matrices(rng, 25, levels=3, missing_rate=0.2)
     for ties in al.TIE_MODES:
         exact = al.triplet_alignment(model, human, ties=ties)
-        values = [al.triplet_alignment_sampled(model, human, n_triplets=500, random_state=s, ties=ties).value for s in range(200)]
+        values = [
+            al.triplet_alignment_sampled(model, human, n_triplets=500, random_state=s, ties=ties).value
+            for s in range(200)
+        ]
         assert abs(np.mean(values) - exact) < 4 * np.sqrt(0.25 / 500 / 200)
     same = [al.triplet_alignment_sampled(model, human, n_triplets=50, random_state=7) for _ in range(2)]
     assert same[0] == same[1]
@@ -352,7 +360,9 @@ def test_triplet_accuracy_chance_levels_and_perfect_model(rng):
     a, b, c = triples.T
     sims = np.stack([truth[b, c], truth[a, c], truth[a, b]])  # pair without a, without b, without c
     odd = sims.argmax(axis=0)
-    ordered = np.where(odd[:, None] == 0, triples[:, [1, 2, 0]], np.where(odd[:, None] == 1, triples[:, [0, 2, 1]], triples))
+    ordered = np.where(
+        odd[:, None] == 0, triples[:, [1, 2, 0]], np.where(odd[:, None] == 1, triples[:, [0, 2, 1]], triples)
+    )
     ooo = TripletJudgments("odd_one_out", ordered[:, 0], ordered[:, 1], ordered[:, 2], np.ones(len(a), int), n)
     assert al.triplet_accuracy(truth, ooo) == 1.0
     assert al.triplet_accuracy(unrelated, ooo) == pytest.approx(1 / 3, abs=0.03)
@@ -451,8 +461,10 @@ def materialize(matrix, idx):
 def test_bootstrap_resamples_stimuli_not_pairs(rng):
     model, human = noisy_pair(rng, n=20)
     human[3, 7] = human[7, 3] = np.nan
-    resamples = al._resamples(20, 5, random_state=3)
-    values = al._bootstrap_values(model, human, None, ("pearson", "spearman", "kendall", "triplet"), resamples, "exclude")
+    resamples = alignment_bootstrap._resamples(20, 5, random_state=3)
+    values = alignment_bootstrap._bootstrap_values(
+        model, human, None, ("pearson", "spearman", "kendall", "triplet"), resamples, "exclude"
+    )
     for b, idx in enumerate(resamples):
         m, h = materialize(model, idx), materialize(human, idx)
         x, y = upper(m), upper(h)
@@ -468,7 +480,9 @@ def test_bootstrap_of_judgments_repeats_judgments_among_copies(rng):
     model = al.similarity_matrix(rng.normal(size=(n, 3)))
     judgments, triples, counts = random_judgments(rng, n, 60, "odd_one_out")
     idx = np.array([0, 0, 1, 2, 2, 2, 5, 7])
-    values = al._bootstrap_values(model, None, judgments, ("triplet_accuracy",), idx[None, :], "exclude")
+    values = alignment_bootstrap._bootstrap_values(
+        model, None, judgments, ("triplet_accuracy",), idx[None, :], "exclude"
+    )
     # expand: every judgment about (a, b, c) becomes one per choice of copies of a, b and c
     copies = np.bincount(idx, minlength=n)
     weights = counts * copies[triples[:, 0]] * copies[triples[:, 1]] * copies[triples[:, 2]]
@@ -515,7 +529,9 @@ def make_human(name, similarity=None, judgments=None, n=None):
     from repalign.data.human import HumanSimilarity
 
     n = n or (similarity.shape[0] if similarity is not None else judgments.n_stimuli)
-    return HumanSimilarity(name=name, stimuli=tuple(f"s{i}" for i in range(n)), similarity=similarity, judgments=judgments)
+    return HumanSimilarity(
+        name=name, stimuli=tuple(f"s{i}" for i in range(n)), similarity=similarity, judgments=judgments
+    )
 
 
 def test_compute_alignment_records(rng):
@@ -527,7 +543,16 @@ def test_compute_alignment_records(rng):
     model = al.similarity_matrix(x)
     assert [r["metric"] for r in records] == ["pearson", "kendall", "triplet"]
     for record in records:
-        assert set(record) == {"dataset", "metric", "similarity", "value", "ci_low", "ci_high", "n_stimuli", "n_missing_pairs"}
+        assert set(record) == {
+            "dataset",
+            "metric",
+            "similarity",
+            "value",
+            "ci_low",
+            "ci_high",
+            "n_stimuli",
+            "n_missing_pairs",
+        }
         assert record["dataset"] == "toy" and record["n_stimuli"] == 30 and record["n_missing_pairs"] == 1
         assert record["ci_low"] < record["value"] < record["ci_high"]
     assert records[0]["value"] == al.pairwise_alignment(model, human_sim)
@@ -547,7 +572,10 @@ def test_compute_alignment_with_judgments(rng):
     assert record["metric"] == "triplet_accuracy"
     assert record["value"] == al.triplet_accuracy(al.similarity_matrix(x), judgments)
     both = make_human("both", al.similarity_matrix(rng.normal(size=(n, 4))), judgments)
-    assert [r["metric"] for r in al.compute_alignment(x, both, n_bootstrap=0)] == [*al.DEFAULT_METRICS, "triplet_accuracy"]
+    assert [r["metric"] for r in al.compute_alignment(x, both, n_bootstrap=0)] == [
+        *al.DEFAULT_METRICS,
+        "triplet_accuracy",
+    ]
     with pytest.raises(InputError, match="no similarity matrix"):
         al.compute_alignment(x, only_judgments, metrics=("spearman",))
     with pytest.raises(InputError, match="no triplet judgments"):

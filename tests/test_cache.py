@@ -1,4 +1,4 @@
-"""Tests of the content-addressed embedding store (repalign.cache) and `repalign cache`."""
+"""Tests of the content-addressed embedding store (repalign.embed.cache) and `repalign cache`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from repalign.cache import CACHE_FORMAT_VERSION, EmbeddingCache, cache_key, canonical_json
 from repalign.cli import main
+from repalign.embed.cache import CACHE_FORMAT_VERSION, EmbeddingCache, cache_key, canonical_json
 from repalign.errors import InputError
 
 PARTS = {
@@ -99,7 +99,7 @@ def test_entry_without_metadata_is_a_miss(store):
 def test_corrupt_array_is_discarded(store, caplog):
     key, _ = _put(store)
     (store.root / key[:2] / f"{key}.npy").write_bytes(b"garbage")
-    with caplog.at_level("WARNING", logger="repalign.cache"):
+    with caplog.at_level("WARNING", logger="repalign.embed.cache"):
         assert store.load(key) is None
     assert "Discarding unreadable" in caplog.text and not store.contains(key)
 

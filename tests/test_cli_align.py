@@ -51,7 +51,9 @@ def embeddings_for(n: int, seed: int = 0) -> np.ndarray:
 def test_npy_embeddings_give_the_library_values_with_cis(tmp_path, animals, capsys):
     x = embeddings_for(120)
     np.save(tmp_path / "emb.npy", x)
-    records = run_json(capsys, "--embeddings", str(tmp_path / "emb.npy"), "--human", "peterson:animals", "--bootstrap", "40")
+    records = run_json(
+        capsys, "--embeddings", str(tmp_path / "emb.npy"), "--human", "peterson:animals", "--bootstrap", "40"
+    )
     assert [r["metric"] for r in records] == ["pearson", "spearman", "triplet"]
     model = al.similarity_matrix(x)
     expected = {
@@ -81,7 +83,9 @@ def test_npz_rows_are_matched_by_name(tmp_path, animals, fruits, capsys):
     # one file for two datasets; a dataset with no named row is skipped when several are asked for
     both = np.concatenate([x, embeddings_for(120, seed=2)])
     np.savez(tmp_path / "both.npz", embeddings=both, names=np.array(animals.stimuli + fruits.stimuli))
-    records = run_json(capsys, "--embeddings", str(tmp_path / "both.npz"), "--human", "peterson:animals,peterson:fruits", *common[2:])
+    records = run_json(
+        capsys, "--embeddings", str(tmp_path / "both.npz"), "--human", "peterson:animals,peterson:fruits", *common[2:]
+    )
     assert [r["dataset"] for r in records] == ["peterson:animals"] * 3 + ["peterson:fruits"] * 3
     records = run_json(capsys, "--embeddings", str(tmp_path / "shuffled.npz"), "--human", "peterson", *common[2:])
     assert {r["dataset"] for r in records} == {"peterson:animals"}
@@ -89,11 +93,30 @@ def test_npz_rows_are_matched_by_name(tmp_path, animals, fruits, capsys):
 
 def test_table_and_csv_formats(tmp_path, capsys):
     np.save(tmp_path / "emb.npy", embeddings_for(120))
-    assert main(["align", "--embeddings", str(tmp_path / "emb.npy"), "--human", "peterson:fruits", "--bootstrap", "5"]) == 0
+    assert (
+        main(["align", "--embeddings", str(tmp_path / "emb.npy"), "--human", "peterson:fruits", "--bootstrap", "5"])
+        == 0
+    )
     table = capsys.readouterr().out
     assert "peterson:fruits" in table and "triplet" in table and "similarity=cosine" in table
-    assert main(["align", "--embeddings", str(tmp_path / "emb.npy"), "--human", "peterson:fruits", "--format", "csv",
-                 "--bootstrap", "5", "--similarity", "neg_euclidean"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "align",
+                "--embeddings",
+                str(tmp_path / "emb.npy"),
+                "--human",
+                "peterson:fruits",
+                "--format",
+                "csv",
+                "--bootstrap",
+                "5",
+                "--similarity",
+                "neg_euclidean",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "dataset,metric,similarity,value,ci_low,ci_high,n_stimuli,n_missing_pairs"
     assert len(lines) == 4 and all(",neg_euclidean," in line for line in lines[1:])
@@ -114,7 +137,9 @@ def test_judgment_dataset_scores_triplet_accuracy(tmp_path, animals, capsys):
     folder = tmp_path / "peterson-triplets"
     folder.mkdir()
     (folder / "judgments.csv").write_text("anchor,positive,negative\n" + "\n".join(rows) + "\n")
-    (folder / "repalign.json").write_text(json.dumps({"name": "animals-triplets", "stimuli": list(names), "triplets": "judgments.csv"}))
+    (folder / "repalign.json").write_text(
+        json.dumps({"name": "animals-triplets", "stimuli": list(names), "triplets": "judgments.csv"})
+    )
     x = embeddings_for(n, seed=3)
     np.save(tmp_path / "emb.npy", x)
     (record,) = run_json(capsys, "--embeddings", str(tmp_path / "emb.npy"), "--human", str(folder), "--bootstrap", "30")

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from repalign import data as registry
 from repalign.cli import main
-from repalign.data import registry
-from repalign.data.registry import ArchiveSpec, DatasetSpec, FileSpec
+from repalign.data import ArchiveSpec, DatasetSpec, FileSpec
 from repalign.errors import ChecksumError, InputError, MissingDataError, UnknownNameError
 
 
@@ -100,8 +100,14 @@ def register(monkeypatch):
 
 def _spec(name: str, files, *, mirror_path: str | None = "toy", archive=None) -> DatasetSpec:
     return DatasetSpec(
-        name, "toy dataset", license="MIT", citation="none", homepage="http://example.invalid",
-        mirror_path=mirror_path, files=tuple(files), archive=archive,
+        name,
+        "toy dataset",
+        license="MIT",
+        citation="none",
+        homepage="http://example.invalid",
+        mirror_path=mirror_path,
+        files=tuple(files),
+        archive=archive,
     )
 
 
@@ -157,7 +163,12 @@ def test_gzip_is_verified_by_content_hash_not_wrapper_bytes(homes, server, regis
     mirror_gz = gzip.compress(content, mtime=0)
     assert upstream_gz != mirror_gz
     url = server.put("x-idx1-ubyte.gz", upstream_gz)
-    register(_spec("toy-gz", [FileSpec("x-idx1-ubyte.gz", sha256=sha256(mirror_gz), content_sha256=sha256(content), urls=(url,))]))
+    register(
+        _spec(
+            "toy-gz",
+            [FileSpec("x-idx1-ubyte.gz", sha256=sha256(mirror_gz), content_sha256=sha256(content), urls=(url,))],
+        )
+    )
 
     path = registry.fetch_file("toy-gz", "x-idx1-ubyte.gz", progress=False)
     assert gzip.decompress(path.read_bytes()) == content
@@ -197,7 +208,9 @@ def test_offline_and_missing_gives_one_clear_error(homes, register):
             [FileSpec(f"f{i}.txt", sha256=sha256(b"x"), urls=(f"{dead}/f{i}.txt",)) for i in range(5)],
         )
     )
-    with pytest.raises(MissingDataError, match=r"5 of 5 file\(s\) not available \(f0\.txt, f1\.txt, f2\.txt and 2 more") as err:
+    with pytest.raises(
+        MissingDataError, match=r"5 of 5 file\(s\) not available \(f0\.txt, f1\.txt, f2\.txt and 2 more"
+    ) as err:
         registry.fetch("toy-offline", progress=False)
     message = str(err.value)
     assert "REPALIGN_MIRROR" in message and str(home / "toy-offline") in message
@@ -238,7 +251,7 @@ def test_corrupt_mirror_file_is_never_used(homes, server, register, caplog):
     # With an upstream copy as well, the download replaces the corrupt mirror file -- after logging it.
     url = server.put("c.txt", payload)
     register(_spec("toy-corrupt-mirror2", [FileSpec("c.txt", sha256=sha256(payload), urls=(url,))]))
-    with caplog.at_level(logging.ERROR, logger="repalign.data.registry"):
+    with caplog.at_level(logging.ERROR, logger="repalign.data"):
         path = registry.fetch_file("toy-corrupt-mirror2", "c.txt", progress=False)
     assert path.read_bytes() == payload
     assert "mirror file" in caplog.text
@@ -257,7 +270,7 @@ def test_corrupt_file_in_data_home_is_reported_then_replaced(homes, register, ca
     assert [(r["file"], r["status"]) for r in records] == [("g.bin", "corrupt")]
     assert path.read_bytes() == b"bit rot", "verify reports; it never replaces"
 
-    with caplog.at_level(logging.WARNING, logger="repalign.data.registry"):
+    with caplog.at_level(logging.WARNING, logger="repalign.data"):
         registry.fetch("toy-home", progress=False)
     assert "in the data home is corrupt" in caplog.text
     assert path.read_bytes() == payload
@@ -283,13 +296,15 @@ def test_verification_stamp_avoids_rehashing_until_the_file_changes(homes, regis
     registry.fetch("toy-stamp")
 
     calls = Counter()
-    real = registry.sha256_file
+    from repalign.data import _checksums  # where files are hashed
+
+    real = _checksums.sha256_file
 
     def counting(path, **kwargs):
         calls[Path(path).name] += 1
         return real(path, **kwargs)
 
-    monkeypatch.setattr(registry, "sha256_file", counting)
+    monkeypatch.setattr(_checksums, "sha256_file", counting)
     registry.fetch("toy-stamp")
     assert calls["s.bin"] == 0, "unchanged file (same size and mtime) must not be hashed again"
     os.utime(home / "toy-stamp" / "s.bin", ns=(1, 1))
@@ -330,8 +345,11 @@ def test_fetch_file_fetches_only_that_file(homes, server, register):
 def _cifar_like_tarball(folder: str = "cifar-10-batches-py") -> bytes:
     """A small tarball in CIFAR's python format: pickled dicts with byte-string keys."""
     rng = np.random.default_rng(0)
-    batch = {b"data": rng.integers(0, 256, size=(6, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 0, 1, 2],
-             b"batch_label": b"testing batch 1 of 1"}
+    batch = {
+        b"data": rng.integers(0, 256, size=(6, 3072), dtype=np.uint8),
+        b"labels": [0, 1, 2, 0, 1, 2],
+        b"batch_label": b"testing batch 1 of 1",
+    }
     meta = {b"label_names": [b"airplane", b"automobile", b"bird"], b"num_vis": 3072}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -344,8 +362,13 @@ def _cifar_like_tarball(folder: str = "cifar-10-batches-py") -> bytes:
 
 
 def _archive_spec(name: str, data: bytes, url: str, **overrides) -> DatasetSpec:
-    fields = dict(sha256=sha256(data), md5=hashlib.md5(data).hexdigest(), size=len(data),
-                  extract_to="cifar-10-batches-py", urls=(url,))
+    fields = dict(
+        sha256=sha256(data),
+        md5=hashlib.md5(data).hexdigest(),
+        size=len(data),
+        extract_to="cifar-10-batches-py",
+        urls=(url,),
+    )
     fields.update(overrides)
     return _spec(name, (), archive=ArchiveSpec("cifar-10-python.tar.gz", **fields))
 
@@ -384,9 +407,11 @@ def test_archive_checksum_is_checked_before_extraction(homes, server, register):
 
 @pytest.mark.parametrize(
     "member, kind, match",
-    [("../escaped.txt", tarfile.REGTYPE, "points outside its folder"),
-     ("/tmp/absolute.txt", tarfile.REGTYPE, "points outside its folder"),
-     ("cifar-10-batches-py/link", tarfile.SYMTYPE, "is a link or special file")],
+    [
+        ("../escaped.txt", tarfile.REGTYPE, "points outside its folder"),
+        ("/tmp/absolute.txt", tarfile.REGTYPE, "points outside its folder"),
+        ("cifar-10-batches-py/link", tarfile.SYMTYPE, "is a link or special file"),
+    ],
 )
 def test_unsafe_archive_members_are_refused(homes, server, register, member, kind, match):
     home, _ = homes
@@ -427,9 +452,18 @@ def test_spec_validation_errors():
 
 def test_builtin_registry_has_the_architecture_names_and_provenance():
     expected = {
-        "peterson-similarity", "peterson-images-animals", "peterson-images-fruits", "mnist", "fashion_mnist",
-        "cifar10", "cifar100", "timm-results-2022-07-27", "timm-results-2025-10-30", "paper-models",
-        "coral-tflite", "cifar10-resnet",
+        "peterson-similarity",
+        "peterson-images-animals",
+        "peterson-images-fruits",
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "timm-results-2022-07-27",
+        "timm-results-2025-10-30",
+        "paper-models",
+        "coral-tflite",
+        "cifar10-resnet",
     }
     assert expected <= set(registry.list_datasets())
     for name in expected:
@@ -450,12 +484,21 @@ def test_builtin_registry_has_the_architecture_names_and_provenance():
 def test_bundled_checksums_agree_with_the_mirror_readme():
     """Independent oracle: the checksums printed in ../shared/data/README.md."""
     files = {(name, f.relpath): f for name, spec in registry.DATASETS.items() for f in spec.files}
-    assert files["peterson-similarity", "similarity.npz"].sha256 == "f44bf61e9a778b2552e222b68723af9fc039b6d950c577ee69371401360379ac"
+    assert (
+        files["peterson-similarity", "similarity.npz"].sha256
+        == "f44bf61e9a778b2552e222b68723af9fc039b6d950c577ee69371401360379ac"
+    )
     readme_content = {
         ("mnist", "train-images-idx3-ubyte.gz"): "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
         ("mnist", "t10k-labels-idx1-ubyte.gz"): "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        ("fashion_mnist", "train-images-idx3-ubyte.gz"): "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        ("fashion_mnist", "t10k-labels-idx1-ubyte.gz"): "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        (
+            "fashion_mnist",
+            "train-images-idx3-ubyte.gz",
+        ): "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        (
+            "fashion_mnist",
+            "t10k-labels-idx1-ubyte.gz",
+        ): "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
     }
     for key, value in readme_content.items():
         assert files[key].content_sha256 == value, key

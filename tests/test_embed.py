@@ -15,8 +15,6 @@ import pytest
 import torch
 from PIL import Image
 
-from repalign import embed
-from repalign.cache import EmbeddingCache
 from repalign.data.images import ArrayImageSet, FileImageSet, SubsetImageSet
 from repalign.embed import (
     embedding_cache_key,
@@ -24,6 +22,8 @@ from repalign.embed import (
     is_cached,
     resolve_device,
 )
+from repalign.embed import engine as embed
+from repalign.embed.cache import EmbeddingCache
 from repalign.errors import (
     InputError,
     MissingDataError,
@@ -635,7 +635,7 @@ def test_importing_engine_and_cli_does_not_import_torch():
     import sys
 
     code = (
-        "import sys, repalign.embed, repalign.cache, repalign.cli.embed, repalign.cli.cache;"
+        "import sys, repalign.embed, repalign.embed.cache, repalign.cli.embed, repalign.cli.cache;"
         "from repalign.cli import build_parser; build_parser().parse_args(['cache', 'list']);"
         "print('torch' in sys.modules)"
     )
@@ -703,8 +703,9 @@ class NumpyProjectionHandle(ModelHandle):
 def numpy_oracle(handle: NumpyProjectionHandle, images) -> np.ndarray:
     """Image by image, outside the engine."""
     transform = ResizeToUint8(handle.size)
-    return np.stack([transform(images.load(i)).reshape(-1).astype(np.float32) @ handle.weights
-                     for i in range(len(images))])
+    return np.stack(
+        [transform(images.load(i)).reshape(-1).astype(np.float32) @ handle.weights for i in range(len(images))]
+    )
 
 
 @pytest.fixture

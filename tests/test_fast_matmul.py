@@ -6,14 +6,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from repalign._fast_matmul import (  # noqa: E402
+from repalign.errors import InputError  # noqa: E402
+from repalign.fewshot import HeadSettings  # noqa: E402
+from repalign.fewshot._fast_matmul import (  # noqa: E402
     _onednn_float32_is_exact,
     fast_float32_matmul,
     mlp_matmul_dtype,
     native_bfloat16,
 )
-from repalign.errors import InputError  # noqa: E402
-from repalign.fewshot import HeadSettings  # noqa: E402
 
 CPU = torch.device("cpu")
 

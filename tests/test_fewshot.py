@@ -75,9 +75,7 @@ def test_eval_cap_keeps_eval_sets_fixed_across_shots(rng):
 @pytest.mark.parametrize("suffix", [".json", ".npz"])
 def test_manifest_round_trip(tmp_path, suffix):
     labels = np.repeat(np.arange(3), 12)
-    manifest = make_splits(
-        labels, shots=(1, 4), seeds=2, max_eval_per_class=5, dataset="toy"
-    )
+    manifest = make_splits(labels, shots=(1, 4), seeds=2, max_eval_per_class=5, dataset="toy")
     path = manifest.save(tmp_path / f"splits{suffix}")
     loaded = SplitManifest.load(path)
     assert loaded.dataset == "toy" and loaded.max_eval_per_class == 5
@@ -110,9 +108,7 @@ def test_manifest_refuses_other_labels_and_leaky_files(tmp_path):
 
 def test_split_errors_name_the_problem():
     labels = np.array([0] * 10 + [1] * 4 + [2] * 10)
-    with pytest.raises(
-        InputError, match=r"Class 'dog' has only 4 examples, but shots=5 needs 6"
-    ):
+    with pytest.raises(InputError, match=r"Class 'dog' has only 4 examples, but shots=5 needs 6"):
         make_splits(labels, shots=(1, 5), seeds=1, class_names=["cat", "dog", "emu"])
     with pytest.raises(InputError, match="at least 2 classes"):
         make_splits(np.zeros(20, dtype=int), shots=1)
@@ -144,16 +140,14 @@ def test_linear_head_solver_matches_sklearn_coefficients(rng):
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from repalign._fewshot_linear import fit_logistic_lbfgs
+    from repalign.fewshot._linear import fit_logistic_lbfgs
 
     tasks = [blobs(rng, n_classes=4, per_class=15, dim=6, spread=2.0) for _ in range(3)]
     x = torch.tensor(np.stack([t[0] for t in tasks]), dtype=torch.float64)
     y = torch.tensor(np.stack([t[1] for t in tasks]))
     weight, bias = fit_logistic_lbfgs(x, y, 4, HeadSettings(C=0.5, tol=1e-9))
     for i, (features, labels) in enumerate(tasks):
-        reference = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(
-            features.astype(np.float64), labels
-        )
+        reference = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(features.astype(np.float64), labels)
         np.testing.assert_allclose(weight[i].numpy().T, reference.coef_, atol=1e-5)
         # Intercepts are defined up to a shared constant.
         np.testing.assert_allclose(
@@ -170,8 +164,8 @@ def test_linear_head_in_the_span_of_few_examples_equals_the_full_solve(rng, monk
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from repalign import _fewshot_linear
-    from repalign._fewshot_linear import fit_logistic_lbfgs
+    from repalign.fewshot import _linear as _fewshot_linear
+    from repalign.fewshot._linear import fit_logistic_lbfgs
 
     tasks = [blobs(rng, n_classes=4, per_class=3, dim=40, spread=1.5) for _ in range(3)]
     x = torch.tensor(np.stack([t[0] for t in tasks]), dtype=torch.float64)
@@ -188,9 +182,7 @@ def test_linear_head_in_the_span_of_few_examples_equals_the_full_solve(rng, monk
     torch.testing.assert_close(weight, full_weight, rtol=0, atol=1e-7)
     torch.testing.assert_close(bias, full_bias, rtol=0, atol=1e-7)
     for i, (features, labels) in enumerate(tasks):
-        reference = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(
-            features.astype(np.float64), labels
-        )
+        reference = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(features.astype(np.float64), labels)
         np.testing.assert_allclose(weight[i].numpy().T, reference.coef_, atol=1e-6)
 
     # At a loose tolerance both stop at the first iterate whose largest gradient entry, in
@@ -203,9 +195,7 @@ def test_linear_head_in_the_span_of_few_examples_equals_the_full_solve(rng, monk
     torch.testing.assert_close(weight, full_weight, rtol=0, atol=1e-9)
 
 
-def test_tasks_the_span_solve_leaves_short_finish_in_the_original_coordinates(
-    rng, monkeypatch
-):
+def test_tasks_the_span_solve_leaves_short_finish_in_the_original_coordinates(rng, monkeypatch):
     """When the solve in the span of the examples stops above tol (simulated: it may take
     only 3 iterations), the task continues in the original coordinates from where it stopped
     and reaches the full solve's optimum, without a warning."""
@@ -213,8 +203,8 @@ def test_tasks_the_span_solve_leaves_short_finish_in_the_original_coordinates(
 
     import torch
 
-    from repalign import _fewshot_linear
-    from repalign._fewshot_linear import fit_logistic_lbfgs
+    from repalign.fewshot import _linear as _fewshot_linear
+    from repalign.fewshot._linear import fit_logistic_lbfgs
 
     tasks = [blobs(rng, n_classes=4, per_class=3, dim=40, spread=1.5) for _ in range(2)]
     x = torch.tensor(np.stack([t[0] for t in tasks]), dtype=torch.float64)
@@ -246,39 +236,27 @@ def test_linear_head_accuracy_matches_sklearn_on_the_same_splits(rng):
     features, labels = blobs(rng, n_classes=6, per_class=60, dim=30, spread=3.0)
     features[:, 3] = 1.5  # a constant column: must not break standardization
     manifest = make_splits(labels, shots=(2, 10, 30), seeds=2)
-    ours = evaluate_fewshot(
-        features, labels, heads="linear", splits=manifest, per_seed=True
-    )
+    ours = evaluate_fewshot(features, labels, heads="linear", splits=manifest, per_seed=True)
     for row in ours.itertuples():
         split = manifest.split(row.seed, row.shots)
         scaler = StandardScaler().fit(features[split.train])
         model = LogisticRegression(C=1.0, tol=1e-6, max_iter=5000).fit(
             scaler.transform(features[split.train]), labels[split.train]
         )
-        reference = model.score(
-            scaler.transform(features[split.eval]), labels[split.eval]
-        )
+        reference = model.score(scaler.transform(features[split.eval]), labels[split.eval])
         assert abs(row.accuracy - reference) <= 0.005, (row, reference)
 
 
 @pytest.mark.parametrize("head", ["linear", "mlp1", "mlp2"])
 def test_separable_data_is_learned_and_shuffled_labels_are_at_chance(rng, head):
     n_classes = 4
-    features, labels = blobs(
-        rng, n_classes=n_classes, per_class=60, dim=32, spread=0.05
-    )
-    result = evaluate_fewshot(
-        features, labels, heads=head, shots=5, seeds=2
-    )  # default settings
+    features, labels = blobs(rng, n_classes=n_classes, per_class=60, dim=32, spread=0.05)
+    result = evaluate_fewshot(features, labels, heads=head, shots=5, seeds=2)  # default settings
     assert result.accuracy.iloc[0] >= 0.99
     # Labels shuffled against their features: nothing to learn, accuracy at chance.
-    features, labels = blobs(
-        rng, n_classes=n_classes, per_class=250, dim=16, spread=0.05
-    )
+    features, labels = blobs(rng, n_classes=n_classes, per_class=250, dim=16, spread=0.05)
     shuffled = rng.permutation(labels)
-    chance = evaluate_fewshot(
-        features, shuffled, heads=head, shots=10, seeds=3, settings=FAST
-    )
+    chance = evaluate_fewshot(features, shuffled, heads=head, shots=10, seeds=3, settings=FAST)
     assert abs(chance.accuracy.iloc[0] - 1 / n_classes) < 0.04
 
 
@@ -297,9 +275,7 @@ def test_results_are_deterministic_and_independent_of_batching(rng):
     # One seed alone (a batch of one task) reproduces the cell computed inside a batch of three.
     alone = evaluate_fewshot(features, labels, **{**kwargs, "seeds": [1], "shots": 5})
     for row in alone.itertuples():
-        batched = first[
-            (first["head"] == row.head) & (first.shots == 5) & (first.seed == 1)
-        ].accuracy.item()
+        batched = first[(first["head"] == row.head) & (first.shots == 5) & (first.seed == 1)].accuracy.item()
         assert row.accuracy == pytest.approx(batched, abs=1.5 / 117)
 
 
@@ -309,9 +285,7 @@ def test_feature_subset_gives_the_same_numbers(rng):
     used = manifest.used_indices()
     assert len(used) < len(labels)
     full = evaluate_fewshot(features, labels, splits=manifest, heads="linear")
-    subset = evaluate_fewshot(
-        features[used], labels, splits=manifest, heads="linear", feature_indices=used
-    )
+    subset = evaluate_fewshot(features[used], labels, splits=manifest, heads="linear", feature_indices=used)
     assert full.equals(subset)
     with pytest.raises(InputError, match="does not cover"):
         evaluate_fewshot(
@@ -343,14 +317,8 @@ def test_result_columns(rng):
         "ci_low",
         "ci_high",
     ]
-    assert (
-        len(result) == 4
-        and set(result.dataset) == {"toy"}
-        and set(result.n_seeds) == {2}
-    )
-    assert (
-        (result.ci_low <= result.accuracy) & (result.accuracy <= result.ci_high)
-    ).all()
+    assert len(result) == 4 and set(result.dataset) == {"toy"} and set(result.n_seeds) == {2}
+    assert ((result.ci_low <= result.accuracy) & (result.accuracy <= result.ci_high)).all()
 
 
 # -------------------------------------------------------------------------------- bad input
@@ -358,9 +326,7 @@ def test_result_columns(rng):
 
 def test_bad_input_errors(rng):
     features, labels = blobs(rng, n_classes=3, per_class=10, dim=4)
-    with pytest.raises(
-        InputError, match="10 feature rows but 9 labels|30 feature rows but 29 labels"
-    ):
+    with pytest.raises(InputError, match="10 feature rows but 9 labels|30 feature rows but 29 labels"):
         evaluate_fewshot(features, labels[:-1])
     with pytest.raises(InputError, match="at least 2 classes"):
         evaluate_fewshot(features, np.zeros(len(features), dtype=int))
@@ -387,15 +353,13 @@ def test_bad_input_errors(rng):
 def test_linear_head_reports_non_convergence(rng, caplog):
     import torch
 
-    from repalign._fewshot_linear import fit_logistic_lbfgs
+    from repalign.fewshot._linear import fit_logistic_lbfgs
 
     features, labels = blobs(rng, n_classes=3, per_class=10, dim=5, spread=1.0)
     x = torch.tensor(features)[None].repeat(2, 1, 1)
     y = torch.tensor(labels)[None].repeat(2, 1)
-    with caplog.at_level("WARNING", logger="repalign._fewshot_linear"):
+    with caplog.at_level("WARNING", logger="repalign.fewshot._linear"):
         weight, _bias = fit_logistic_lbfgs(x, y, 3, HeadSettings(max_iter=2, tol=1e-12))
     assert "L-BFGS stopped after 2 iterations" in caplog.text
     assert torch.isfinite(weight).all() and weight.abs().sum() > 0
-    assert torch.equal(
-        weight[0], weight[1]
-    )  # identical tasks, identical batched results
+    assert torch.equal(weight[0], weight[1])  # identical tasks, identical batched results

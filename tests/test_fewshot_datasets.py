@@ -27,9 +27,7 @@ def _cifar_rows(rng, n):
 
 def _dump(path, obj):
     with open(path, "wb") as handle:
-        pickle.dump(
-            obj, handle, protocol=2
-        )  # the official tarballs are protocol-2 pickles
+        pickle.dump(obj, handle, protocol=2)  # the official tarballs are protocol-2 pickles
 
 
 def write_cifar10(root, rng, *, per_batch=6):
@@ -42,8 +40,15 @@ def write_cifar10(root, rng, *, per_batch=6):
     )
     images, rows = _cifar_rows(rng, per_batch)
     labels = [i % 3 for i in range(per_batch)]
-    _dump(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"data": rows, b"labels": labels,
-                                  b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)]})  # fmt: skip
+    _dump(
+        folder / "test_batch",
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"data": rows,
+            b"labels": labels,
+            b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)],
+        },
+    )
     train = []
     for b in range(1, 6):
         batch_images, batch_rows = _cifar_rows(rng, per_batch)
@@ -163,9 +168,7 @@ def test_idx_folder_and_errors(tmp_path, rng):
     assert np.array_equal(read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), images)
     data = load_fewshot_dataset(tmp_path)
     assert data.class_names == ("0", "1", "2") and np.array_equal(data.labels, labels)
-    assert (
-        data.images.load(3).mode == "RGB"
-    )  # grayscale digits become RGB for RGB models
+    assert data.images.load(3).mode == "RGB"  # grayscale digits become RGB for RGB models
     assert np.array_equal(np.asarray(data.images.load(3))[..., 1], images[3])
 
     bad = tmp_path / "bad.gz"
@@ -192,9 +195,7 @@ def test_image_folder(tmp_path):
     for name, shade in (("cats", 40), ("dogs", 200)):
         (tmp_path / "pets" / name).mkdir(parents=True)
         for i in range(3):
-            Image.new("L", (6, 5), shade + i).save(
-                tmp_path / "pets" / name / f"{i}.png"
-            )
+            Image.new("L", (6, 5), shade + i).save(tmp_path / "pets" / name / f"{i}.png")
     data = load_fewshot_dataset(tmp_path / "pets")
     assert data.name == "pets" and data.class_names == ("cats", "dogs")
     assert np.array_equal(data.labels, [0, 0, 0, 1, 1, 1])
@@ -230,11 +231,6 @@ def test_real_mnist_and_fashion_mnist(mirror):
     fashion = load_fewshot_dataset("fashion_mnist")
     assert np.array_equal(np.bincount(fashion.labels), [1000] * 10)
     assert fashion.class_names[9] == "Ankle boot"
-    assert (
-        fashion.images.load(0).size == (28, 28) and fashion.images.load(0).mode == "RGB"
-    )
+    assert fashion.images.load(0).size == (28, 28) and fashion.images.load(0).mode == "RGB"
     train = load_fewshot_dataset("mnist", split="train")
-    assert (
-        train.images.images.shape == (60000, 28, 28)
-        and len(np.unique(train.labels)) == 10
-    )
+    assert train.images.images.shape == (60000, 28, 28) and len(np.unique(train.labels)) == 10

@@ -15,7 +15,6 @@ log = logging.getLogger(__name__)
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 
-
 def test_pixels_on_mnist_matches_published_range_and_sklearn(mirror):
     """A linear probe on raw pixels with 10 examples per class: the published pixel baseline
     is about 70-80%; scikit-learn on the same splits and features agrees within 0.5 points."""
@@ -28,13 +27,12 @@ def test_pixels_on_mnist_matches_published_range_and_sklearn(mirror):
     from repalign.fewshot import evaluate_fewshot, make_splits
 
     data = load_fewshot_dataset("mnist")
-    manifest = make_splits(
-        data.labels, shots=10, seeds=3, max_eval_per_class=150, dataset="mnist"
-    )
+    manifest = make_splits(data.labels, shots=10, seeds=3, max_eval_per_class=150, dataset="mnist")
     used = manifest.used_indices()
     features = extract_embeddings("pixels", SubsetImageSet(data.images, used))
-    result = evaluate_fewshot(features, data.labels, heads="linear", splits=manifest, per_seed=True,
-                              feature_indices=used, dataset="mnist")  # fmt: skip
+    result = evaluate_fewshot(
+        features, data.labels, heads="linear", splits=manifest, per_seed=True, feature_indices=used, dataset="mnist"
+    )
     row_of = {int(i): r for r, i in enumerate(used)}
     for row in result.itertuples():
         split = manifest.split(row.seed, 10)
@@ -65,9 +63,7 @@ def test_imagenet_tflite_model_beats_pixels_on_fashion_mnist(mirror):
     from repalign.fewshot import make_splits, run_fewshot
 
     data = load_fewshot_dataset("fashion_mnist")
-    manifest = make_splits(
-        data.labels, shots=(1, 5), seeds=3, max_eval_per_class=20, dataset=data.name
-    )
+    manifest = make_splits(data.labels, shots=(1, 5), seeds=3, max_eval_per_class=20, dataset=data.name)
     kwargs = {"heads": "linear", "splits": manifest, "num_workers": 0}
     tflite = run_fewshot("tflite:mobilenet_v2_1.0_224_quant", "fashion_mnist", **kwargs)
     pixels = run_fewshot("pixels", "fashion_mnist", **kwargs)
@@ -82,8 +78,7 @@ def test_imagenet_tflite_model_beats_pixels_on_fashion_mnist(mirror):
         )
         assert ours > baseline
     assert (
-        set(tflite.model_id) == {"tflite:mobilenet_v2_1.0_224_quant"}
-        or tflite.model_id.str.startswith("tflite:").all()
+        set(tflite.model_id) == {"tflite:mobilenet_v2_1.0_224_quant"} or tflite.model_id.str.startswith("tflite:").all()
     )
 
 
@@ -94,12 +89,8 @@ def test_run_fewshot_embeds_only_the_images_the_splits_use(mirror):
     from repalign.fewshot import make_splits, run_fewshot
 
     data = load_fewshot_dataset("mnist")
-    manifest = make_splits(
-        data.labels, shots=(1, 3), seeds=2, max_eval_per_class=5, dataset="mnist"
-    )
-    result = run_fewshot(
-        "pixels", "mnist", heads=("linear", "mlp1"), splits=manifest, num_workers=0
-    )
+    manifest = make_splits(data.labels, shots=(1, 3), seeds=2, max_eval_per_class=5, dataset="mnist")
+    result = run_fewshot("pixels", "mnist", heads=("linear", "mlp1"), splits=manifest, num_workers=0)
     assert list(result.columns[:2]) == ["model", "model_id"] and len(result) == 4
     used = manifest.used_indices()
     assert len(used) <= 2 * 10 * (3 + 5)
@@ -107,17 +98,21 @@ def test_run_fewshot_embeds_only_the_images_the_splits_use(mirror):
     assert not is_cached("pixels", data.images)
 
 
-def test_linear_head_converges_where_the_span_solve_stalls_in_float32(
-    mirror, monkeypatch, caplog
-):
+def test_linear_head_converges_where_the_span_solve_stalls_in_float32(mirror, monkeypatch, caplog):
     """A real case (pixels, 1-shot Fashion-MNIST, seed 1) where float32 round-off stops the
     solve in the span of the 10 examples just above tol: that task finishes in the original
     coordinates, so every task converges, with the accuracies of the full-dimensional solve."""
-    from repalign import _fewshot_linear
+    from repalign.fewshot import _linear as _fewshot_linear
     from repalign.fewshot import run_fewshot
 
-    kwargs = {"shots": (1,), "heads": ("linear",), "seeds": 3, "max_eval_per_class": 50,
-              "per_seed": True, "num_workers": 0}  # fmt: skip
+    kwargs = {
+        "shots": (1,),
+        "heads": ("linear",),
+        "seeds": 3,
+        "max_eval_per_class": 50,
+        "per_seed": True,
+        "num_workers": 0,
+    }
     finished_late = []
     real_debug = _fewshot_linear.log.debug
 
@@ -127,7 +122,7 @@ def test_linear_head_converges_where_the_span_solve_stalls_in_float32(
         real_debug(message, *args)
 
     monkeypatch.setattr(_fewshot_linear.log, "debug", spy)
-    with caplog.at_level("WARNING", logger="repalign._fewshot_linear"):
+    with caplog.at_level("WARNING", logger="repalign.fewshot._linear"):
         span = run_fewshot("pixels", "fashion_mnist", **kwargs)
     # On the development machine seed 1 takes that path; other CPUs may round differently.
     assert set(finished_late) <= {1, 2, 3}
@@ -139,8 +134,22 @@ def test_linear_head_converges_where_the_span_solve_stalls_in_float32(
 
 def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
     splits = tmp_path / "splits.npz"
-    argv = ["fewshot", "pixels", "--dataset", "mnist", "--shots", "1,2", "--heads", "linear,mlp1", "--seeds", "2",
-            "--max-eval-per-class", "4", "--format", "json"]  # fmt: skip
+    argv = [
+        "fewshot",
+        "pixels",
+        "--dataset",
+        "mnist",
+        "--shots",
+        "1,2",
+        "--heads",
+        "linear,mlp1",
+        "--seeds",
+        "2",
+        "--max-eval-per-class",
+        "4",
+        "--format",
+        "json",
+    ]
     assert main([*argv, "--save-splits", str(splits)]) == 0
     records = json.loads(capsys.readouterr().out)
     assert len(records) == 4
@@ -161,18 +170,33 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
         ("mlp1", 1),
         ("mlp1", 2),
     }
-    assert all(
-        r["model"] == "pixels" and r["dataset"] == "mnist" and r["n_seeds"] == 2
-        for r in records
-    )
+    assert all(r["model"] == "pixels" and r["dataset"] == "mnist" and r["n_seeds"] == 2 for r in records)
     # The saved manifest reproduces the numbers exactly.
     assert main([*argv, "--splits", str(splits)]) == 0
     assert json.loads(capsys.readouterr().out) == records
-    assert main(["fewshot", "pixels", "--dataset", "mnist", "--format", "csv", "--shots", "1", "--heads", "linear",
-                 "--seeds", "2", "--max-eval-per-class", "3"]) == 0  # fmt: skip
     assert (
-        capsys.readouterr().out.splitlines()[0]
-        == "model,model_id,dataset,head,shots,n_seeds,accuracy,ci_low,ci_high"
+        main(
+            [
+                "fewshot",
+                "pixels",
+                "--dataset",
+                "mnist",
+                "--format",
+                "csv",
+                "--shots",
+                "1",
+                "--heads",
+                "linear",
+                "--seeds",
+                "2",
+                "--max-eval-per-class",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert (
+        capsys.readouterr().out.splitlines()[0] == "model,model_id,dataset,head,shots,n_seeds,accuracy,ci_low,ci_high"
     )
 
 

@@ -9,14 +9,14 @@ from scipy import stats
 
 torch = pytest.importorskip("torch")
 
-from repalign._fewshot_heads import HeadSettings, standardized_training_rows
-from repalign._fewshot_mlp import TaskDraws, dropout_multipliers, fit_mlp, init_mlp
-from repalign._fewshot_sparse import (
+from repalign.fewshot._dropout import (
     KeptInputs,
     draw_kept_positions,
     masked_dense,
     sparse_input_linear,
 )
+from repalign.fewshot._heads import HeadSettings, standardized_training_rows
+from repalign.fewshot._mlp import TaskDraws, dropout_multipliers, fit_mlp, init_mlp
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -47,9 +47,7 @@ def test_kept_positions_are_independent_bernoulli_coins(keep_prob):
     per_column = np.bincount(kept % 50, minlength=50)
     assert stats.chisquare(per_column).pvalue > 1e-3
     # Same generator state, same draw.
-    again = draw_kept_positions(
-        total, keep_prob, torch.Generator().manual_seed(3), "cpu"
-    )
+    again = draw_kept_positions(total, keep_prob, torch.Generator().manual_seed(3), "cpu")
     assert np.array_equal(again.numpy(), kept)
 
 
@@ -131,9 +129,7 @@ def _plain_loop_fit(head, x, y, n_classes, seed, settings):
     generator = torch.Generator().manual_seed(seed)
     layers = init_mlp(head, x.shape[1], n_classes, settings, generator, "cpu")
     params = [p.clone().requires_grad_(True) for layer in layers for p in layer]
-    optimizer = torch.optim.AdamW(
-        params, lr=settings.lr, weight_decay=settings.weight_decay
-    )
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     draws = TaskDraws(generator, len(x), x.shape[1], settings, "cpu")
     for _ in range(settings.n_steps):
         picked, kept = draws.next()
@@ -161,23 +157,17 @@ def _plain_loop_fit(head, x, y, n_classes, seed, settings):
         ("mlp1", 0, 70, "bfloat16"),
     ],
 )
-def test_batched_fit_equals_each_task_alone_and_a_plain_loop(
-    head, hidden, n_train, precision
-):
+def test_batched_fit_equals_each_task_alone_and_a_plain_loop(head, hidden, n_train, precision):
     """The batched training of 3 tasks gives each task the weights it gets alone, and (in
     float32) the weights of a plain per-fit float32 loop with dense masks, up to rounding.
     With bfloat16 products the weights stay close to the float32 loop's: their distance is
     a small fraction of how far training moved them."""
     n_classes = 70 if head == "mlp1" else 4  # mlp1 with 70 classes: the sparse path
-    settings = HeadSettings(
-        n_steps=25, hidden_width=hidden or 32, batch_size=32, mlp_precision=precision
-    )
+    settings = HeadSettings(n_steps=25, hidden_width=hidden or 32, batch_size=32, mlp_precision=precision)
     rng = np.random.default_rng(0)
     features = torch.as_tensor(rng.normal(size=(200, 24)).astype(np.float32))
     targets = torch.as_tensor(rng.integers(0, n_classes, size=200))
-    train_rows = torch.as_tensor(
-        np.stack([rng.choice(200, n_train, replace=False) for _ in range(3)])
-    )
+    train_rows = torch.as_tensor(np.stack([rng.choice(200, n_train, replace=False) for _ in range(3)]))
     seeds = [11, 12, 13]
 
     def fit(rows, task_seeds):
@@ -188,12 +178,8 @@ def test_batched_fit_equals_each_task_alone_and_a_plain_loop(
     for i in range(3):
         alone = fit(train_rows[i : i + 1], seeds[i : i + 1])
         x = standardized_training_rows(features, train_rows[i : i + 1])[0][0]
-        plain = _plain_loop_fit(
-            head, x, targets[train_rows[i]], n_classes, seeds[i], settings
-        )
-        initial = init_mlp(
-            head, 24, n_classes, settings, torch.Generator().manual_seed(seeds[i]), "cpu"
-        )
+        plain = _plain_loop_fit(head, x, targets[train_rows[i]], n_classes, seeds[i], settings)
+        initial = init_mlp(head, 24, n_classes, settings, torch.Generator().manual_seed(seeds[i]), "cpu")
         flat_plain = iter(plain)
         flat_initial = (p for layer in initial for p in layer)
         for (weight, bias), (weight_alone, bias_alone) in zip(batched, alone):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from repalign.data import registry
+from repalign import data as registry
+from repalign._io import sha256_file
 from repalign.data.human import (
     PETERSON_DOMAINS,
     HumanSimilarity,
@@ -111,7 +112,7 @@ def test_pickle_converted_to_npz_matches_the_registered_content_hash(mirror, tmp
     convert_peterson_pickle(pkl, npz)
     fspec = registry.DATASETS["peterson-similarity"].file("similarity.npz")
     assert registry.npz_content_sha256(npz) == fspec.content_sha256
-    assert registry.sha256_file(npz) != fspec.sha256, "different zip bytes; the content hash decides"
+    assert sha256_file(npz) != fspec.sha256, "different zip bytes; the content hash decides"
     assert registry.check_file(npz, fspec) is None
 
 
@@ -133,9 +134,21 @@ def test_peterson_similarity_downloads_from_a_served_upstream_pickle(mirror, tmp
         real = registry.DATASETS["peterson-similarity"].file("similarity.npz")
         url = f"http://127.0.0.1:{httpd.server_address[1]}/datasets_peterson.pkl"
         spec = registry.DatasetSpec(
-            "test-peterson-upstream", "upstream pickle", "none", "none", "none", mirror_path=None,
-            files=(registry.FileSpec("similarity.npz", sha256=real.sha256, content_sha256=real.content_sha256,
-                                     urls=(url,), convert=real.convert),),
+            "test-peterson-upstream",
+            "upstream pickle",
+            "none",
+            "none",
+            "none",
+            mirror_path=None,
+            files=(
+                registry.FileSpec(
+                    "similarity.npz",
+                    sha256=real.sha256,
+                    content_sha256=real.content_sha256,
+                    urls=(url,),
+                    convert=real.convert,
+                ),
+            ),
         )
         monkeypatch.setitem(registry.DATASETS, spec.name, spec)
         monkeypatch.setenv("REPALIGN_DATA_HOME", str(tmp_path / "home"))
@@ -226,7 +239,10 @@ def _dataset(tmp_path: Path, manifest: dict | str, *, images=True, fmt="toml", f
     elif fmt == "json":
         (root / "repalign.json").write_text(json.dumps(manifest))
     else:
-        lines = [f"{k} = {json.dumps(v)}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}" for k, v in manifest.items()]
+        lines = [
+            f"{k} = {json.dumps(v)}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
+            for k, v in manifest.items()
+        ]
         (root / "repalign.toml").write_text("\n".join(lines) + "\n")
     return root
 
@@ -241,8 +257,9 @@ def _csv(matrix: np.ndarray, names=None) -> str:
 
 def test_manifest_with_csv_matrix_names_in_header_and_images(tmp_path):
     sim = _similarity()
-    root = _dataset(tmp_path, {"name": "toy", "images": "images", "similarity": "sim.csv"},
-                    files={"sim.csv": _csv(sim, NAMES)})
+    root = _dataset(
+        tmp_path, {"name": "toy", "images": "images", "similarity": "sim.csv"}, files={"sim.csv": _csv(sim, NAMES)}
+    )
     (data,) = load_human(root)  # a folder holding the manifest
     assert isinstance(data, HumanSimilarity)
     assert data.name == "toy" and data.stimuli == tuple(NAMES)
@@ -281,8 +298,9 @@ def test_matrix_formats_give_the_same_dataset(tmp_path, fmt):
 def test_dissimilarity_is_declared_and_negated(tmp_path):
     points = np.array([[0.0], [1.0], [3.0], [7.0]])
     distances = np.abs(points - points.T)
-    root = _dataset(tmp_path, {"dissimilarity": "d.npy", "stimuli": NAMES}, images=False, fmt="json",
-                    files={"d.npy": distances})
+    root = _dataset(
+        tmp_path, {"dissimilarity": "d.npy", "stimuli": NAMES}, images=False, fmt="json", files={"d.npy": distances}
+    )
     (data,) = load_human(root)
     np.testing.assert_array_equal(data.similarity, -distances)
     assert data.similarity[0, 1] > data.similarity[0, 3], "closer = more similar"
@@ -303,8 +321,9 @@ def test_nan_entries_are_kept_as_missing_pairs_and_counted(tmp_path):
 def test_symmetrize_option_averages_the_two_triangles(tmp_path):
     sim = _similarity()
     sim[0, 1] += 0.5
-    root = _dataset(tmp_path, {"similarity": "s.npy", "stimuli": NAMES, "symmetrize": True}, images=False,
-                    files={"s.npy": sim})
+    root = _dataset(
+        tmp_path, {"similarity": "s.npy", "stimuli": NAMES, "symmetrize": True}, images=False, files={"s.npy": sim}
+    )
     (data,) = load_human(root)
     assert data.similarity[0, 1] == data.similarity[1, 0] == pytest.approx((sim[0, 1] + sim[1, 0]) / 2)
 
@@ -320,29 +339,37 @@ def test_triplet_judgments_anchor_form_over_an_image_folder(tmp_path):
     j = data.judgments
     assert j.kind == "triplet" and j.chance_level == 0.5
     idx = {n: i for i, n in enumerate(data.stimuli)}
-    assert list(zip(j.a, j.b, j.c)) == [(idx["cat.png"], idx["dog.png"], idx["owl.png"]),
-                                        (idx["fox.png"], idx["dog.png"], idx["cat.png"])]
+    assert list(zip(j.a, j.b, j.c)) == [
+        (idx["cat.png"], idx["dog.png"], idx["owl.png"]),
+        (idx["fox.png"], idx["dog.png"], idx["cat.png"]),
+    ]
     assert j.counts.tolist() == [3, 1]
 
 
 def test_triplet_judgments_odd_one_out_form_puts_the_odd_one_last(tmp_path):
     sim = _similarity()
-    root = _dataset(tmp_path, {"images": "images", "similarity": "s.npy", "stimuli": NAMES, "triplets": "o.csv"},
-                    files={"s.npy": sim, "o.csv": ODD})
+    root = _dataset(
+        tmp_path,
+        {"images": "images", "similarity": "s.npy", "stimuli": NAMES, "triplets": "o.csv"},
+        files={"s.npy": sim, "o.csv": ODD},
+    )
     (data,) = load_human(root)
     j = data.judgments
     assert j.kind == "odd_one_out" and j.chance_level == pytest.approx(1 / 3)
     idx = {n: i for i, n in enumerate(NAMES)}
     rows = [(int(a), int(b), int(c)) for a, b, c in zip(j.a, j.b, j.c)]
-    assert rows == [(idx["cat.png"], idx["dog.png"], idx["owl.png"]),
-                    (idx["dog.png"], idx["cat.png"], idx["fox.png"]),
-                    (idx["owl.png"], idx["dog.png"], idx["fox.png"])]
+    assert rows == [
+        (idx["cat.png"], idx["dog.png"], idx["owl.png"]),
+        (idx["dog.png"], idx["cat.png"], idx["fox.png"]),
+        (idx["owl.png"], idx["dog.png"], idx["fox.png"]),
+    ]
     assert j.counts.tolist() == [1, 1, 1]
 
 
 def test_judgment_only_dataset_without_images_takes_names_from_the_csv(tmp_path):
-    root = _dataset(tmp_path, {"triplets": "t.csv"}, images=False,
-                    files={"t.csv": "anchor,positive,negative\na,b,c\nd,c,a\n"})
+    root = _dataset(
+        tmp_path, {"triplets": "t.csv"}, images=False, files={"t.csv": "anchor,positive,negative\na,b,c\nd,c,a\n"}
+    )
     (data,) = load_human(root)
     assert data.stimuli == ("a", "b", "c", "d") and data.image_paths is None
 
@@ -360,10 +387,14 @@ def _bad(tmp_path, manifest, files=None, images=False, fmt="toml"):
         (np.ones((3, 4)), r"not square \(shape \(3, 4\)\)"),
         (np.eye(2), "only 2 stimuli; alignment needs at least 3"),
         (np.full((4, 4), 0.5), r"constant \(every pair = 0.5\)"),
-        (np.array([[1, 0.2, 0.3, 0.1], [0.9, 1, 0.4, 0.5], [0.3, 0.4, 1, 0.6], [0.1, 0.5, 0.6, 1]]),
-         r"not symmetric: \|S - S\^T\| reaches 0.7 at \(cat.png, dog.png\).*symmetrize = true"),
-        (np.where(np.eye(4, k=1, dtype=bool), np.nan, 1.0) + np.eye(4),
-         r"not symmetric: S\[cat.png, dog.png\] is missing but its mirror entry is not"),
+        (
+            np.array([[1, 0.2, 0.3, 0.1], [0.9, 1, 0.4, 0.5], [0.3, 0.4, 1, 0.6], [0.1, 0.5, 0.6, 1]]),
+            r"not symmetric: \|S - S\^T\| reaches 0.7 at \(cat.png, dog.png\).*symmetrize = true",
+        ),
+        (
+            np.where(np.eye(4, k=1, dtype=bool), np.nan, 1.0) + np.eye(4),
+            r"not symmetric: S\[cat.png, dog.png\] is missing but its mirror entry is not",
+        ),
         (np.full((4, 4), np.nan), "every stimulus pair is missing"),
         (np.array([[1, np.inf, 0, 0], [np.inf, 1, 0, 0], [0, 0, 1, 0.5], [0, 0, 0.5, 1]]), "infinite value at"),
     ],
@@ -387,49 +418,124 @@ def test_check_similarity_matrix_tolerance_is_relative():
 @pytest.mark.parametrize(
     "manifest, files, images, match",
     [
-        ({"similarity": "s.npy", "stimuli": ["a", "b", "a", "c"]}, {"s.npy": _similarity()}, False,
-         r"duplicate stimulus name\(s\): a"),
-        ({"similarity": "s.npy", "stimuli": ["a", "b", "c"]}, {"s.npy": _similarity()}, False,
-         r"3 stimulus names for a 4x4 matrix"),
-        ({"similarity": "s.npy", "stimuli": ["cat.png", "dog.png", "fox.png", "emu.png"], "images": "images"},
-         {"s.npy": _similarity()}, True, r"1 stimulus name\(s\) match no image file in the image folder: emu.png"),
+        (
+            {"similarity": "s.npy", "stimuli": ["a", "b", "a", "c"]},
+            {"s.npy": _similarity()},
+            False,
+            r"duplicate stimulus name\(s\): a",
+        ),
+        (
+            {"similarity": "s.npy", "stimuli": ["a", "b", "c"]},
+            {"s.npy": _similarity()},
+            False,
+            r"3 stimulus names for a 4x4 matrix",
+        ),
+        (
+            {"similarity": "s.npy", "stimuli": ["cat.png", "dog.png", "fox.png", "emu.png"], "images": "images"},
+            {"s.npy": _similarity()},
+            True,
+            r"1 stimulus name\(s\) match no image file in the image folder: emu.png",
+        ),
         ({"similarity": "s.npy"}, {"s.npy": _similarity()}, False, "no stimulus names: add 'stimuli'"),
-        ({"similarity": "s.npy", "dissimilarity": "s.npy", "stimuli": NAMES}, {"s.npy": _similarity()}, False,
-         "either 'similarity' or 'dissimilarity', not both"),
+        (
+            {"similarity": "s.npy", "dissimilarity": "s.npy", "stimuli": NAMES},
+            {"s.npy": _similarity()},
+            False,
+            "either 'similarity' or 'dissimilarity', not both",
+        ),
         ({"stimuli": NAMES}, {}, False, "needs 'similarity' or 'dissimilarity'.*and/or 'triplets'"),
-        ({"similarity": "s.npy", "stimuli": NAMES, "dissimilarty": "x"}, {"s.npy": _similarity()}, False,
-         "Unknown key 'dissimilarty'.*Did you mean: dissimilarity"),
-        ({"similarity": "s.npy", "stimuli": NAMES, "symmetrize": "yes"}, {"s.npy": _similarity()}, False,
-         "'symmetrize' must be bool, got 'yes'"),
-        ({"similarity": "s.csv", "stimuli": NAMES}, {"s.csv": "1,2,3,4\n2,1,x,4\n3,3,1,4\n4,4,4,1\n"}, False,
-         r"Non-numeric entry 'x' in s.csv at row 2, column 3"),
-        ({"similarity": "s.csv", "stimuli": NAMES}, {"s.csv": _csv(_similarity(), ["a", "b", "c", "d"])}, False,
-         "names in s.csv differ from the stimulus list"),
-        ({"similarity": "s.npy", "stimuli": NAMES}, {"s.npy": b"\x93NUMPY garbage"}, False,
-         r"Corrupt or unreadable .npy file"),
-        ({"similarity": "s.npz", "stimuli": NAMES}, {"s.npz": b"PK\x03\x04 not a zip"}, False,
-         r"Corrupt or unreadable .npz file"),
-        ({"similarity": "s.mat", "stimuli": NAMES}, {"s.mat": b"MATLAB 5.0 MAT-file" + b"\0" * 10}, False,
-         r"Corrupt or unreadable .mat file"),
-        ({"similarity": "s.npy", "stimuli": NAMES}, {"s.npy": np.array([{"a": 1}], dtype=object)}, False,
-         r"holds Python objects \(a pickle\)"),
+        (
+            {"similarity": "s.npy", "stimuli": NAMES, "dissimilarty": "x"},
+            {"s.npy": _similarity()},
+            False,
+            "Unknown key 'dissimilarty'.*Did you mean: dissimilarity",
+        ),
+        (
+            {"similarity": "s.npy", "stimuli": NAMES, "symmetrize": "yes"},
+            {"s.npy": _similarity()},
+            False,
+            "'symmetrize' must be bool, got 'yes'",
+        ),
+        (
+            {"similarity": "s.csv", "stimuli": NAMES},
+            {"s.csv": "1,2,3,4\n2,1,x,4\n3,3,1,4\n4,4,4,1\n"},
+            False,
+            r"Non-numeric entry 'x' in s.csv at row 2, column 3",
+        ),
+        (
+            {"similarity": "s.csv", "stimuli": NAMES},
+            {"s.csv": _csv(_similarity(), ["a", "b", "c", "d"])},
+            False,
+            "names in s.csv differ from the stimulus list",
+        ),
+        (
+            {"similarity": "s.npy", "stimuli": NAMES},
+            {"s.npy": b"\x93NUMPY garbage"},
+            False,
+            r"Corrupt or unreadable .npy file",
+        ),
+        (
+            {"similarity": "s.npz", "stimuli": NAMES},
+            {"s.npz": b"PK\x03\x04 not a zip"},
+            False,
+            r"Corrupt or unreadable .npz file",
+        ),
+        (
+            {"similarity": "s.mat", "stimuli": NAMES},
+            {"s.mat": b"MATLAB 5.0 MAT-file" + b"\0" * 10},
+            False,
+            r"Corrupt or unreadable .mat file",
+        ),
+        (
+            {"similarity": "s.npy", "stimuli": NAMES},
+            {"s.npy": np.array([{"a": 1}], dtype=object)},
+            False,
+            r"holds Python objects \(a pickle\)",
+        ),
         ({"similarity": "s.xlsx", "stimuli": NAMES}, {"s.xlsx": b"xx"}, False, "Unsupported matrix file type '.xlsx'"),
-        ({"similarity": "s.npy", "stimuli": "names.csv"}, {"s.npy": _similarity(), "names.csv": "label\na\nb\nc\nd\n"},
-         False, "needs a header with a 'name' column"),
-        ({"triplets": "t.csv", "images": "images"}, {"t.csv": "anchor,positive,negative\ncat,dog,emu\n"}, True,
-         r"Unknown stimulus name\(s\) in column 'negative' of t.csv: 'emu' \(line 2\)"),
-        ({"triplets": "t.csv", "images": "images"}, {"t.csv": "a,b,c\ncat,dog,owl\n"}, True,
-         "has columns a, b, c; expected 'anchor,positive,negative' or 'i,j,k,odd'"),
-        ({"triplets": "t.csv", "images": "images"}, {"t.csv": "i,j,k,odd\ncat,dog,owl,fox\n"}, True,
-         "line 2, 'odd' is not one of i, j, k"),
-        ({"triplets": "t.csv", "images": "images"}, {"t.csv": "anchor,positive,negative,count\ncat,dog,owl,0\n"}, True,
-         "line 2, count '0' is not a positive integer"),
-        ({"triplets": "t.csv", "images": "images"}, {"t.csv": "anchor,positive,negative\ncat,dog,cat\n"}, True,
-         "line 2, a triplet names the same stimulus twice"),
-        ({"triplets": "t.csv", "images": "images"}, {"t.csv": "anchor,positive,negative\n"}, True,
-         "has no judgments"),
-        ({"triplets": "t.csv"}, {"t.csv": "anchor,positive,negative\na,b,a\n"}, False,
-         "only 2 stimuli; alignment needs at least 3"),
+        (
+            {"similarity": "s.npy", "stimuli": "names.csv"},
+            {"s.npy": _similarity(), "names.csv": "label\na\nb\nc\nd\n"},
+            False,
+            "needs a header with a 'name' column",
+        ),
+        (
+            {"triplets": "t.csv", "images": "images"},
+            {"t.csv": "anchor,positive,negative\ncat,dog,emu\n"},
+            True,
+            r"Unknown stimulus name\(s\) in column 'negative' of t.csv: 'emu' \(line 2\)",
+        ),
+        (
+            {"triplets": "t.csv", "images": "images"},
+            {"t.csv": "a,b,c\ncat,dog,owl\n"},
+            True,
+            "has columns a, b, c; expected 'anchor,positive,negative' or 'i,j,k,odd'",
+        ),
+        (
+            {"triplets": "t.csv", "images": "images"},
+            {"t.csv": "i,j,k,odd\ncat,dog,owl,fox\n"},
+            True,
+            "line 2, 'odd' is not one of i, j, k",
+        ),
+        (
+            {"triplets": "t.csv", "images": "images"},
+            {"t.csv": "anchor,positive,negative,count\ncat,dog,owl,0\n"},
+            True,
+            "line 2, count '0' is not a positive integer",
+        ),
+        (
+            {"triplets": "t.csv", "images": "images"},
+            {"t.csv": "anchor,positive,negative\ncat,dog,cat\n"},
+            True,
+            "line 2, a triplet names the same stimulus twice",
+        ),
+        ({"triplets": "t.csv", "images": "images"}, {"t.csv": "anchor,positive,negative\n"}, True, "has no judgments"),
+        (
+            {"triplets": "t.csv"},
+            {"t.csv": "anchor,positive,negative\na,b,a\n"},
+            False,
+            "only 2 stimuli; alignment needs at least 3",
+        ),
     ],
 )
 def test_bad_user_datasets(tmp_path, manifest, files, images, match):
@@ -459,7 +565,9 @@ def test_missing_files_and_manifest_problems(tmp_path):
 
 def test_matlab_v73_files_get_a_conversion_hint(tmp_path):
     # A v7.3 header (HDF5-based MAT file): version 0x0200 at byte 124, 'IM' endian marker.
-    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .".ljust(116)
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .".ljust(
+        116
+    )
     header += b"\0" * 8 + (0x0200).to_bytes(2, "little") + b"IM"
     root = _bad(tmp_path, {"similarity": "s.mat", "stimuli": NAMES}, {"s.mat": header + b"\0" * 512})
     with pytest.raises(InputError, match=r"MATLAB v7.3 \(HDF5\) file.*-v7"):

@@ -58,7 +58,9 @@ def test_array_images_grayscale_to_rgb_and_fingerprints():
     gray = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     images = ArrayImageSet(gray)
     first = np.asarray(images.load(0))
-    assert first.shape == (3, 4, 3) and np.array_equal(first[..., 0], gray[0]) and np.array_equal(first[..., 2], gray[0])
+    assert (
+        first.shape == (3, 4, 3) and np.array_equal(first[..., 0], gray[0]) and np.array_equal(first[..., 2], gray[0])
+    )
     changed = gray.copy()
     changed[1, 0, 0] += 1
     assert ArrayImageSet(changed).fingerprint() != images.fingerprint()

@@ -29,8 +29,8 @@ def test_untrained_architecture_has_the_published_parameter_count(depth):
 def test_checkpoints_load_strictly_and_classify_the_test_images(mirror, depth):
     import torch
 
+    from repalign.data import fetch_file
     from repalign.data.images import decode_image
-    from repalign.data.registry import fetch_file
 
     handle = load_model(f"cifar_resnet:{depth}", device="cpu")  # strict: any key mismatch raises
     assert sum(p.numel() for p in handle.module.parameters()) == PUBLISHED_PARAMETERS[depth]
@@ -53,7 +53,7 @@ def test_checkpoints_load_strictly_and_classify_the_test_images(mirror, depth):
 def test_strict_loading_names_missing_and_unexpected_keys(mirror, tmp_path):
     import torch
 
-    from repalign.data.registry import fetch_file
+    from repalign.data import fetch_file
 
     checkpoint = torch.load(fetch_file("cifar10-resnet", "resnet20-12fca82f.th"), map_location="cpu", weights_only=True)
     state = dict(checkpoint["state_dict"])

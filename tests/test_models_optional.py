@@ -17,7 +17,10 @@ def _tiny_network(pool: int = 2):
 
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 3), torch.nn.AdaptiveAvgPool2d(pool),
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 6, 3),
+        torch.nn.AdaptiveAvgPool2d(pool),
     ).eval()
 
 
@@ -35,8 +38,9 @@ def test_torchscript_file_gives_the_networks_pooled_output(tmp_path, images):
     network = _tiny_network()
     path = tmp_path / "tiny.pt"
     torch.jit.save(torch.jit.script(network), str(path))
-    (tmp_path / "tiny.pt.json").write_text(json.dumps({"resize_size": 40, "crop_size": 32, "mean": [0.5] * 3,
-                                                        "std": [0.25] * 3}))
+    (tmp_path / "tiny.pt.json").write_text(
+        json.dumps({"resize_size": 40, "crop_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3})
+    )
     handle = load_model(f"torchscript:{path}", device="cpu")
     batch = torch.stack([handle.transform(img) for img in images])
     assert tuple(batch.shape) == (3, 3, 32, 32)
@@ -56,10 +60,14 @@ def test_transform_matches_torchvision(images):
     from repalign.models.optional_sources import ImageNetStyleTransform
 
     ours = ImageNetStyleTransform()(images[0]).numpy()
-    reference = transforms.Compose([
-        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-        transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    ])(images[0]).numpy()
+    reference = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )(images[0]).numpy()
     assert ours.shape == reference.shape == (3, 224, 224)
     # same geometry; small differences from PIL vs torchvision antialiasing kernels
     assert np.abs(ours - reference).mean() < 0.05
@@ -77,8 +85,10 @@ def test_file_sources_reject_bad_input(tmp_path):
         describe_model(f"torchscript:{junk}")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
-                    reason="needs onnxruntime and onnx (pip install 'repalign[onnx]' onnx)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="needs onnxruntime and onnx (pip install 'repalign[onnx]' onnx)",
+)
 def test_onnx_file_matches_the_torch_network(tmp_path, images):
     import warnings
 
@@ -88,8 +98,14 @@ def test_onnx_file_matches_the_torch_network(tmp_path, images):
     path = tmp_path / "tiny.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(network, (torch.zeros(1, 3, 224, 224),), str(path), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch"}})
+        torch.onnx.export(
+            network,
+            (torch.zeros(1, 3, 224, 224),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "batch"}},
+        )
     handle = load_model(f"onnx:{path}")
     assert handle.uses_torch is False
     batch = np.stack([handle.transform(img) for img in images])
@@ -99,10 +115,13 @@ def test_onnx_file_matches_the_torch_network(tmp_path, images):
     assert describe_model(f"onnx:{path}")["identity"] == handle.identity
 
 
-@pytest.mark.parametrize("name, package, extra", [
-    ("open_clip:ViT-B-32/laion2b_s34b_b79k", "open_clip", "open_clip"),
-    ("hf:google/vit-base-patch16-224", "transformers", "hf"),
-])
+@pytest.mark.parametrize(
+    "name, package, extra",
+    [
+        ("open_clip:ViT-B-32/laion2b_s34b_b79k", "open_clip", "open_clip"),
+        ("hf:google/vit-base-patch16-224", "transformers", "hf"),
+    ],
+)
 def test_missing_optional_packages_name_the_extra(name, package, extra):
     if importlib.util.find_spec(package) is not None:
         pytest.skip(f"{package} is installed")

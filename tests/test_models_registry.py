@@ -112,10 +112,14 @@ def test_offline_preset_and_globs():
 
 
 def test_expand_keeps_order_drops_repeats_and_excludes():
-    names = expand_model_patterns(["pixels", "tflite:*", "pixels", "cifar_resnet:resnet20"],
-                                  exclude=["*mobilenet_v1*", "pixels"])
-    assert names == ["tflite:mobilenet_v2_1.0_224_quant", "tflite:tf2_mobilenet_v2_1.0_224_ptq",
-                     "cifar_resnet:resnet20"]
+    names = expand_model_patterns(
+        ["pixels", "tflite:*", "pixels", "cifar_resnet:resnet20"], exclude=["*mobilenet_v1*", "pixels"]
+    )
+    assert names == [
+        "tflite:mobilenet_v2_1.0_224_quant",
+        "tflite:tf2_mobilenet_v2_1.0_224_ptq",
+        "cifar_resnet:resnet20",
+    ]
     assert expand_model_patterns("offline", exclude="offline") == []
 
 
@@ -198,11 +202,15 @@ def _cli(*args):
 def test_cli_models_json_and_csv(mirror, capsys):
     assert _cli("models", "tflite:*embedding*", "--format", "json") == 0
     records = json.loads(capsys.readouterr().out)
-    assert records == [{
-        "name": "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor", "source": "tflite",
-        "resolved_id": "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor",
-        "weights": records[0]["weights"], "note": "",
-    }]
+    assert records == [
+        {
+            "name": "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor",
+            "source": "tflite",
+            "resolved_id": "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor",
+            "weights": records[0]["weights"],
+            "note": "",
+        }
+    ]
     assert records[0]["weights"] in ("cached", "local")
     assert _cli("models", "--source", "cifar_resnet", "--format", "csv") == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -24,16 +24,18 @@ EXPECTED = {
     "cat.bmp": {"tiger cat", "Egyptian cat", "tabby, tabby cat"},
     "bird.bmp": {"chickadee"},
     "hot_dog.jpg": {"hotdog, hot dog, red hot"},
-    "dragonfly.bmp": {"dragonfly, darning needle, devil's darning needle, sewing needle, snake feeder, "
-                      "snake doctor, mosquito hawk, skeeter hawk"},
+    "dragonfly.bmp": {
+        "dragonfly, darning needle, devil's darning needle, sewing needle, snake feeder, "
+        "snake doctor, mosquito hawk, skeeter hawk"
+    },
     "grace_hopper.bmp": {"military uniform", "mortarboard", "academic gown, academic robe, judge's robe"},
 }
 
 
 @pytest.fixture(scope="module")
 def coral(mirror):
+    from repalign.data import fetch_file
     from repalign.data.images import decode_image
-    from repalign.data.registry import fetch_file
 
     labels = fetch_file("coral-tflite", "imagenet_labels.txt").read_text().splitlines()
     images = {name: decode_image(fetch_file("coral-tflite", f"test_images/{name}")) for name in EXPECTED}
@@ -82,7 +84,7 @@ def test_embedding_extractor_gives_its_output_and_batches(coral):
     assert "logits" not in handle.available_layers()
     batch = np.stack([handle.transform(img) for img in images.values()])
     together = handle.forward(batch)[PENULTIMATE]
-    one_by_one = np.concatenate([handle.forward(batch[i: i + 1])[PENULTIMATE] for i in range(len(batch))])
+    one_by_one = np.concatenate([handle.forward(batch[i : i + 1])[PENULTIMATE] for i in range(len(batch))])
     assert together.shape == (5, 1024)
     np.testing.assert_array_equal(together, one_by_one)
     with pytest.raises(UnknownNameError, match=f"Unknown layer 'logits' of tflite:{EXTRACTOR}. Valid: penultimate"):
@@ -200,8 +202,8 @@ def test_engine_default_loader_gives_the_direct_forward_and_alignment(mirror, mo
     thread) equals one direct forward pass, so the Peterson alignment stays 0.5237."""
     from scipy.stats import spearmanr
 
-    from repalign import embed
     from repalign.data.human import load_human
+    from repalign.embed import engine as embed
 
     monkeypatch.setattr(embed, "usable_cpus", lambda: 2)
     human = load_human("peterson:animals")[0]

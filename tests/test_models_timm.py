@@ -41,8 +41,9 @@ def test_transform_and_preprocess_config_follow_timm(handle):
     out = handle.transform(Image.new("RGB", (300, 200), (255, 0, 0)))
     assert tuple(out.shape) == (3, 224, 224)
     # red normalised with the ImageNet mean/std
-    np.testing.assert_allclose(out[:, 100, 100].numpy(), (np.array([1, 0, 0]) - expected["mean"]) / expected["std"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        out[:, 100, 100].numpy(), (np.array([1, 0, 0]) - expected["mean"]) / expected["std"], rtol=1e-5
+    )
 
 
 def test_random_baseline_is_seeded_and_deterministic(handle, batch):
@@ -179,8 +180,8 @@ def test_pretrained_weights_from_the_hub_classify_a_cat(mirror):
     """Where there is internet: the real hub weights, pinned to a commit, see a cat."""
     import torch
 
+    from repalign.data import fetch_file
     from repalign.data.images import decode_image
-    from repalign.data.registry import fetch_file
     from repalign.models import _hub
 
     if _hub.hub_offline_env() or not _hub.host_reachable(_hub.hub_endpoint()):

@@ -116,8 +116,11 @@ def test_specially_resolved_names_build_with_the_2022_parameter_counts(mirror, p
     from repalign.models import _timm_legacy as legacy
 
     old = _results(mirror, "2022-07-27").set_index("model")
-    special = [n for n in paper_specs if n in legacy.LEGACY_DEFAULT_TAGS or n in legacy.DEPRECATION_FIXES
-               or n in legacy.REMOVED_SUBSTITUTES]
+    special = [
+        n
+        for n in paper_specs
+        if n in legacy.LEGACY_DEFAULT_TAGS or n in legacy.DEPRECATION_FIXES or n in legacy.REMOVED_SUBSTITUTES
+    ]
     assert len(special) == 39  # 37 moved default tags, 1 fixed deprecation, 1 substitute
     mismatched = {}
     for name in special:

@@ -44,8 +44,10 @@ def test_local_state_dict_roundtrip_and_classifier_input(tmp_path):
     assert describe_model("torchvision:resnet18", weights=path)["identity"] == loaded.identity
 
 
-@pytest.mark.parametrize("name, classifier", [("squeezenet1_0", "classifier.1"), ("alexnet", "classifier.6"),
-                                              ("mobilenet_v3_small", "classifier.3")])
+@pytest.mark.parametrize(
+    "name, classifier",
+    [("squeezenet1_0", "classifier.1"), ("alexnet", "classifier.6"), ("mobilenet_v3_small", "classifier.3")],
+)
 def test_classifier_layer_is_found(name, classifier):
     from torchvision import models
 
@@ -72,8 +74,8 @@ def test_offline_without_cached_weights_is_a_clear_error(monkeypatch, tmp_path):
 def test_pretrained_weights_download_and_classify_a_cat(mirror):
     import torch
 
+    from repalign.data import fetch_file
     from repalign.data.images import decode_image
-    from repalign.data.registry import fetch_file
     from repalign.models import _hub
 
     if not _hub.host_reachable("https://download.pytorch.org"):

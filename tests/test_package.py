@@ -48,9 +48,7 @@ def test_every_subcommand_is_registered_with_torch_free_help(command):
 
 
 def test_unknown_subcommand_is_a_usage_error():
-    result = subprocess.run(
-        [sys.executable, "-m", "repalign.cli", "no-such-command"], capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-m", "repalign.cli", "no-such-command"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
 

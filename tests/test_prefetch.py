@@ -1,4 +1,4 @@
-"""The background prefetch iterator (repalign._prefetch): order, errors, bounded look-ahead."""
+"""The background prefetch iterator (repalign.embed._prefetch): order, errors, bounded look-ahead."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from repalign._prefetch import prefetched
+from repalign.embed._prefetch import prefetched
 
 
 def _prefetch_threads() -> list[threading.Thread]:

@@ -1,5 +1,5 @@
 """The study report: tables, figures, the HTML file and `repalign report`, on synthetic studies
-written with the real result store (repalign.study.store)."""
+written with the real result store (repalign.store)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from repalign import stats
 from repalign.cli import main as cli_main
 from repalign.report import figures, tables
 from repalign.report.html import write_report
-from repalign.study.store import StudyStore, load_study, new_manifest
+from repalign.store import StudyStore, load_study, new_manifest
 
 EVIL = "<script>alert(1)</script>"
 ARCHS = [
@@ -209,7 +209,7 @@ def test_table2_equals_stats_called_directly(report):
     assert row["r"] == pytest.approx(direct["r"]) and row["p"] == pytest.approx(direct["p"])
     assert row["r_partial"] == pytest.approx(partial["r"]) and row["p_partial"] == pytest.approx(partial["p"])
     frame = pd.DataFrame({"x": z2, "y": rob.loc[z2.index, "imagenet-a top1"], "c": rob.loc[z2.index, "imagenet top1"]})
-    with stats._pingouin_unrounded():
+    with stats.correlations._pingouin_unrounded():
         ref = pingouin.partial_corr(data=frame, x="x", y="y", covar="c").iloc[0]
     assert row["r_partial"] == pytest.approx(ref["r"]) and row["p_partial"] == pytest.approx(ref["p_val"])
     assert (row["ci_partial_low"], row["ci_partial_high"]) == pytest.approx(tuple(ref["CI95"]))

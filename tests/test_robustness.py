@@ -10,7 +10,7 @@ import pytest
 
 from repalign import robustness
 from repalign.errors import InputError, MissingDataError, UnknownNameError
-from repalign.study.schema import RESULT_COLUMNS
+from repalign.schema import RESULT_COLUMNS
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 needs_timm = pytest.mark.skipif(not HAS_TIMM, reason="timm is not installed (pip install 'repalign[torch]')")

@@ -12,6 +12,7 @@ from statsmodels.stats.multitest import multipletests
 
 from repalign import stats
 from repalign.errors import InputError, UnknownNameError
+from repalign.report import summaries
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,7 +52,7 @@ def test_z2_transform_rejects_bad_input(values, match):
 # correlations
 # ---------------------------------------------------------------------------------------------
 def _pingouin(func, *args, **kwargs):
-    with stats._pingouin_unrounded():
+    with stats.correlations._pingouin_unrounded():
         return func(*args, **kwargs).iloc[0]
 
 
@@ -260,13 +261,13 @@ def _alignment_rows():
 
 
 def test_model_alignment_averages_over_datasets_and_drops_incomplete_models():
-    table = stats.model_alignment(_alignment_rows())
+    table = summaries.model_alignment(_alignment_rows())
     assert table.attrs["dropped"] == ["d"]
     expected = {("a", "pearson"): 0.15, ("b", "triplet"): 0.25, ("c", "pearson"): 0.35}
     for (model, metric), value in expected.items():
         row = table[(table["model"] == model) & (table["metric"] == metric)]
         assert row["value"].item() == pytest.approx(value) and row["n_datasets"].item() == 2
-    kept = stats.model_alignment(_alignment_rows(), require_all_datasets=False)
+    kept = summaries.model_alignment(_alignment_rows(), require_all_datasets=False)
     assert "d" in set(kept["model"]) and "e" not in set(kept["model"])
 
 
@@ -274,12 +275,12 @@ def test_model_alignment_rejects_mixed_similarities_and_empty_input():
     rows = _alignment_rows()
     rows.loc[0, "similarity"] = "dot"
     with pytest.raises(InputError, match="several similarity functions"):
-        stats.model_alignment(rows)
-    assert set(stats.model_alignment(rows, similarity="cosine", require_all_datasets=False)["model"]) >= {"a", "b"}
+        summaries.model_alignment(rows)
+    assert set(summaries.model_alignment(rows, similarity="cosine", require_all_datasets=False)["model"]) >= {"a", "b"}
     with pytest.raises(InputError, match="No successful alignment rows"):
-        stats.model_alignment(rows.iloc[0:0])
+        summaries.model_alignment(rows.iloc[0:0])
     with pytest.raises(InputError, match="lack the columns"):
-        stats.model_alignment(pd.DataFrame({"model": ["a"]}))
+        summaries.model_alignment(pd.DataFrame({"model": ["a"]}))
 
 
 def test_fewshot_accuracy_averages_datasets():
@@ -289,10 +290,10 @@ def test_fewshot_accuracy_averages_datasets():
             for m, d, v in (("a", "mnist", 0.5), ("a", "fashion", 0.7), ("b", "mnist", 0.4))
         ]
     )
-    table = stats.fewshot_accuracy(rows)
+    table = summaries.fewshot_accuracy(rows)
     assert table["model"].tolist() == ["a"] and table["value"].item() == pytest.approx(0.6)
     assert table.attrs["dropped"] == ["b"]
-    per_dataset = stats.fewshot_accuracy(rows, by=("dataset", "head", "shots"))
+    per_dataset = summaries.fewshot_accuracy(rows, by=("dataset", "head", "shots"))
     assert len(per_dataset) == 3
 
 

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from repalign.store import StudyStore, load_study
 from repalign.study.config import parse_config
 from repalign.study.plan import unit_id
 from repalign.study.run import run_study
-from repalign.study.store import StudyStore, load_study
 
 PROJECT = Path(__file__).resolve().parents[1]
 SMALL_TFLITE = "tflite:mobilenet_v1_0.25_128_quant"
@@ -71,7 +71,9 @@ def sorted_values(frame: pd.DataFrame) -> pd.DataFrame:
 
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     command = [sys.executable, "-c", "import sys; from repalign.cli import main; sys.exit(main())", *args]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600, **kwargs)
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +124,9 @@ def test_pixels_alignment_equals_an_independent_computation(reference):
     upper = np.triu_indices(len(x), k=1)
     rows = study.alignment.set_index(["model", "metric"])["value"]
     assert rows["pixels", "pearson"] == pytest.approx(pearsonr(model_sim[upper], human.similarity[upper])[0], abs=1e-6)
-    assert rows["pixels", "spearman"] == pytest.approx(spearmanr(model_sim[upper], human.similarity[upper])[0], abs=1e-6)
+    assert rows["pixels", "spearman"] == pytest.approx(
+        spearmanr(model_sim[upper], human.similarity[upper])[0], abs=1e-6
+    )
 
 
 def test_rerun_skips_finished_units_without_touching_them(reference):
@@ -144,7 +148,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(reference, tmp_path):
     results = tmp_path / "study" / "results"
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from repalign.cli import main; sys.exit(main())", "run", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not list(results.glob("*.parquet")):
@@ -184,12 +190,21 @@ def test_failures_are_isolated_rows_and_exit_code_3(tmp_path, mirror):
     assert run["units_failed"] == 2
     assert {"model": "pixels", "stage": "fewshot", "dataset": "mnist", "error": segv} in run["failures"]
     # the rows pixels finished before the crash are kept
-    assert sorted(study.alignment.loc[study.alignment["model"] == "pixels", "metric"]) == ["pearson", "spearman", "triplet"]
+    assert sorted(study.alignment.loc[study.alignment["model"] == "pixels", "metric"]) == [
+        "pearson",
+        "spearman",
+        "triplet",
+    ]
     # missing weights: failed alignment and few-shot rows, but the published robustness rows are there
     resnet = study.results[study.results["model"] == "timm:resnet18"]
     assert set(resnet.loc[resnet["stage"] != "robustness", "status"]) == {"failed"}
     assert resnet.loc[resnet["stage"] != "robustness", "error"].str.len().min() > 0
-    assert set(resnet.loc[resnet["stage"] == "robustness", "dataset"]) == {"imagenet", "imagenet-a", "imagenet-r", "imagenet-sketch"}
+    assert set(resnet.loc[resnet["stage"] == "robustness", "dataset"]) == {
+        "imagenet",
+        "imagenet-a",
+        "imagenet-r",
+        "imagenet-sketch",
+    }
     # the healthy model is complete
     healthy = study.results[study.results["model"] == SMALL_TFLITE]
     assert set(healthy["status"]) <= {"ok", "skipped"} and len(healthy) == 3 + 4 + 1

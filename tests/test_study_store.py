@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 from repalign.errors import InputError, MissingDataError
+from repalign.schema import RESULT_COLUMNS
+from repalign.store import StudyLockedError, StudyStore, load_study, new_manifest
 from repalign.study.plan import Unit
 from repalign.study.progress import StudyProgress
-from repalign.study.schema import RESULT_COLUMNS
-from repalign.study.store import StudyLockedError, StudyStore, load_study, new_manifest
 
 
 def _rows(model="m", n=3, status="ok", stage="alignment", value0=0.0):
@@ -44,7 +44,9 @@ def test_unit_files_have_exactly_the_schema(tmp_path):
         store.write_unit("b", _rows("b", stage="fewshot").assign(head="linear", shots=5), fingerprint="f")
     results = store.read_results()
     assert list(results.columns) == list(RESULT_COLUMNS)
-    assert {c: str(t) for c, t in results.dtypes.items()} == {c: str(pd.Series(dtype=t).dtype) for c, t in RESULT_COLUMNS.items()}
+    assert {c: str(t) for c, t in results.dtypes.items()} == {
+        c: str(pd.Series(dtype=t).dtype) for c, t in RESULT_COLUMNS.items()
+    }
     assert len(results) == 6
     assert results.loc[results["stage"] == "fewshot", "shots"].tolist() == [5, 5, 5]
     assert results.loc[results["stage"] == "alignment", "shots"].isna().all()
@@ -98,7 +100,7 @@ def test_failed_write_leaves_previous_file_and_no_temporary(tmp_path, monkeypatc
 
 _WRITER = """
 import sys, numpy as np, pandas as pd
-from repalign.study.store import StudyStore
+from repalign.store import StudyStore
 store = StudyStore(sys.argv[1])
 n = 200_000
 with store.locked():
@@ -126,7 +128,7 @@ def test_sigkill_during_writes_never_leaves_a_partial_unit_file(tmp_path):
 
 _HOLDER = """
 import sys, time
-from repalign.study.store import StudyStore
+from repalign.store import StudyStore
 with StudyStore(sys.argv[1]).locked():
     print("locked", flush=True)
     time.sleep(60)

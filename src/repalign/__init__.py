@@ -56,7 +56,7 @@ _PUBLIC = {
     "robustness_table": "repalign.robustness",
     "write_report": "repalign.report",
     # study
-    "load_study": "repalign.study.store",
+    "load_study": "repalign.store",
     "run_study": "repalign.study.run",
     "load_config": "repalign.study.config",
 }

@@ -1,4 +1,5 @@
 """`python -m repalign`."""
+
 import sys
 
 from repalign.cli import main

@@ -7,10 +7,17 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# tomllib is re-exported for the config reader and the result store (tomli backports it to 3.10)
+if sys.version_info >= (3, 11):
+    import tomllib as tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    pass
 
 _CHUNK = 1 << 20
 

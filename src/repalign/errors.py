@@ -48,8 +48,7 @@ class OptionalDependencyError(RepalignError, ImportError):
 
     def __init__(self, package: str, extra: str, feature: str):
         super().__init__(
-            f"{feature} needs the optional package '{package}'. "
-            f"Install it with: pip install 'repalign[{extra}]'"
+            f"{feature} needs the optional package '{package}'. Install it with: pip install 'repalign[{extra}]'"
         )
         self.package = package
         self.extra = extra

@@ -96,7 +96,7 @@ def snapshot_dir(source: str = DEFAULT_SOURCE) -> Path:
     The registry copies it from ``$REPALIGN_MIRROR/timm_results/<date>/`` or downloads it
     from timm's GitHub at the pinned commit, checking sha256 either way.
     """
-    from repalign.data.registry import fetch
+    from repalign.data import fetch
 
     date = _check_source(source)
     return Path(fetch(f"timm-results-{date}", progress=False))
@@ -319,7 +319,7 @@ def to_result_rows(table: pd.DataFrame) -> pd.DataFrame:
     Missing models become ``status="skipped"`` rows whose ``error`` is the reason, so a
     study records them instead of dropping them.
     """
-    from repalign.study.schema import conform
+    from repalign.schema import conform
 
     ok = table[["model", "model_id", "dataset", "metric", "value"]].assign(stage="robustness", status="ok")
     skipped = pd.DataFrame(

@@ -1,4 +1,5 @@
 """`python -m repalign.cli`."""
+
 import sys
 
 from repalign.cli import main

@@ -31,7 +31,9 @@ def register(subparsers) -> None:
         "Spearman / Kendall correlation of the pairwise similarities and exact triplet agreement, with "
         "stimulus-bootstrap 95%% confidence intervals. See docs/alignment.md.",
     )
-    parser.add_argument("model", nargs="?", metavar="MODEL", help="model name, e.g. timm:resnet50 (or use --embeddings)")
+    parser.add_argument(
+        "model", nargs="?", metavar="MODEL", help="model name, e.g. timm:resnet50 (or use --embeddings)"
+    )
     parser.add_argument(
         "--embeddings",
         metavar="FILE",
@@ -55,13 +57,22 @@ def register(subparsers) -> None:
         "datasets add triplet_accuracy)",
     )
     parser.add_argument(
-        "--ties", choices=TIE_MODES, default="exclude", help="tied triplets: left out or half credit (default: %(default)s)"
+        "--ties",
+        choices=TIE_MODES,
+        default="exclude",
+        help="tied triplets: left out or half credit (default: %(default)s)",
     )
     parser.add_argument(
-        "--bootstrap", type=int, default=1000, metavar="N", help="stimulus-bootstrap resamples, 0 = no CI (default: %(default)s)"
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="stimulus-bootstrap resamples, 0 = no CI (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="MODEL only: auto, cpu, cuda, cuda:1, mps (default: %(default)s)")
+    parser.add_argument(
+        "--device", default="auto", help="MODEL only: auto, cpu, cuda, cuda:1, mps (default: %(default)s)"
+    )
     parser.add_argument("--layer", default=None, help="MODEL only: layer to read (default: penultimate)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="MODEL only: images per batch")
     add_format_option(parser)
@@ -193,7 +204,9 @@ class _FileEmbeddings:
         except OSError as exc:
             raise InputError(f"Cannot read {path.name}: {exc}") from exc
         if self.embeddings.ndim != 2:
-            raise InputError(f"{path.name}: embeddings must be 2-D (n_stimuli, n_features); got shape {self.embeddings.shape}")
+            raise InputError(
+                f"{path.name}: embeddings must be 2-D (n_stimuli, n_features); got shape {self.embeddings.shape}"
+            )
         if self.names is not None:
             self.names = [str(n) for n in self.names.reshape(-1)]
             if len(self.names) != len(self.embeddings):

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def _list(args) -> int:
-    from repalign.cache import EmbeddingCache
+    from repalign.embed.cache import EmbeddingCache
 
     store = EmbeddingCache()
     table = args.format == "table"
@@ -62,7 +62,7 @@ def _list(args) -> int:
 
 
 def _clear(args) -> int:
-    from repalign.cache import EmbeddingCache
+    from repalign.embed.cache import EmbeddingCache
 
     store = EmbeddingCache()
     entries = store.entries(model=args.model)

@@ -34,9 +34,7 @@ def register(subparsers) -> None:
     add_format_option(fetch)
     fetch.set_defaults(handler=_fetch)
 
-    check = actions.add_parser(
-        "verify", help="re-hash files in the data home; exit 1 when any is corrupt or missing"
-    )
+    check = actions.add_parser("verify", help="re-hash files in the data home; exit 1 when any is corrupt or missing")
     check.add_argument("name", nargs="?", help="one dataset (default: every dataset in the data home)")
     check.add_argument("--quick", action="store_true", help="trust verification stamps of unchanged files")
     add_format_option(check)
@@ -51,7 +49,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _list(args) -> int:
-    from repalign.data import registry
+    from repalign import data as registry
 
     rows = [
         {"name": name, "description": registry.DATASETS[name].description, "status": registry.dataset_status(name)}
@@ -62,7 +60,7 @@ def _list(args) -> int:
 
 
 def _info(args) -> int:
-    from repalign.data.registry import dataset_info
+    from repalign.data import dataset_info
 
     info = dataset_info(args.name)
     if args.format == "table":
@@ -73,7 +71,7 @@ def _info(args) -> int:
 
 
 def _fetch(args) -> int:
-    from repalign.data.registry import fetch
+    from repalign.data import fetch
 
     rows = [{"name": name, "path": str(fetch(name, progress=not args.no_progress))} for name in args.names]
     emit(rows, args.format)
@@ -81,13 +79,14 @@ def _fetch(args) -> int:
 
 
 def _verify(args) -> int:
-    from repalign.data.registry import verify
+    from repalign.data import verify
 
     records = verify(args.name, full=not args.quick)
     summary: dict[str, dict] = {}
     for record in records:
         row = summary.setdefault(
-            record["dataset"], {"dataset": record["dataset"], "status": "ok", "n_ok": 0, "n_problems": 0, "problems": []}
+            record["dataset"],
+            {"dataset": record["dataset"], "status": "ok", "n_ok": 0, "n_problems": 0, "problems": []},
         )
         if record["status"] == "absent":
             row["status"] = "absent"

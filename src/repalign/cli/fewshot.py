@@ -75,12 +75,8 @@ def register(subparsers) -> None:
         action="store_true",
         help="one row per seed instead of mean and CI",
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, help="images per forward pass when embedding"
-    )
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass when embedding")
     add_format_option(parser)
     parser.set_defaults(handler=run)
 
@@ -89,13 +85,9 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise InputError(
-            f"{option} takes comma-separated integers, e.g. 1,5,10; got '{text}'."
-        ) from None
+        raise InputError(f"{option} takes comma-separated integers, e.g. 1,5,10; got '{text}'.") from None
     if not values:
-        raise InputError(
-            f"{option} is empty; give comma-separated integers, e.g. 1,5,10."
-        )
+        raise InputError(f"{option} is empty; give comma-separated integers, e.g. 1,5,10.")
     return values
 
 
@@ -107,9 +99,7 @@ def run(args) -> int:
     if args.seeds < 1:
         raise InputError(f"--seeds must be at least 1; got {args.seeds}.")
     if args.max_eval_per_class is not None and args.max_eval_per_class < 1:
-        raise InputError(
-            f"--max-eval-per-class must be at least 1; got {args.max_eval_per_class}."
-        )
+        raise InputError(f"--max-eval-per-class must be at least 1; got {args.max_eval_per_class}.")
     splits = None
     if args.splits:
         splits = SplitManifest.load(args.splits)
@@ -119,15 +109,28 @@ def run(args) -> int:
 
         data = load_fewshot_dataset(args.dataset, split=args.split)
         splits = make_splits(
-            data.labels, shots=shots, seeds=args.seeds, max_eval_per_class=args.max_eval_per_class,
-            dataset=data.name, class_names=data.class_names,
-        )  # fmt: skip
+            data.labels,
+            shots=shots,
+            seeds=args.seeds,
+            max_eval_per_class=args.max_eval_per_class,
+            dataset=data.name,
+            class_names=data.class_names,
+        )
     if args.save_splits:
         splits.save(args.save_splits)
     frame = run_fewshot(
-        args.model, args.dataset, shots=shots, heads=heads, seeds=args.seeds,
-        max_eval_per_class=args.max_eval_per_class, splits=splits, per_seed=args.per_seed,
-        split=args.split, device=args.device, batch_size=args.batch_size, progress=sys.stderr.isatty(),
-    )  # fmt: skip
+        args.model,
+        args.dataset,
+        shots=shots,
+        heads=heads,
+        seeds=args.seeds,
+        max_eval_per_class=args.max_eval_per_class,
+        splits=splits,
+        per_seed=args.per_seed,
+        split=args.split,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=sys.stderr.isatty(),
+    )
     emit(frame, args.format, title=f"few-shot accuracy: {args.model} on {args.dataset}")
     return 0

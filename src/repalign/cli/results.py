@@ -22,15 +22,19 @@ def register(subparsers) -> None:
         description="Print the result rows of a study written by `repalign run`.",
     )
     parser.add_argument("study", metavar="DIR", help="study directory")
-    parser.add_argument("--stage", choices=_STAGES, default="all",
-                        help="which rows: one stage's successful rows, failures, or all rows (default)")
+    parser.add_argument(
+        "--stage",
+        choices=_STAGES,
+        default="all",
+        help="which rows: one stage's successful rows, failures, or all rows (default)",
+    )
     add_format_option(parser)
     parser.set_defaults(handler=handle)
 
 
 def handle(args) -> int:
     from repalign.cli._output import emit
-    from repalign.study.store import load_study
+    from repalign.store import load_study
 
     study = load_study(args.study)
     if args.stage == "all":

@@ -18,7 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("config", help="study config (TOML), e.g. configs/quickstart.toml")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cache, finished) and exit")
     parser.add_argument("--executor", choices=("local", "ray"), help="override [execution] executor")
-    parser.add_argument("--jobs", type=int_at_least(1), metavar="N", help="local worker processes (override [execution] jobs)")
+    parser.add_argument(
+        "--jobs", type=int_at_least(1), metavar="N", help="local worker processes (override [execution] jobs)"
+    )
     parser.add_argument("--address", metavar="auto|HOST:PORT", help="ray cluster to join (default: start a local one)")
     parser.add_argument("--output", metavar="DIR", help="study directory (override [study] output)")
     parser.add_argument("--no-live", action="store_true", help="plain log lines instead of the live progress display")
@@ -42,7 +44,9 @@ def handle(args) -> int:
     if outcome.dry_run:
         emit(outcome.plan, "table", title=f"plan: {outcome.n_units} units -> {outcome.path}")
         stages = ", ".join(outcome.config.stages) or "none"
-        print(f"{outcome.n_units} units (one per model); stages: {stages}; executor: {outcome.config.execution.executor}")
+        print(
+            f"{outcome.n_units} units (one per model); stages: {stages}; executor: {outcome.config.execution.executor}"
+        )
         return 0
 
     print(

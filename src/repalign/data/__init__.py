@@ -1,0 +1,52 @@
+"""The data layer: datasets fetched and verified, human similarity data, image sets, few-shot datasets.
+
+* :mod:`~repalign.data.specs` -- what a dataset is (files or an archive, checksums, URLs)
+  and the registry of datasets; :mod:`~repalign.data.catalogue` -- the built-in ones;
+* :mod:`~repalign.data._fetch` -- :func:`fetch` / :func:`fetch_file`: data home, then the
+  mirror (``$REPALIGN_MIRROR``), then a verified download; :func:`verify`;
+* :mod:`~repalign.data.human` -- human similarity data (:func:`load_human`);
+* :mod:`~repalign.data.judgments` -- explicit human triplet judgments;
+* :mod:`~repalign.data.images` -- image sets; :mod:`~repalign.data.fewshot_datasets` --
+  labelled few-shot datasets.
+
+Importing this package registers the built-in datasets; it never imports torch.
+"""
+
+from __future__ import annotations
+
+from repalign.data import catalogue as _catalogue  # noqa: F401  (registers the built-in datasets)
+from repalign.data._checksums import STAMP_NAME, check_file, npz_content_sha256
+from repalign.data._fetch import dataset_info, dataset_status, fetch, fetch_file, verify
+from repalign.data.catalogue import checksum_record
+from repalign.data.specs import (
+    DATASETS,
+    ArchiveSpec,
+    DatasetSpec,
+    FileSpec,
+    dataset_dir,
+    get_dataset,
+    list_datasets,
+    register_dataset,
+    unregister_dataset,
+)
+
+__all__ = [
+    "DATASETS",
+    "STAMP_NAME",
+    "ArchiveSpec",
+    "DatasetSpec",
+    "FileSpec",
+    "check_file",
+    "checksum_record",
+    "dataset_dir",
+    "dataset_info",
+    "dataset_status",
+    "fetch",
+    "fetch_file",
+    "get_dataset",
+    "list_datasets",
+    "npz_content_sha256",
+    "register_dataset",
+    "unregister_dataset",
+    "verify",
+]

@@ -4,7 +4,7 @@
   stimulus names when the file carries them (CSV header / index column, an NPZ or MAT
   variable named by ``names_key``).
 * :func:`read_names` -- a stimulus-name list (one name a line, or a CSV with a ``name`` column).
-* :func:`read_triplets` -- a triplet-judgment CSV into :class:`~repalign.judgments.TripletJudgments`.
+* :func:`read_triplets` -- a triplet-judgment CSV into :class:`~repalign.data.judgments.TripletJudgments`.
 
 Readers only parse: every unreadable, corrupt or malformed file raises a one-line
 :class:`~repalign.errors.InputError` naming the file; a missing file raises
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from repalign.data.judgments import TripletJudgments
 from repalign.errors import InputError, MissingDataError
-from repalign.judgments import TripletJudgments
 
 MATRIX_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz", ".mat")
 #: Cell texts read as a missing value (NaN) in CSV matrices.
@@ -183,7 +183,9 @@ def _read_text_matrix(path: Path) -> tuple[np.ndarray, list[str] | None]:
     col_names = [str(x) for x in cells[0, first_col:]] if header else None
     row_names = [str(x) for x in cells[first_row:, 0]] if index else None
     if col_names is not None and row_names is not None and col_names != row_names:
-        raise InputError(f"Row names and column names of {path.name} differ; they must list the stimuli in the same order")
+        raise InputError(
+            f"Row names and column names of {path.name} differ; they must list the stimuli in the same order"
+        )
     return matrix, col_names or row_names
 
 
@@ -196,7 +198,9 @@ def read_names(path: str | os.PathLike) -> list[str]:
         if path.suffix.lower() in (".csv", ".tsv"):
             import pandas as pd
 
-            table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+            table = pd.read_csv(
+                path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False
+            )
             columns = {c.strip().lower(): c for c in table.columns}
             column = next((columns[c] for c in NAME_COLUMNS if c in columns), None)
             if column is None:
@@ -275,7 +279,9 @@ def read_triplets(path: str | os.PathLike, index_of: Mapping[str, int], n_stimul
     repeated = (a == b) | (a == c) | (b == c)
     if repeated.any():
         row = int(np.flatnonzero(repeated)[0]) + 2
-        raise InputError(f"In {path.name} line {row}, a triplet names the same stimulus twice; it needs 3 distinct stimuli")
+        raise InputError(
+            f"In {path.name} line {row}, a triplet names the same stimulus twice; it needs 3 distinct stimuli"
+        )
     return TripletJudgments(kind=kind, a=a, b=b, c=c, counts=counts, n_stimuli=n_stimuli)
 
 

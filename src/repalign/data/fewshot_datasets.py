@@ -1,7 +1,7 @@
 """Labelled image datasets for few-shot transfer: MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100
 and any ImageFolder-style directory.
 
-Registered datasets are read through :mod:`repalign.data.registry` (verified copies from the
+Registered datasets are read through :mod:`repalign.data` (verified copies from the
 mirror or upstream). A path may point at a folder in one of the same layouts (IDX gzips, an
 extracted CIFAR "python" tarball) or at an ImageFolder tree (one sub-folder of images per
 class). CIFAR batches are pickles, i.e. untrusted code: they are read with
@@ -40,9 +40,17 @@ _CIFAR100_FILES = {"test": ("test",), "train": ("train",)}
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 #: Registered dataset names (also the registry's names).
 FEWSHOT_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -68,17 +76,13 @@ class FewShotDataset:
 
     def __post_init__(self):
         if len(self.images) != len(self.labels):
-            raise InputError(
-                f"Dataset '{self.name}' has {len(self.images)} images but {len(self.labels)} labels."
-            )
+            raise InputError(f"Dataset '{self.name}' has {len(self.images)} images but {len(self.labels)} labels.")
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def load_fewshot_dataset(
-    name_or_path: str | os.PathLike, *, split: str = "test"
-) -> FewShotDataset:
+def load_fewshot_dataset(name_or_path: str | os.PathLike, *, split: str = "test") -> FewShotDataset:
     """Load a registered dataset by name, or a dataset folder by path.
 
     Args:
@@ -88,18 +92,14 @@ def load_fewshot_dataset(
             Ignored for ImageFolder trees.
     """
     if split not in SPLITS:
-        raise InputError(
-            f"Unknown split '{split}': expected one of {', '.join(SPLITS)}."
-        )
+        raise InputError(f"Unknown split '{split}': expected one of {', '.join(SPLITS)}.")
     if isinstance(name_or_path, str) and name_or_path in FEWSHOT_DATASETS:
         return _load_registered(name_or_path, split)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return _load_folder(path, split)
     if path.exists():
-        raise InputError(
-            f"Few-shot dataset path {path} is a file; expected a dataset folder."
-        )
+        raise InputError(f"Few-shot dataset path {path} is a file; expected a dataset folder.")
     if isinstance(name_or_path, str) and os.sep not in name_or_path:
         raise unknown_name("few-shot dataset", name_or_path, FEWSHOT_DATASETS)
     raise MissingDataError(f"Few-shot dataset folder not found: {path}")
@@ -109,7 +109,7 @@ def load_fewshot_dataset(
 
 
 def _load_registered(name: str, split: str) -> FewShotDataset:
-    from repalign.data import registry
+    from repalign.data import _fetch as registry
 
     if name in ("mnist", "fashion_mnist"):
         image_file, label_file = _IDX_FILES[split]
@@ -118,16 +118,10 @@ def _load_registered(name: str, split: str) -> FewShotDataset:
         classes = MNIST_CLASSES if name == "mnist" else FASHION_MNIST_CLASSES
         return _idx_dataset(name, images, labels, classes, split)
     if name == "cifar10":
-        files = [
-            registry.fetch_file(name, f"{_CIFAR10_DIR}/{f}")
-            for f in _CIFAR10_FILES[split]
-        ]
+        files = [registry.fetch_file(name, f"{_CIFAR10_DIR}/{f}") for f in _CIFAR10_FILES[split]]
         meta = registry.fetch_file(name, f"{_CIFAR10_DIR}/batches.meta")
         return _cifar_dataset(name, files, meta, split, fine=False)
-    files = [
-        registry.fetch_file(name, f"{_CIFAR100_DIR}/{f}")
-        for f in _CIFAR100_FILES[split]
-    ]
+    files = [registry.fetch_file(name, f"{_CIFAR100_DIR}/{f}") for f in _CIFAR100_FILES[split]]
     meta = registry.fetch_file(name, f"{_CIFAR100_DIR}/meta")
     return _cifar_dataset(name, files, meta, split, fine=True)
 
@@ -136,22 +130,16 @@ def _load_folder(path: Path, split: str) -> FewShotDataset:
     for root in (path, path / _CIFAR10_DIR):
         if (root / "batches.meta").is_file():
             files = [root / f for f in _CIFAR10_FILES[split]]
-            return _cifar_dataset(
-                path.name, files, root / "batches.meta", split, fine=False
-            )
+            return _cifar_dataset(path.name, files, root / "batches.meta", split, fine=False)
     for root in (path, path / _CIFAR100_DIR):
-        if (root / "meta").is_file() and any(
-            (root / f).is_file() for f in ("test", "train")
-        ):
+        if (root / "meta").is_file() and any((root / f).is_file() for f in ("test", "train")):
             files = [root / f for f in _CIFAR100_FILES[split]]
             return _cifar_dataset(path.name, files, root / "meta", split, fine=True)
     image_file, label_file = _IDX_FILES[split]
     if (path / image_file).is_file() or (path / label_file).is_file():
         images, labels = read_idx(path / image_file), read_idx(path / label_file)
         n_classes = int(labels.max()) + 1 if labels.size else 0
-        return _idx_dataset(
-            path.name, images, labels, tuple(str(i) for i in range(n_classes)), split
-        )
+        return _idx_dataset(path.name, images, labels, tuple(str(i) for i in range(n_classes)), split)
     return load_image_folder(path)
 
 
@@ -172,22 +160,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as handle:
             data = handle.read()
     except (OSError, EOFError) as exc:
-        raise InputError(
-            f"Cannot read IDX file {path}: {exc}. Delete it and fetch it again."
-        ) from exc
+        raise InputError(f"Cannot read IDX file {path}: {exc}. Delete it and fetch it again.") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise InputError(
-            f"{path} is not an IDX file (bad magic number {data[:4].hex()})."
-        )
+        raise InputError(f"{path} is not an IDX file (bad magic number {data[:4].hex()}).")
     if data[2] != 0x08:
-        raise InputError(
-            f"{path}: IDX element type 0x{data[2]:02x} is not supported (expected 0x08, unsigned byte)."
-        )
+        raise InputError(f"{path}: IDX element type 0x{data[2]:02x} is not supported (expected 0x08, unsigned byte).")
     ndim = data[3]
     if ndim not in (1, 3):
-        raise InputError(
-            f"{path}: IDX file has {ndim} dimensions; expected 1 (labels) or 3 (images)."
-        )
+        raise InputError(f"{path}: IDX file has {ndim} dimensions; expected 1 (labels) or 3 (images).")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise InputError(f"{path}: IDX header is truncated.")
@@ -203,17 +183,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def _idx_dataset(name, images, labels, classes, split) -> FewShotDataset:
     if images.ndim != 3 or labels.ndim != 1:
-        raise InputError(
-            f"{name}: expected images (n, h, w) and labels (n,), got {images.shape} and {labels.shape}."
-        )
+        raise InputError(f"{name}: expected images (n, h, w) and labels (n,), got {images.shape} and {labels.shape}.")
     if len(images) != len(labels):
-        raise InputError(
-            f"{name}: {len(images)} images but {len(labels)} labels in the IDX files."
-        )
+        raise InputError(f"{name}: {len(images)} images but {len(labels)} labels in the IDX files.")
     if labels.size and int(labels.max()) >= len(classes):
-        raise InputError(
-            f"{name}: label {int(labels.max())} out of range for {len(classes)} classes."
-        )
+        raise InputError(f"{name}: label {int(labels.max())} out of range for {len(classes)} classes.")
     return FewShotDataset(
         name=name,
         images=ArrayImageSet(images, name=f"{name}:{split}"),
@@ -240,60 +214,37 @@ def read_cifar_pickle(path: str | os.PathLike) -> dict[str, object]:
     with open(path, "rb") as handle:
         obj = safe_load(handle, encoding="bytes")
     if not isinstance(obj, dict):
-        raise InputError(
-            f"{path} is not a CIFAR pickle (expected a dict, got {type(obj).__name__})."
-        )
-    return {
-        (k.decode("latin1") if isinstance(k, bytes) else str(k)): v
-        for k, v in obj.items()
-    }
+        raise InputError(f"{path} is not a CIFAR pickle (expected a dict, got {type(obj).__name__}).")
+    return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
 
 
-def _cifar_dataset(
-    name: str, files: Sequence[Path], meta_path: Path, split: str, *, fine: bool
-) -> FewShotDataset:
-    label_key, names_key = (
-        ("fine_labels", "fine_label_names") if fine else ("labels", "label_names")
-    )
+def _cifar_dataset(name: str, files: Sequence[Path], meta_path: Path, split: str, *, fine: bool) -> FewShotDataset:
+    label_key, names_key = ("fine_labels", "fine_label_names") if fine else ("labels", "label_names")
     meta = read_cifar_pickle(meta_path)
     if names_key not in meta:
-        raise InputError(
-            f"{meta_path}: CIFAR meta file has no '{names_key}' (keys: {sorted(meta)})."
-        )
+        raise InputError(f"{meta_path}: CIFAR meta file has no '{names_key}' (keys: {sorted(meta)}).")
     class_names = tuple(_text(v) for v in meta[names_key])
     images, labels = [], []
     for path in files:
         batch = read_cifar_pickle(path)
         missing = {"data", label_key} - set(batch)
         if missing:
-            raise InputError(
-                f"{path}: CIFAR batch lacks {sorted(missing)} (keys: {sorted(batch)})."
-            )
+            raise InputError(f"{path}: CIFAR batch lacks {sorted(missing)} (keys: {sorted(batch)}).")
         data = np.asarray(batch["data"])
         batch_labels = np.asarray(batch[label_key], dtype=np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise InputError(
-                f"{path}: CIFAR data must be uint8 (n, 3072); got {data.dtype} {data.shape}."
-            )
+            raise InputError(f"{path}: CIFAR data must be uint8 (n, 3072); got {data.dtype} {data.shape}.")
         if len(data) != len(batch_labels):
-            raise InputError(
-                f"{path}: {len(data)} images but {len(batch_labels)} labels."
-            )
+            raise InputError(f"{path}: {len(data)} images but {len(batch_labels)} labels.")
         # Rows hold the red, green and blue 32x32 planes one after another.
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(batch_labels)
     labels_all = np.concatenate(labels)
-    if labels_all.size and (
-        labels_all.min() < 0 or labels_all.max() >= len(class_names)
-    ):
-        raise InputError(
-            f"{name}: labels out of range for {len(class_names)} class names in {meta_path}."
-        )
+    if labels_all.size and (labels_all.min() < 0 or labels_all.max() >= len(class_names)):
+        raise InputError(f"{name}: labels out of range for {len(class_names)} class names in {meta_path}.")
     return FewShotDataset(
         name=name,
-        images=ArrayImageSet(
-            np.ascontiguousarray(np.concatenate(images)), name=f"{name}:{split}"
-        ),
+        images=ArrayImageSet(np.ascontiguousarray(np.concatenate(images)), name=f"{name}:{split}"),
         labels=labels_all,
         class_names=class_names,
         split=split,
@@ -310,9 +261,7 @@ def _text(value) -> str:
 def load_image_folder(path: str | os.PathLike) -> FewShotDataset:
     """An ImageFolder tree: each sub-folder is a class (sorted by name) holding its images."""
     path = Path(path)
-    class_dirs = sorted(
-        p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise InputError(
             f"{path} has no class sub-folders. Expected an ImageFolder tree (one folder of images "

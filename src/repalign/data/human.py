@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from repalign.data.judgments import TripletJudgments
 from repalign.errors import InputError, MissingDataError, did_you_mean, unknown_name
-from repalign.judgments import TripletJudgments
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def _parse_peterson(spec: str) -> list[str]:
 
 
 def _load_peterson(spec: str, *, progress: bool) -> list[HumanSimilarity]:
-    from repalign.data.registry import fetch_file
+    from repalign.data import fetch_file
 
     domains = _parse_peterson(spec)
     arrays = read_peterson_npz(fetch_file("peterson-similarity", "similarity.npz", progress=progress))
@@ -209,9 +209,11 @@ def _peterson_from_arrays(
     return out
 
 
-def _peterson_images(domain: str, fnames: tuple[str, ...], *, progress: bool) -> tuple[tuple[Path, ...] | None, str | None]:
+def _peterson_images(
+    domain: str, fnames: tuple[str, ...], *, progress: bool
+) -> tuple[tuple[Path, ...] | None, str | None]:
     """Image paths of a domain in stimulus order, or (None, why not)."""
-    from repalign.data.registry import fetch
+    from repalign.data import fetch
 
     shown = ", ".join(fnames[:3]) + (f" and {len(fnames) - 3} more" if len(fnames) > 3 else "")
     dataset = PETERSON_IMAGE_DATASETS.get(domain)
@@ -228,7 +230,10 @@ def _peterson_images(domain: str, fnames: tuple[str, ...], *, progress: bool) ->
     paths = tuple(folder / name for name in fnames)
     absent = [p.name for p in paths if not p.is_file()]
     if absent:  # the registry and the matrix disagree: a packaging error, not user input
-        return None, f"Images of Peterson domain '{domain}' lack {len(absent)} stimuli of the matrix: {', '.join(absent[:3])}"
+        return (
+            None,
+            f"Images of Peterson domain '{domain}' lack {len(absent)} stimuli of the matrix: {', '.join(absent[:3])}",
+        )
     return paths, None
 
 
@@ -314,7 +319,9 @@ def check_similarity_matrix(
     """
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise InputError(f"{label}: the matrix is not square (shape {matrix.shape}); it needs one row and one column per stimulus")
+        raise InputError(
+            f"{label}: the matrix is not square (shape {matrix.shape}); it needs one row and one column per stimulus"
+        )
     if matrix.dtype.kind not in "biuf":
         raise InputError(f"{label}: the matrix holds {matrix.dtype} values; expected numbers")
     n = matrix.shape[0]
@@ -324,7 +331,9 @@ def check_similarity_matrix(
     matrix = np.array(matrix, dtype=np.float64)
     if np.isinf(matrix).any():
         i, j = np.argwhere(np.isinf(matrix))[0]
-        raise InputError(f"{label}: infinite value at ({names[i]}, {names[j]}); use NaN (or an empty cell) for a missing pair")
+        raise InputError(
+            f"{label}: infinite value at ({names[i]}, {names[j]}); use NaN (or an empty cell) for a missing pair"
+        )
     off = ~np.eye(n, dtype=bool)
     missing = np.isnan(matrix)
     one_sided = (missing != missing.T) & off
@@ -336,11 +345,15 @@ def check_similarity_matrix(
     elif one_sided.any() or diff.max() > tolerance * scale:
         if one_sided.any():
             i, j = np.argwhere(one_sided)[0]
-            what = f"S[{names[i]}, {names[j]}] is {'missing' if missing[i, j] else 'present'} but its mirror entry is not"
+            what = (
+                f"S[{names[i]}, {names[j]}] is {'missing' if missing[i, j] else 'present'} but its mirror entry is not"
+            )
         else:
             i, j = np.unravel_index(np.argmax(diff), diff.shape)
             what = f"|S - S^T| reaches {diff[i, j]:.4g} at ({names[i]}, {names[j]}) (tolerance {tolerance * scale:.3g})"
-        raise InputError(f"{label}: the matrix is not symmetric: {what}; set symmetrize = true in the manifest to average S and S^T")
+        raise InputError(
+            f"{label}: the matrix is not symmetric: {what}; set symmetrize = true in the manifest to average S and S^T"
+        )
     else:
         matrix = (matrix + matrix.T) / 2  # remove rounding-level asymmetry so both triangles agree exactly
     upper = matrix[np.triu_indices(n, k=1)]
@@ -348,7 +361,9 @@ def check_similarity_matrix(
     if observed.size == 0:
         raise InputError(f"{label}: every stimulus pair is missing (NaN); there is nothing to compare against")
     if np.ptp(observed) == 0:
-        raise InputError(f"{label}: the matrix is constant (every pair = {observed[0]:g}); it carries no similarity information")
+        raise InputError(
+            f"{label}: the matrix is constant (every pair = {observed[0]:g}); it carries no similarity information"
+        )
     n_missing = int(np.isnan(upper).sum())
     if n_missing:
         logger.info("%s: %d of %d stimulus pairs are missing and will be excluded", label, n_missing, upper.size)
@@ -357,12 +372,16 @@ def check_similarity_matrix(
 
 def _check_names(names, n: int, *, label: str) -> None:
     if len(names) != n:
-        raise InputError(f"{label}: {len(names)} stimulus names for a {n}x{n} matrix; the list must name every row in order")
+        raise InputError(
+            f"{label}: {len(names)} stimulus names for a {n}x{n} matrix; the list must name every row in order"
+        )
     if any(not str(x).strip() for x in names):
         raise InputError(f"{label}: the stimulus list contains an empty name")
     duplicates = [name for name, count in Counter(names).items() if count > 1]
     if duplicates:
-        raise InputError(f"{label}: duplicate stimulus name(s): {', '.join(map(str, duplicates[:5]))}; names must be unique")
+        raise InputError(
+            f"{label}: duplicate stimulus name(s): {', '.join(map(str, duplicates[:5]))}; names must be unique"
+        )
 
 
 # --------------------------------------------------------------------------- manifests
@@ -373,7 +392,9 @@ def _find_manifest(folder: Path) -> Path:
     if len(found) > 1:
         raise InputError(f"{folder} holds both repalign.toml and repalign.json; keep one manifest")
     if not found:
-        raise InputError(f"No manifest in {folder}: create repalign.toml (or repalign.json) describing the dataset (see docs/data.md)")
+        raise InputError(
+            f"No manifest in {folder}: create repalign.toml (or repalign.json) describing the dataset (see docs/data.md)"
+        )
     return found[0]
 
 
@@ -401,7 +422,9 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"Manifest {path} must be a table/object of keys")
     for key in manifest:
         if key not in MANIFEST_KEYS:
-            raise InputError(f"Unknown key '{key}' in manifest {path.name}.{did_you_mean(key, MANIFEST_KEYS) or ' Valid: ' + ', '.join(MANIFEST_KEYS) + '.'}")
+            raise InputError(
+                f"Unknown key '{key}' in manifest {path.name}.{did_you_mean(key, MANIFEST_KEYS) or ' Valid: ' + ', '.join(MANIFEST_KEYS) + '.'}"
+            )
     return manifest
 
 
@@ -416,7 +439,9 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
     label = f"{name} ({path.name})"
     if "similarity" in manifest and "dissimilarity" in manifest:
         raise InputError(f"{label}: give either 'similarity' or 'dissimilarity', not both")
-    orientation = "similarity" if "similarity" in manifest else ("dissimilarity" if "dissimilarity" in manifest else None)
+    orientation = (
+        "similarity" if "similarity" in manifest else ("dissimilarity" if "dissimilarity" in manifest else None)
+    )
     triplets_file = _get(manifest, "triplets", str, path)
     if orientation is None and triplets_file is None:
         raise InputError(

@@ -1,7 +1,7 @@
 """Files that model sources need from the data registry (TFLite graphs, CIFAR checkpoints,
 the paper's model list), plus a cached sha256 of weight files for model identities.
 
-The data registry (:mod:`repalign.data.registry`) copies a file from ``$REPALIGN_MIRROR`` or
+The data registry (:mod:`repalign.data`) copies a file from ``$REPALIGN_MIRROR`` or
 downloads it, and verifies its checksum. While that module is not importable (it is written
 in parallel), files are read straight from the mirror folder, so the model sources keep working.
 """
@@ -35,7 +35,7 @@ def fetch_asset(dataset: str, relpath: str) -> Path:
         MissingDataError: the file is neither in the data home, the mirror, nor downloadable.
     """
     try:
-        from repalign.data.registry import fetch_file
+        from repalign.data import fetch_file
     except ImportError:
         fetch_file = None
     if fetch_file is not None:
@@ -106,5 +106,7 @@ def explicit_weights_status(spec, weights: str | os.PathLike | None) -> str | No
 
 def description(spec, weights_id: str, preprocess_config: dict) -> dict:
     """The record ``describe_model`` returns: what the embedding cache key is made of."""
-    return {"identity": {"resolved_id": spec.resolved_id, "weights": weights_id},
-            "preprocess_config": preprocess_config}
+    return {
+        "identity": {"resolved_id": spec.resolved_id, "weights": weights_id},
+        "preprocess_config": preprocess_config,
+    }

@@ -95,8 +95,7 @@ def fetch_hub_file(repo_id: str, filenames: tuple[str, ...], *, revision: str | 
         return cached
     if hub_offline_env() or not host_reachable(hub_endpoint()):
         raise MissingDataError(
-            f"Weights of '{repo_id}' are not in the Hugging Face cache and the hub is not reachable "
-            f"(offline). {hint}"
+            f"Weights of '{repo_id}' are not in the Hugging Face cache and the hub is not reachable (offline). {hint}"
         )
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError

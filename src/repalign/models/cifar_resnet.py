@@ -45,13 +45,25 @@ def resolve(arch: str, *, name: str, variant: str | None = None, seed: int | Non
     if arch not in VARIANTS:
         raise unknown_name("CIFAR ResNet", arch, VARIANTS)
     suffix = f"@random:{seed}" if variant == "random" else ""
-    return ModelSpec(name=name, source=SOURCE, arch=arch, resolved_id=f"cifar_resnet:{arch}{suffix}",
-                     variant=variant, seed=seed, extra={"blocks_per_stage": VARIANTS[arch][0]})
+    return ModelSpec(
+        name=name,
+        source=SOURCE,
+        arch=arch,
+        resolved_id=f"cifar_resnet:{arch}{suffix}",
+        variant=variant,
+        seed=seed,
+        extra={"blocks_per_stage": VARIANTS[arch][0]},
+    )
 
 
 def preprocess_config(spec: ModelSpec) -> dict[str, Any]:
-    return {"resize": [INPUT_SIZE, INPUT_SIZE], "interpolation": "bilinear", "antialias": True,
-            "mean": list(MEAN), "std": list(STD)}
+    return {
+        "resize": [INPUT_SIZE, INPUT_SIZE],
+        "interpolation": "bilinear",
+        "antialias": True,
+        "mean": list(MEAN),
+        "std": list(STD),
+    }
 
 
 def _weights_identity(spec: ModelSpec, weights, *, fetch: bool) -> tuple[str, Any]:
@@ -162,14 +174,23 @@ def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str 
         module = build_network(VARIANTS[spec.arch][0])
     if path is not None:
         load_checkpoint(module, path)
-    transform = transforms.Compose([
-        transforms.Resize((INPUT_SIZE, INPUT_SIZE), interpolation=transforms.InterpolationMode.BILINEAR,
-                          antialias=True),
-        transforms.ToTensor(),
-        transforms.Normalize(MEAN, STD),
-    ])
+    transform = transforms.Compose(
+        [
+            transforms.Resize(
+                (INPUT_SIZE, INPUT_SIZE), interpolation=transforms.InterpolationMode.BILINEAR, antialias=True
+            ),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
     return TorchModelHandle(
-        spec, module, transform=transform, preprocess_config=preprocess_config(spec),
+        spec,
+        module,
+        transform=transform,
+        preprocess_config=preprocess_config(spec),
         identity={"resolved_id": spec.resolved_id, "weights": weights_id},
-        device=device, precision=precision, classifier="linear", default_batch_size=256,
+        device=device,
+        precision=precision,
+        classifier="linear",
+        default_batch_size=256,
     )

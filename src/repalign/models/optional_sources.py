@@ -64,8 +64,13 @@ class ImageNetStyleTransform:
         return array
 
     def config(self) -> dict[str, Any]:
-        return {"resize_size": self.resize_size, "crop_size": self.crop_size, "mean": list(self.mean),
-                "std": list(self.std), "interpolation": self.interpolation}
+        return {
+            "resize_size": self.resize_size,
+            "crop_size": self.crop_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+        }
 
 
 def file_preprocess(path: Path, *, as_tensor: bool) -> ImageNetStyleTransform:
@@ -103,17 +108,25 @@ class _FileSource:
         if not path.is_file():
             raise MissingDataError(f"{self.SOURCE} model file not found: {path}")
         path = path.resolve()
-        return ModelSpec(name=name, source=self.SOURCE, arch=str(path),
-                         resolved_id=f"{self.SOURCE}:{path.name}@sha256:{_assets.file_sha256(path)[:16]}",
-                         extra={"path": str(path)})
+        return ModelSpec(
+            name=name,
+            source=self.SOURCE,
+            arch=str(path),
+            resolved_id=f"{self.SOURCE}:{path.name}@sha256:{_assets.file_sha256(path)[:16]}",
+            extra={"path": str(path)},
+        )
 
     def describe(self, spec: ModelSpec, *, weights=None) -> dict[str, Any]:
         if weights is not None:
             raise InputError(f"{self.SOURCE} models hold their weights in the model file; drop --weights")
         path = Path(spec.arch)
-        return {"identity": {"resolved_id": spec.resolved_id, "weights": f"file-sha256:{_assets.file_sha256(path)}"},
-                "preprocess_config": {"transform": "imagenet-style",
-                                      **file_preprocess(path, as_tensor=self.uses_torch).config()}}
+        return {
+            "identity": {"resolved_id": spec.resolved_id, "weights": f"file-sha256:{_assets.file_sha256(path)}"},
+            "preprocess_config": {
+                "transform": "imagenet-style",
+                **file_preprocess(path, as_tensor=self.uses_torch).config(),
+            },
+        }
 
     def weights_status(self, spec: ModelSpec, weights=None) -> str:
         return "local"
@@ -137,9 +150,15 @@ class TorchScriptSource(_FileSource):
         except RuntimeError as exc:
             raise InputError(f"{spec.arch} is not a TorchScript file: {exc}") from exc
         handle = TorchModelHandle(
-            spec, module, transform=file_preprocess(Path(spec.arch), as_tensor=True),
-            preprocess_config=info["preprocess_config"], identity=info["identity"], device=target,
-            precision=precision, classifier=None, named_layers=False,  # scripted modules take no hooks
+            spec,
+            module,
+            transform=file_preprocess(Path(spec.arch), as_tensor=True),
+            preprocess_config=info["preprocess_config"],
+            identity=info["identity"],
+            device=target,
+            precision=precision,
+            classifier=None,
+            named_layers=False,  # scripted modules take no hooks
         )
         return handle
 
@@ -261,10 +280,14 @@ def _load_open_clip(spec: ModelSpec, *, device: str, precision: str):
         raise MissingDataError(f"Could not load open_clip model '{spec.arch}': {exc}") from exc
 
     return TorchModelHandle(
-        spec, model.visual, transform=preprocess,
+        spec,
+        model.visual,
+        transform=preprocess,
         preprocess_config={"transform": "open_clip", "repr": repr(preprocess)},
         identity={"resolved_id": spec.resolved_id, "weights": f"open_clip:{spec.arch}"},
-        device=device, precision=precision, classifier=None,
+        device=device,
+        precision=precision,
+        classifier=None,
     )
 
 
@@ -296,10 +319,14 @@ def _load_hf(spec: ModelSpec, *, device: str, precision: str):
 
     revision = getattr(model.config, "_commit_hash", None) or "unknown"
     return TorchModelHandle(
-        spec, ImageEncoder(model), transform=_HfTransform(processor),
+        spec,
+        ImageEncoder(model),
+        transform=_HfTransform(processor),
         preprocess_config={"transform": "transformers.AutoImageProcessor", **processor.to_dict()},
         identity={"resolved_id": spec.resolved_id, "weights": f"hf-hub:{spec.arch}@{revision}"},
-        device=device, precision=precision, classifier=None,
+        device=device,
+        precision=precision,
+        classifier=None,
     )
 
 
@@ -313,6 +340,7 @@ class _HfTransform:
 
 TORCHSCRIPT = TorchScriptSource()
 ONNX = OnnxSource()
-OPEN_CLIP = _PackageSource("open_clip", "open_clip_torch", "open_clip", "open_clip",
-                           "open_clip models", "open_clip:ViT-B-32/laion2b_s34b_b79k")
+OPEN_CLIP = _PackageSource(
+    "open_clip", "open_clip_torch", "open_clip", "open_clip", "open_clip models", "open_clip:ViT-B-32/laion2b_s34b_b79k"
+)
 HF = _PackageSource("hf", "transformers", "transformers", "hf", "Hugging Face models", "hf:google/vit-base-patch16-224")

@@ -29,8 +29,7 @@ def resolve(arch: str, *, name: str, variant: str | None = None, seed: int | Non
     if arch and not (arch.isdigit() and 1 <= int(arch) <= 1024):
         raise InputError(f"Bad pixel size in '{name}': use 'pixels' or 'pixels:SIZE' with SIZE in 1..1024")
     size = int(arch) if arch else DEFAULT_SIZE
-    return ModelSpec(name=name, source=SOURCE, arch=str(size), resolved_id=f"pixels:{size}",
-                     extra={"size": size})
+    return ModelSpec(name=name, source=SOURCE, arch=str(size), resolved_id=f"pixels:{size}", extra={"size": size})
 
 
 def preprocess_config(spec: ModelSpec) -> dict[str, Any]:
@@ -40,8 +39,10 @@ def preprocess_config(spec: ModelSpec) -> dict[str, Any]:
 def describe(spec: ModelSpec, *, weights=None) -> dict[str, Any]:
     if weights is not None:
         raise InputError("The pixels baseline takes no weights file")
-    return {"identity": {"resolved_id": spec.resolved_id, "weights": "none"},
-            "preprocess_config": preprocess_config(spec)}
+    return {
+        "identity": {"resolved_id": spec.resolved_id, "weights": "none"},
+        "preprocess_config": preprocess_config(spec),
+    }
 
 
 def weights_status(spec: ModelSpec, weights=None) -> str:

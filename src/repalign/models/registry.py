@@ -219,7 +219,8 @@ def _match(pattern: str, names: Iterable[str]) -> list[str]:
     """Names matching a glob; a pattern without ``source:`` also matches the part after it."""
     has_source = ":" in pattern
     return [
-        n for n in names
+        n
+        for n in names
         if fnmatch.fnmatchcase(n, pattern) or (not has_source and fnmatch.fnmatchcase(n.split(":", 1)[-1], pattern))
     ]
 
@@ -303,10 +304,20 @@ def _describe_row(name: str, *, strict: bool) -> dict[str, Any]:
     try:
         spec = resolve_model(name)
         status = weights_status(spec)
-        return {"name": name, "source": spec.source, "resolved_id": spec.resolved_id, "weights": status,
-                "note": spec.extra.get("note", "")}
+        return {
+            "name": name,
+            "source": spec.source,
+            "resolved_id": spec.resolved_id,
+            "weights": status,
+            "note": spec.extra.get("note", ""),
+        }
     except RepalignError as exc:
         if strict:
             raise
-        return {"name": name, "source": name.split(":", 1)[0], "resolved_id": None, "weights": "error",
-                "note": str(exc)}
+        return {
+            "name": name,
+            "source": name.split(":", 1)[0],
+            "resolved_id": None,
+            "weights": "error",
+            "note": str(exc),
+        }

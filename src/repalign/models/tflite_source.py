@@ -63,8 +63,13 @@ def resolve(arch: str, *, name: str, variant: str | None = None, seed: int | Non
         arch = arch[: -len(".tflite")]
     if arch not in MODELS:
         raise unknown_name("TFLite model", arch, MODELS)
-    return ModelSpec(name=name, source=SOURCE, arch=arch, resolved_id=f"tflite:{arch}",
-                     extra={"file": f"{arch}.tflite", "dataset": DATASET})
+    return ModelSpec(
+        name=name,
+        source=SOURCE,
+        arch=arch,
+        resolved_id=f"tflite:{arch}",
+        extra={"file": f"{arch}.tflite", "dataset": DATASET},
+    )
 
 
 def _interpreter_class():
@@ -86,22 +91,36 @@ def _input_geometry(path) -> dict[str, Any]:
     detail = interpreter.get_input_details()[0]
     _, height, width, _ = (int(v) for v in detail["shape"])
     scale, zero_point = detail["quantization"]
-    return {"height": height, "width": width, "dtype": np.dtype(detail["dtype"]).name,
-            "scale": float(scale), "zero_point": int(zero_point)}
+    return {
+        "height": height,
+        "width": width,
+        "dtype": np.dtype(detail["dtype"]).name,
+        "scale": float(scale),
+        "zero_point": int(zero_point),
+    }
 
 
 def preprocess_config(spec: ModelSpec, geometry: dict[str, Any]) -> dict[str, Any]:
-    return {"resize": [geometry["height"], geometry["width"]], "interpolation": "lanczos", "crop": "none",
-            "input_mean": INPUT_MEAN, "input_std": INPUT_STD, "input_dtype": geometry["dtype"],
-            "input_scale": geometry["scale"], "input_zero_point": geometry["zero_point"]}
+    return {
+        "resize": [geometry["height"], geometry["width"]],
+        "interpolation": "lanczos",
+        "crop": "none",
+        "input_mean": INPUT_MEAN,
+        "input_std": INPUT_STD,
+        "input_dtype": geometry["dtype"],
+        "input_scale": geometry["scale"],
+        "input_zero_point": geometry["zero_point"],
+    }
 
 
 def describe(spec: ModelSpec, *, weights=None) -> dict[str, Any]:
     if weights is not None:
         raise InputError("TFLite models take no separate weights file (the .tflite file holds them)")
     path = _model_path(spec)
-    return {"identity": {"resolved_id": spec.resolved_id, "weights": f"file-sha256:{_assets.file_sha256(path)}"},
-            "preprocess_config": preprocess_config(spec, _input_geometry(path))}
+    return {
+        "identity": {"resolved_id": spec.resolved_id, "weights": f"file-sha256:{_assets.file_sha256(path)}"},
+        "preprocess_config": preprocess_config(spec, _input_geometry(path)),
+    }
 
 
 def weights_status(spec: ModelSpec, weights=None) -> str:
@@ -189,13 +208,21 @@ def read_graph(path) -> tuple[Any, list[dict], dict[str, int]]:
     # Newer files keep small op codes in the deprecated field too; the larger one is right.
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     graph = model.subgraphs[0]
-    ops = [{"op_name": op_names.get(codes[op.opcodeIndex], "CUSTOM"),
-            "inputs": [int(i) for i in op.inputs], "outputs": [int(i) for i in op.outputs]}
-           for op in graph.operators]
+    ops = [
+        {
+            "op_name": op_names.get(codes[op.opcodeIndex], "CUSTOM"),
+            "inputs": [int(i) for i in op.inputs],
+            "outputs": [int(i) for i in op.outputs],
+        }
+        for op in graph.operators
+    ]
     # Layers a user can ask for: activations (op outputs), not constant weights.
     produced = {i for op in ops for i in op["outputs"]}
-    tensors = {(t.name.decode() if isinstance(t.name, bytes) else str(t.name)): i
-               for i, t in enumerate(graph.tensors) if i in produced}
+    tensors = {
+        (t.name.decode() if isinstance(t.name, bytes) else str(t.name)): i
+        for i, t in enumerate(graph.tensors)
+        if i in produced
+    }
     return model, ops, tensors
 
 
@@ -245,10 +272,13 @@ class TfliteModelHandle(ModelHandle):
         self._runners: dict[tuple[frozenset[int], int], _Runner] = {}
         self._lock = threading.Lock()  # an interpreter is not thread-safe
         detail = self._runner(frozenset([self.penultimate_index])).input
-        self._geometry = {"height": int(detail["shape"][1]), "width": int(detail["shape"][2]),
-                          "dtype": np.dtype(detail["dtype"]).name,
-                          "scale": float(detail["quantization"][0]),
-                          "zero_point": int(detail["quantization"][1])}
+        self._geometry = {
+            "height": int(detail["shape"][1]),
+            "width": int(detail["shape"][2]),
+            "dtype": np.dtype(detail["dtype"]).name,
+            "scale": float(detail["quantization"][0]),
+            "zero_point": int(detail["quantization"][1]),
+        }
         self._identity = {"resolved_id": spec.resolved_id, "weights": f"file-sha256:{_assets.file_sha256(path)}"}
 
     @property
@@ -316,8 +346,9 @@ class TfliteModelHandle(ModelHandle):
             array = array[None]
         expected = (self._geometry["height"], self._geometry["width"], 3)
         if array.ndim != 4 or tuple(array.shape[1:]) != expected:
-            raise InputError(f"{self.spec.name} expects a batch of shape (b, {', '.join(map(str, expected))}); "
-                             f"got {array.shape}")
+            raise InputError(
+                f"{self.spec.name} expects a batch of shape (b, {', '.join(map(str, expected))}); got {array.shape}"
+            )
         array = np.ascontiguousarray(array, dtype=self._geometry["dtype"])
         with self._lock:
             return self._runner(frozenset(indices.values())).run(array, indices)
@@ -338,7 +369,7 @@ class _Runner:
     def run(self, array: np.ndarray, indices: dict[str, int]) -> dict[str, np.ndarray]:
         if self._can_batch(len(array)):
             return self._invoke(array, indices)
-        parts = [self._invoke(array[i: i + 1], indices) for i in range(len(array))]
+        parts = [self._invoke(array[i : i + 1], indices) for i in range(len(array))]
         return {name: np.concatenate([p[name] for p in parts]) for name in indices}
 
     def _can_batch(self, size: int) -> bool:
@@ -368,12 +399,20 @@ class _Runner:
     def _invoke(self, array: np.ndarray, indices: dict[str, int]) -> dict[str, np.ndarray]:
         self.interpreter.set_tensor(self.input["index"], array)
         self.interpreter.invoke()
-        return {name: dequantize(self.interpreter.get_tensor(index), self.outputs[index])
-                for name, index in indices.items()}
+        return {
+            name: dequantize(self.interpreter.get_tensor(index), self.outputs[index]) for name, index in indices.items()
+        }
 
 
-def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto",
-         num_threads: int | None = None, **_options) -> TfliteModelHandle:
+def load(
+    spec: ModelSpec,
+    *,
+    device: str = "auto",
+    weights=None,
+    precision: str = "auto",
+    num_threads: int | None = None,
+    **_options,
+) -> TfliteModelHandle:
     if weights is not None:
         raise InputError("TFLite models take no separate weights file (the .tflite file holds them)")
     if device not in ("auto", "cpu", None):

@@ -67,8 +67,9 @@ def resolve(arch: str, *, name: str, variant: str | None = None, seed: int | Non
     extra: dict[str, Any] = {}
     if base in legacy.REMOVED_SUBSTITUTES and not tag:
         target = legacy.REMOVED_SUBSTITUTES[base]
-        extra.update(legacy_name=base, substitute=target,
-                     note=f"'{base}' was removed from timm; using the equivalent '{target}'")
+        extra.update(
+            legacy_name=base, substitute=target, note=f"'{base}' was removed from timm; using the equivalent '{target}'"
+        )
         base, tag = registry.split_model_name_tag(target)
     elif base in legacy.DEPRECATION_FIXES and not tag:
         extra["legacy_name"] = base
@@ -87,15 +88,17 @@ def resolve(arch: str, *, name: str, variant: str | None = None, seed: int | Non
     if not tag and base in legacy.LEGACY_DEFAULT_TAGS:
         tag = legacy.LEGACY_DEFAULT_TAGS[base]
         current = registry.get_pretrained_cfg(base)
-        extra.update(legacy_default=True,
-                     note=f"the 2022 weights of '{base}'; timm's default is now '{base}.{current.tag}'")
+        extra.update(
+            legacy_default=True, note=f"the 2022 weights of '{base}'; timm's default is now '{base}.{current.tag}'"
+        )
     cfg = _pretrained_cfg(base, tag, arch)
     if cfg is not None and not tag:
         tag = cfg.tag or ""
     timm_id = f"{base}.{tag}" if tag else base
     resolved = f"timm:{timm_id}" + (f"@random:{seed}" if variant == "random" else "")
-    return ModelSpec(name=name, source=SOURCE, arch=timm_id, resolved_id=resolved, variant=variant, seed=seed,
-                     extra=extra)
+    return ModelSpec(
+        name=name, source=SOURCE, arch=timm_id, resolved_id=resolved, variant=variant, seed=seed, extra=extra
+    )
 
 
 def _pretrained_cfg(base: str, tag: str, given: str):
@@ -236,8 +239,9 @@ class TimmModelHandle(TorchModelHandle):
         return out
 
 
-def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto",
-         **_options) -> TimmModelHandle:
+def load(
+    spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options
+) -> TimmModelHandle:
     from timm.data import create_transform
 
     module, weights_id = build_module(spec, weights)

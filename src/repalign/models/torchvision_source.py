@@ -22,8 +22,10 @@ from repalign.models._layers import one_line as _one_line
 from repalign.models.base import ModelSpec
 
 SOURCE = "torchvision"
-_WEIGHTS_HINT = ("Download them on a machine with internet (torch hub cache, ~/.cache/torch/hub/checkpoints) "
-                 "or pass a local state dict with --weights PATH.")
+_WEIGHTS_HINT = (
+    "Download them on a machine with internet (torch hub cache, ~/.cache/torch/hub/checkpoints) "
+    "or pass a local state dict with --weights PATH."
+)
 #: Builder arguments that torchvision sets itself when it loads pretrained weights; a local
 #: weights file needs the same network.
 _PRETRAINED_KWARGS = {
@@ -56,9 +58,15 @@ def resolve(arch: str, *, name: str, variant: str | None = None, seed: int | Non
         raise unknown_name(f"weights of torchvision:{base}", member, members)
     chosen = enum[member].name  # DEFAULT -> the actual member
     suffix = f"@random:{seed}" if variant == "random" else ""
-    return ModelSpec(name=name, source=SOURCE, arch=f"{base}.{chosen}",
-                     resolved_id=f"torchvision:{base}.{chosen}{suffix}",
-                     variant=variant, seed=seed, extra={"weights_enum": f"{enum.__name__}.{chosen}"})
+    return ModelSpec(
+        name=name,
+        source=SOURCE,
+        arch=f"{base}.{chosen}",
+        resolved_id=f"torchvision:{base}.{chosen}{suffix}",
+        variant=variant,
+        seed=seed,
+        extra={"weights_enum": f"{enum.__name__}.{chosen}"},
+    )
 
 
 def _weights_enum(spec: ModelSpec):
@@ -76,10 +84,16 @@ def preprocess_config(spec: ModelSpec) -> dict[str, Any]:
     import torchvision
 
     t = _weights_enum(spec).transforms()
-    return {"transform": "torchvision weights.transforms()", "torchvision_version": torchvision.__version__,
-            "resize_size": list(t.resize_size),
-            "crop_size": list(t.crop_size), "mean": list(t.mean), "std": list(t.std),
-            "interpolation": t.interpolation.value, "antialias": bool(t.antialias)}
+    return {
+        "transform": "torchvision weights.transforms()",
+        "torchvision_version": torchvision.__version__,
+        "resize_size": list(t.resize_size),
+        "crop_size": list(t.crop_size),
+        "mean": list(t.mean),
+        "std": list(t.std),
+        "interpolation": t.interpolation.value,
+        "antialias": bool(t.antialias),
+    }
 
 
 def _weights_identity(spec: ModelSpec, weights) -> tuple[str, Path | None]:
@@ -125,8 +139,9 @@ def build_module(spec: ModelSpec, weights=None):
             return models.get_model(base, weights=None), weights_id
     enum = _weights_enum(spec)
     if path is not None:
-        module = models.get_model(base, weights=None, num_classes=len(enum.meta["categories"]),
-                                  **_PRETRAINED_KWARGS.get(base, {}))
+        module = models.get_model(
+            base, weights=None, num_classes=len(enum.meta["categories"]), **_PRETRAINED_KWARGS.get(base, {})
+        )
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:
@@ -135,8 +150,9 @@ def build_module(spec: ModelSpec, weights=None):
             raise InputError(f"Weights file {path} does not fit torchvision model '{base}': {_one_line(exc)}") from exc
         return module, weights_id
     if not _cache_file(enum).is_file() and not _hub.host_reachable(enum.url):
-        raise MissingDataError(f"Weights {enum} are not cached and download.pytorch.org is unreachable. "
-                               f"{_WEIGHTS_HINT}")
+        raise MissingDataError(
+            f"Weights {enum} are not cached and download.pytorch.org is unreachable. {_WEIGHTS_HINT}"
+        )
     return models.get_model(base, weights=enum), weights_id
 
 
@@ -145,7 +161,12 @@ def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str 
 
     module, weights_id = build_module(spec, weights)
     return TorchModelHandle(
-        spec, module, transform=_weights_enum(spec).transforms(), preprocess_config=preprocess_config(spec),
+        spec,
+        module,
+        transform=_weights_enum(spec).transforms(),
+        preprocess_config=preprocess_config(spec),
         identity={"resolved_id": spec.resolved_id, "weights": weights_id},
-        device=device, precision=precision, classifier=classifier_name(module),
+        device=device,
+        precision=precision,
+        classifier=classifier_name(module),
     )

@@ -107,8 +107,10 @@ def _prepare(study, *, n_bootstrap: int, random_state: int | None, correction: s
     if len(study.robustness):
         robustness = tables.robustness_per_model(study.robustness)
     if len(study.fewshot):
-        fewshot = stats.fewshot_accuracy(study.fewshot, by=("head", "shots"))
-        by_dataset = stats.fewshot_accuracy(study.fewshot, by=("dataset", "head", "shots"))
+        from repalign.report import summaries
+
+        fewshot = summaries.fewshot_accuracy(study.fewshot, by=("head", "shots"))
+        by_dataset = summaries.fewshot_accuracy(study.fewshot, by=("dataset", "head", "shots"))
         if fewshot.attrs.get("dropped"):
             notes.append(
                 "Models without every few-shot dataset are left out of averaged few-shot accuracy: "
@@ -613,7 +615,7 @@ def write_report(
         Path of the HTML file.
     """
     from repalign.report import figures as figs
-    from repalign.study.store import load_study
+    from repalign.store import load_study
 
     study = load_study(study_dir)
     out_path = Path(out) if out is not None else Path(study.path) / REPORT_DIRNAME / REPORT_FILENAME

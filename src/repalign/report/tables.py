@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from repalign import stats
+from repalign._options import DEFAULT_METRICS
 from repalign.errors import InputError
+from repalign.report import summaries
 
 OOD_DATASETS = ("imagenet-a", "imagenet-r", "imagenet-sketch")
 ACCURACY_METRICS = ("top1", "top5")
@@ -33,9 +35,9 @@ def alignment_per_model(alignment: pd.DataFrame, *, similarity: str | None = Non
         similarity = str(rows["similarity"].dropna().mode().iloc[0])  # the study's main similarity
     if similarity is None and "similarity" in rows and rows["similarity"].nunique(dropna=True) == 1:
         similarity = str(rows["similarity"].dropna().iloc[0])
-    tidy = stats.model_alignment(rows, similarity=similarity)
-    table = stats.wide(tidy)
-    ordered = [m for m in stats.ALIGNMENT_METRICS if m in table.columns]
+    tidy = summaries.model_alignment(rows, similarity=similarity)
+    table = summaries.wide(tidy)
+    ordered = [m for m in DEFAULT_METRICS if m in table.columns]
     table = table[ordered + [c for c in table.columns if c not in ordered]]
     table.attrs["dropped"] = tidy.attrs.get("dropped", [])
     table.attrs["similarity"] = similarity
@@ -170,7 +172,7 @@ def fewshot_group_curves(groups: pd.DataFrame, accuracy: pd.DataFrame) -> pd.Dat
 
     Args:
         groups: from :func:`repalign.stats.select_groups`.
-        accuracy: from :func:`repalign.stats.fewshot_accuracy` with by=("head", "shots").
+        accuracy: from :func:`repalign.report.summaries.fewshot_accuracy` with by=("head", "shots").
     """
     merged = groups[["metric", "group", "model"]].merge(accuracy, on="model", how="inner")
     curves = (
@@ -384,7 +386,7 @@ def provenance_table(
     Returns:
         DataFrame: section ("config" | "manifest" | "report" | "checksum"), key, value.
     """
-    from repalign.study.store import package_versions  # report-time versions beside run-time ones
+    from repalign.store import package_versions  # report-time versions beside run-time ones
 
     rows = [("config", k, v) for k, v in flatten(config)]
     rows += [("manifest", k, v) for k, v in flatten(manifest)]

@@ -19,10 +19,10 @@ _PUBLIC = {
     "parse_config": "repalign.study.config",
     "run_study": "repalign.study.run",
     "StudyOutcome": "repalign.study.run",
-    "load_study": "repalign.study.store",
-    "StudyResults": "repalign.study.store",
-    "StudyLockedError": "repalign.study.store",
-    "RESULT_COLUMNS": "repalign.study.schema",
+    "load_study": "repalign.store",
+    "StudyResults": "repalign.store",
+    "StudyLockedError": "repalign.store",
+    "RESULT_COLUMNS": "repalign.schema",
 }
 
 __all__ = list(_PUBLIC)

@@ -50,17 +50,12 @@ import hashlib
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repalign._io import tomllib
 from repalign.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 # Mirrors repalign.alignment.SIMILARITY_METRICS / ALIGNMENT_METRICS (a test keeps them equal);
 # repeated here so validating a config does not import numba.
@@ -170,9 +165,7 @@ class StudyConfig:
         out: dict[str, dict[str, Any]] = {}
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
-            out[f.name] = {
-                k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()
-            }
+            out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
         return out
 
     @classmethod
@@ -201,7 +194,9 @@ def load_config(path: str | os.PathLike) -> StudyConfig:
     """Read and validate a study config file (TOML)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Config file not found: {path}. Pass the path of a TOML study config, e.g. configs/quickstart.toml")
+        raise ConfigError(
+            f"Config file not found: {path}. Pass the path of a TOML study config, e.g. configs/quickstart.toml"
+        )
     return parse_config(path.read_text(encoding="utf-8"), name=path.stem, origin=str(path))
 
 
@@ -274,7 +269,9 @@ class _Validator:
         )
         m = data.get("models", {})
         if "include" not in m:
-            raise self.fail("models", "include", 'is required: list the models to study, e.g. include = ["pixels", "tflite:*"]')
+            raise self.fail(
+                "models", "include", 'is required: list the models to study, e.g. include = ["pixels", "tflite:*"]'
+            )
         models = ModelsSection(
             include=self.strings(m, "models", "include", (), nonempty=True),
             exclude=self.strings(m, "models", "exclude", ()),
@@ -348,7 +345,11 @@ class _Validator:
         value = d.get(key, default)
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
-        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
             raise self.fail(section, key, f"expected a non-empty list of integers, got {_type(value)}")
         bad = [v for v in value if minimum is not None and v < minimum]
         if bad:

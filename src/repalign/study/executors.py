@@ -36,8 +36,8 @@ from typing import Any
 import pandas as pd
 
 from repalign.errors import OptionalDependencyError
+from repalign.store import STATUS_FAILED, utc_now
 from repalign.study.plan import Unit
-from repalign.study.store import STATUS_FAILED, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +243,8 @@ class _Running:
 def _ray_unit(unit_dict: dict, config_dict: dict, threads: int) -> pd.DataFrame:
     """Body of a Ray task: compute one unit, return its rows (through the object store)."""
     limit_threads(threads)
+    from repalign.schema import conform
     from repalign.study.config import StudyConfig
-    from repalign.study.schema import conform
     from repalign.study.unit import run_unit
 
     return conform(run_unit(Unit.from_dict(unit_dict), StudyConfig.from_dict(config_dict)))
@@ -282,9 +282,7 @@ class RayExecutor:
             started_here = True
         try:
             gpus = ray.cluster_resources().get("GPU", 0)
-            remote = ray.remote(num_cpus=self.threads, num_gpus=1 if gpus else 0, max_retries=0, max_calls=1)(
-                _ray_unit
-            )
+            remote = ray.remote(num_cpus=self.threads, num_gpus=1 if gpus else 0, max_retries=0, max_calls=1)(_ray_unit)
             refs = {}
             starts = {}
             for unit in units:

@@ -77,7 +77,9 @@ def describe_plan(config: StudyConfig, units: list[Unit], store) -> list[dict[st
             "unit": unit.id,
             "model": unit.model,
             "stages": ",".join(unit.stages),
-            "state": {"finished": "done (skip)", "failed": "failed (rerun)", "stale": "stale (rerun)"}.get(state, "to run"),
+            "state": {"finished": "done (skip)", "failed": "failed (rerun)", "stale": "stale (rerun)"}.get(
+                state, "to run"
+            ),
         }
         if image_sets:
             record["embeddings cached"] = _cached_summary(unit.model, image_sets)
@@ -119,9 +121,13 @@ def fewshot_image_set(name: str, config: StudyConfig):
     fs = config.fewshot
     data = load_fewshot_dataset(name)
     splits = make_splits(
-        data.labels, shots=fs.shots, seeds=fs.seeds, max_eval_per_class=fs.max_eval_per_class or None,
-        dataset=data.name, class_names=data.class_names,
-    )  # fmt: skip
+        data.labels,
+        shots=fs.shots,
+        seeds=fs.seeds,
+        max_eval_per_class=fs.max_eval_per_class or None,
+        dataset=data.name,
+        class_names=data.class_names,
+    )
     return SubsetImageSet(data.images, splits.used_indices())
 
 

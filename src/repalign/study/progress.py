@@ -44,13 +44,17 @@ class StudyProgress:
             self._start_rich()
         else:
             self._ensure_handler()
-            progress_log.info("study: %d models, %d already finished, %d to run", total, already_done, total - already_done)
+            progress_log.info(
+                "study: %d models, %d already finished, %d to run", total, already_done, total - already_done
+            )
 
     # -- events --------------------------------------------------------------------------
     def unit_started(self, unit: Unit) -> None:
         self._steps[unit.id] = "starting"
         if self._rich:
-            self._rich_tasks[unit.id] = self._rich.add_task(f"  {unit.model}", total=None, step="starting", failures="", eta="")
+            self._rich_tasks[unit.id] = self._rich.add_task(
+                f"  {unit.model}", total=None, step="starting", failures="", eta=""
+            )
         else:
             progress_log.info("[%d/%d] start %s", self.done, self.total, unit.model)
 
@@ -79,7 +83,13 @@ class StudyProgress:
         else:
             progress_log.info(
                 "[%d/%d] %s %s in %.1fs; failures %d; ETA %s",
-                self.done, self.total, status, unit.model, duration_s, self.failed, self.eta_text(),
+                self.done,
+                self.total,
+                status,
+                unit.model,
+                duration_s,
+                self.failed,
+                self.eta_text(),
             )
 
     def close(self) -> None:

@@ -18,12 +18,12 @@ from typing import Any
 
 import pandas as pd
 
+from repalign.schema import conform
+from repalign.store import STATUS_FAILED, StudyStore, new_manifest, utc_now
 from repalign.study.config import StudyConfig, as_config
 from repalign.study.executors import make_executor
 from repalign.study.plan import Unit, describe_plan, plan_units
 from repalign.study.progress import StudyProgress
-from repalign.study.schema import conform
-from repalign.study.store import STATUS_FAILED, StudyStore, new_manifest, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ def run_study(
     units = plan_units(cfg)
     store = StudyStore(cfg.output_dir)
     if dry_run:
-        return StudyOutcome(path=store.path, config=cfg, plan=describe_plan(cfg, units, store), dry_run=True,
-                            n_units=len(units))
+        return StudyOutcome(
+            path=store.path, config=cfg, plan=describe_plan(cfg, units, store), dry_run=True, n_units=len(units)
+        )
 
     started = time.monotonic()
     with store.locked():
@@ -96,7 +97,10 @@ def run_study(
         store.write_config(cfg.to_toml())
         manifest = new_manifest(store.read_manifest())
         run_record: dict[str, Any] = {
-            "start": utc_now(), "end": None, "executor": cfg.execution.executor, "jobs": cfg.execution.jobs,
+            "start": utc_now(),
+            "end": None,
+            "executor": cfg.execution.executor,
+            "jobs": cfg.execution.jobs,
             "status": "running",
         }
         manifest["runs"].append(run_record)
@@ -106,8 +110,13 @@ def run_study(
         fingerprint = cfg.results_fingerprint()
         states = {u.id: store.unit_state(u.id, fingerprint) for u in units}
         todo = [u for u in units if states[u.id] != "finished"]
-        outcome = StudyOutcome(path=store.path, config=cfg, plan=[u.to_dict() | {"state": states[u.id]} for u in units],
-                               n_units=len(units), n_skipped=len(units) - len(todo))
+        outcome = StudyOutcome(
+            path=store.path,
+            config=cfg,
+            plan=[u.to_dict() | {"state": states[u.id]} for u in units],
+            n_units=len(units),
+            n_skipped=len(units) - len(todo),
+        )
         log.info("%d units, %d finished, %d to run", len(units), outcome.n_skipped, len(todo))
 
         failed_here: list[dict] = []
@@ -134,8 +143,15 @@ def run_study(
     return outcome
 
 
-def _execute(cfg: StudyConfig, store: StudyStore, todo: list[Unit], fingerprint: str, outcome: StudyOutcome,
-             live: bool | None, failed_here: list[dict]) -> None:
+def _execute(
+    cfg: StudyConfig,
+    store: StudyStore,
+    todo: list[Unit],
+    fingerprint: str,
+    outcome: StudyOutcome,
+    live: bool | None,
+    failed_here: list[dict],
+) -> None:
     if not todo:
         return
     ex = cfg.execution

@@ -31,9 +31,9 @@ from typing import Any
 
 import pandas as pd
 
+from repalign.store import STATUS_FAILED, STATUS_OK, utc_now
 from repalign.study.config import StudyConfig
 from repalign.study.plan import Unit
-from repalign.study.store import STATUS_FAILED, STATUS_OK, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,15 @@ def run_unit(unit: Unit, config: StudyConfig, report: Reporter | None = None) ->
 def _failed_row(base: dict, stage: str, dataset: str | None, exc: BaseException, duration: float) -> dict[str, Any]:
     message = f"{type(exc).__name__}: {exc}".strip()
     log.debug("traceback:\n%s", "".join(traceback.format_exception(exc)))
-    return {**base, "stage": stage, "dataset": dataset, "status": STATUS_FAILED, "error": message[:2000],
-            "duration_s": duration, "timestamp": utc_now()}
+    return {
+        **base,
+        "stage": stage,
+        "dataset": dataset,
+        "status": STATUS_FAILED,
+        "error": message[:2000],
+        "duration_s": duration,
+        "timestamp": utc_now(),
+    }
 
 
 def _steps(unit: Unit, config: StudyConfig):

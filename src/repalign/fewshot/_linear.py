@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from repalign._fewshot_settings import HeadSettings
+from repalign.fewshot.settings import HeadSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,7 @@ def fit_logistic_lbfgs(x, y, n_classes: int, settings: HeadSettings = HeadSettin
     # X^T = Q R, so the coordinates of X's rows in the basis Q are X Q = R^T.
     basis, upper = torch.linalg.qr(x.transpose(1, 2))  # (B, d, N), (B, N, N)
     coordinates = upper.transpose(1, 2).contiguous()
-    weight, bias, short = _solve(
-        coordinates, y, n_classes, settings, basis=basis, warn=False
-    )
+    weight, bias, short = _solve(coordinates, y, n_classes, settings, basis=basis, warn=False)
     weight = torch.bmm(basis, weight)
     if short.any():
         # Rarely, float32 round-off in the basis coordinates stops a task just above tol;
@@ -65,9 +63,13 @@ def fit_logistic_lbfgs(x, y, n_classes: int, settings: HeadSettings = HeadSettin
         which = torch.as_tensor(np.flatnonzero(short), device=x.device)
         log.debug("linear head: %d task(s) finish in the original coordinates", len(which))
         weight[which], bias[which], _ = _solve(
-            x[which], y[which], n_classes, settings, basis=None,
+            x[which],
+            y[which],
+            n_classes,
+            settings,
+            basis=None,
             start=(weight[which], bias[which]),
-        )  # fmt: skip
+        )
     return weight, bias
 
 
@@ -88,9 +90,7 @@ def _solve(x, y, n_classes, settings, *, basis, start=None, warn=True):
         logits = torch.baddbmm(bias[:, None, :], x, weight)
         log_norm = torch.logsumexp(logits, dim=-1)  # (B, N)
         picked = (logits * one_hot).sum(-1)
-        loss = (log_norm - picked).mean(dim=1) + 0.5 * lam * weight.square().sum(
-            dim=(1, 2)
-        )
+        loss = (log_norm - picked).mean(dim=1) + 0.5 * lam * weight.square().sum(dim=(1, 2))
         residual = (torch.exp(logits - log_norm[..., None]) - one_hot) / n_rows
         grad_w = torch.bmm(x.transpose(1, 2), residual) + lam * weight
         grad = torch.cat([grad_w.reshape(len(params), -1), residual.sum(dim=1)], dim=1)
@@ -107,9 +107,7 @@ def _solve(x, y, n_classes, settings, *, basis, start=None, warn=True):
     else:
         params = torch.cat([start[0].reshape(n_tasks, -1), start[1]], dim=1)
     solution = params.clone()
-    solved, short = _batched_lbfgs(
-        objective, params, data, settings, out=solution, converged=converged, warn=warn
-    )
+    solved, short = _batched_lbfgs(objective, params, data, settings, out=solution, converged=converged, warn=warn)
     log.debug("linear head: L-BFGS iterations per task %s", solved)
     weight = solution[:, :n_weight].view(n_tasks, dim, k)
     return weight, solution[:, n_weight:], short
@@ -169,9 +167,7 @@ def _batched_lbfgs(
             short[active[stuck.cpu().numpy()]] = True
         done = (finished | retire).cpu().numpy()
         if done.any():
-            out[torch.as_tensor(active[done], device=out.device)] = params[
-                torch.as_tensor(done, device=params.device)
-            ]
+            out[torch.as_tensor(active[done], device=out.device)] = params[torch.as_tensor(done, device=params.device)]
             keep = torch.as_tensor(~done, device=params.device)
             active = active[~done]
             if not len(active):
@@ -193,9 +189,7 @@ def _batched_lbfgs(
             iterations[i] += 1
         direction = -_two_loop(grad, s_hist, y_hist, rho_hist, gamma)
         slope = (grad * direction).sum(dim=1)
-        uphill = (
-            slope >= 0
-        )  # lost curvature information (rounding): restart on the gradient
+        uphill = slope >= 0  # lost curvature information (rounding): restart on the gradient
         if uphill.any():
             direction[uphill] = -grad[uphill]
             slope = (grad * direction).sum(dim=1)
@@ -211,9 +205,7 @@ def _batched_lbfgs(
             armijo = new_loss <= loss + 1e-4 * step * slope
             # Approximate Wolfe (Hager & Zhang): near the optimum float32 losses cannot resolve
             # the decrease, but the directional derivative still can.
-            approx_wolfe = (new_loss <= loss + 1e-6 * loss.abs()) & (
-                new_slope <= -0.8 * slope
-            )
+            approx_wolfe = (new_loss <= loss + 1e-6 * loss.abs()) & (new_slope <= -0.8 * slope)
             accepted = armijo | approx_wolfe
             if bool(accepted.all()):
                 break
@@ -248,8 +240,11 @@ def _batched_lbfgs(
         _warn_stalled(gave_up, settings.tol)
         log.warning(
             "linear head: L-BFGS stopped after %d iterations with max |gradient| %.2e > tol %.0e for %d task(s)",
-            settings.max_iter, float(grad.abs().amax()), settings.tol, len(active),
-        )  # fmt: skip
+            settings.max_iter,
+            float(grad.abs().amax()),
+            settings.tol,
+            len(active),
+        )
     out[torch.as_tensor(active, device=out.device)] = params
     short[active] = True
     return iterations, short
@@ -260,8 +255,10 @@ def _warn_stalled(gave_up: list[float], tol: float) -> None:
         log.warning(
             "linear head: L-BFGS stopped where float precision allows no further decrease, "
             "max |gradient| up to %.2e > tol %.0e (solver coordinates) for %d task(s)",
-            max(gave_up), tol, len(gave_up),
-        )  # fmt: skip
+            max(gave_up),
+            tol,
+            len(gave_up),
+        )
 
 
 def _two_loop(grad, s_hist, y_hist, rho_hist, gamma):
@@ -277,5 +274,3 @@ def _two_loop(grad, s_hist, y_hist, rho_hist, gamma):
         beta = rho * (y * r).sum(dim=1)
         r += s * (alpha - beta)[:, None]
     return r
-
-

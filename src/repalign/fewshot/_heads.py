@@ -4,9 +4,9 @@ Every (seed, shots) pair of the protocol is one *task*: standardize the features
 statistics of the task's training shots, fit a head, score the task's evaluation examples.
 Tasks with the same training-set size (all seeds of one ``shots``) are stacked along a
 leading batch dimension and trained as one tensor program instead of a Python loop of
-independent fits: the linear head in :mod:`repalign._fewshot_linear`, the MLP heads in
-:mod:`repalign._fewshot_mlp`. Matrix products use the fastest route that keeps each head's
-accuracy (:mod:`repalign._fast_matmul`).
+independent fits: the linear head in :mod:`repalign.fewshot._linear`, the MLP heads in
+:mod:`repalign.fewshot._mlp`. Matrix products use the fastest route that keeps each head's
+accuracy (:mod:`repalign.fewshot._fast_matmul`).
 
 A task's result does not depend on which other tasks share its batch: one cell of the grid
 can be reproduced alone (see ``benchmarks/bench_fewshot.py`` for the comparison with a plain
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from repalign._fewshot_settings import HeadSettings
+from repalign.fewshot.settings import HeadSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,7 @@ class Task:
 
 def task_generator_seed(seed: int, shots: int, head: str) -> int:
     """The seed of a task's private torch generator, from (seed, shots, head)."""
-    state = np.random.SeedSequence(
-        [int(seed), int(shots), _HEAD_CODES[head], 0xF5]
-    ).generate_state(2)
+    state = np.random.SeedSequence([int(seed), int(shots), _HEAD_CODES[head], 0xF5]).generate_state(2)
     return int(state[0]) << 32 | int(state[1])
 
 
@@ -91,7 +89,7 @@ def fit_and_score(
     Returns:
         (len(tasks),) float64 accuracies in [0, 1], in the order of ``tasks``.
     """
-    from repalign._fast_matmul import fast_float32_matmul
+    from repalign.fewshot._fast_matmul import fast_float32_matmul
 
     accuracies = np.full(len(tasks), np.nan)
     groups: dict[int, list[int]] = {}
@@ -102,12 +100,8 @@ def fit_and_score(
             batch = [tasks[i] for i in members]
             rows = min(n_train, settings.batch_size) if head != "linear" else n_train
             width = settings.hidden_width if head == "mlp2" else n_classes
-            with _threads_for(
-                features.device, len(batch) * rows * features.shape[1] * width
-            ):
-                accuracies[members] = _fit_group(
-                    head, features, targets, batch, n_classes, settings
-                )
+            with _threads_for(features.device, len(batch) * rows * features.shape[1] * width):
+                accuracies[members] = _fit_group(head, features, targets, batch, n_classes, settings)
     return accuracies
 
 
@@ -131,13 +125,11 @@ def _threads_for(device, work: int) -> Iterator[None]:
 def _fit_group(head, features, targets, tasks, n_classes, settings) -> np.ndarray:
     import torch
 
-    from repalign._fewshot_linear import fit_logistic_lbfgs
-    from repalign._fewshot_mlp import fit_mlp
+    from repalign.fewshot._linear import fit_logistic_lbfgs
+    from repalign.fewshot._mlp import fit_mlp
 
     device = features.device
-    train_rows = torch.as_tensor(
-        np.stack([t.train_rows for t in tasks]), device=device
-    )  # (B, N)
+    train_rows = torch.as_tensor(np.stack([t.train_rows for t in tasks]), device=device)  # (B, N)
     x_train, mean, inv_scale = standardized_training_rows(features, train_rows)
     y_train = targets[train_rows]  # (B, N)
     if head == "linear":

@@ -38,9 +38,7 @@ def native_bfloat16(device) -> bool:
     if device.type != "cpu":
         return False
     try:  # private helpers of torch.cpu; if a release drops them, assume no
-        return bool(
-            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        )
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:
         return False
 

@@ -31,25 +31,17 @@ MANIFEST_VERSION = 1
 
 def labels_fingerprint(labels: np.ndarray) -> str:
     """sha256 of the labels as little-endian int64 (order matters)."""
-    return hashlib.sha256(
-        np.ascontiguousarray(labels, dtype="<i8").tobytes()
-    ).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
 
 
 def check_labels(labels, *, n_features: int | None = None) -> np.ndarray:
     """Validate labels: 1-D integers, at least two classes. Returns an int64 copy, (n,)."""
     array = np.asarray(labels)
     if array.ndim != 1:
-        raise InputError(
-            f"labels must be 1-D (one class per example); got shape {array.shape}."
-        )
-    whole_floats = np.issubdtype(array.dtype, np.floating) and np.all(
-        array == np.round(array)
-    )
+        raise InputError(f"labels must be 1-D (one class per example); got shape {array.shape}.")
+    whole_floats = np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array))
     if array.size and not np.issubdtype(array.dtype, np.integer) and not whole_floats:
-        raise InputError(
-            f"labels must be integer class indices; got dtype {array.dtype}."
-        )
+        raise InputError(f"labels must be integer class indices; got dtype {array.dtype}.")
     array = array.astype(np.int64)
     if n_features is not None and n_features != len(array):
         raise InputError(
@@ -58,24 +50,16 @@ def check_labels(labels, *, n_features: int | None = None) -> np.ndarray:
         )
     n_classes = len(np.unique(array))
     if n_classes < 2:
-        raise InputError(
-            f"Few-shot learning needs at least 2 classes; the labels hold {n_classes}."
-        )
+        raise InputError(f"Few-shot learning needs at least 2 classes; the labels hold {n_classes}.")
     return array
 
 
 def normalize_shots(shots: int | Iterable[int]) -> tuple[int, ...]:
     values = (shots,) if isinstance(shots, (int, np.integer)) else tuple(shots)
     if not values:
-        raise InputError(
-            "shots is empty; give at least one number of examples per class, e.g. 1,5,10."
-        )
+        raise InputError("shots is empty; give at least one number of examples per class, e.g. 1,5,10.")
     for value in values:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, np.integer))
-            or value < 1
-        ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InputError(f"shots must be positive integers; got {value!r}.")
     return tuple(sorted({int(v) for v in values}))
 
@@ -88,9 +72,7 @@ def normalize_seeds(seeds: int | Iterable[int]) -> tuple[int, ...]:
         return tuple(range(int(seeds)))
     values = tuple(int(s) for s in seeds)
     if not values or len(set(values)) != len(values) or min(values) < 0:
-        raise InputError(
-            f"seeds must be distinct non-negative integers; got {list(values)}."
-        )
+        raise InputError(f"seeds must be distinct non-negative integers; got {list(values)}.")
     return values
 
 
@@ -144,17 +126,12 @@ class SplitManifest:
     def used_indices(self) -> np.ndarray:
         """Sorted union of every train and eval index: the only examples that need features."""
         parts = [np.concatenate([s.train, s.eval]) for s in self.splits.values()]
-        return (
-            np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-        )
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
     def check_labels(self, labels: np.ndarray) -> None:
         """Refuse labels other than the ones the splits were drawn from."""
         labels = np.asarray(labels)
-        if (
-            len(labels) != self.n_examples
-            or labels_fingerprint(labels) != self.labels_fingerprint
-        ):
+        if len(labels) != self.n_examples or labels_fingerprint(labels) != self.labels_fingerprint:
             raise InputError(
                 f"This split manifest was drawn for other labels (dataset '{self.dataset}', "
                 f"{self.n_examples} examples, fingerprint {self.labels_fingerprint[:12]}); got "
@@ -183,10 +160,14 @@ class SplitManifest:
         if path.suffix == ".json":
             meta = self._meta()
             meta["splits"] = [
-                {"seed": s, "shots": n, "train": self.splits[(s, n)].train.tolist(),
-                 "eval": self.splits[(s, n)].eval.tolist()}
+                {
+                    "seed": s,
+                    "shots": n,
+                    "train": self.splits[(s, n)].train.tolist(),
+                    "eval": self.splits[(s, n)].eval.tolist(),
+                }
                 for s, n in keys
-            ]  # fmt: skip
+            ]
             write_json_atomic(path, meta)
         elif path.suffix == ".npz":
             arrays = {"meta": np.array(json.dumps(self._meta()))}
@@ -196,9 +177,7 @@ class SplitManifest:
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 np.savez_compressed(handle, **arrays)
         else:
-            raise InputError(
-                f"Split manifests are saved as .json or .npz; got '{path.name}'."
-            )
+            raise InputError(f"Split manifests are saved as .json or .npz; got '{path.name}'.")
         return path
 
     @classmethod
@@ -236,13 +215,9 @@ class SplitManifest:
                                 data[eval_key].astype(np.int64),
                             )
             else:
-                raise InputError(
-                    f"Split manifests are .json or .npz files; got '{path.name}'."
-                )
+                raise InputError(f"Split manifests are .json or .npz files; got '{path.name}'.")
             if meta.get("format") != MANIFEST_FORMAT:
-                raise InputError(
-                    f"{path} is not a repalign split manifest (format {meta.get('format')!r})."
-                )
+                raise InputError(f"{path} is not a repalign split manifest (format {meta.get('format')!r}).")
             return cls(
                 dataset=str(meta["dataset"]),
                 labels_fingerprint=str(meta["labels_fingerprint"]),
@@ -281,21 +256,13 @@ def make_splits(
     labels = check_labels(labels)
     shots = normalize_shots(shots)
     seeds = normalize_seeds(seeds)
-    if max_eval_per_class is not None and (
-        isinstance(max_eval_per_class, bool) or int(max_eval_per_class) < 1
-    ):
-        raise InputError(
-            f"max_eval_per_class must be a positive integer or None; got {max_eval_per_class!r}."
-        )
+    if max_eval_per_class is not None and (isinstance(max_eval_per_class, bool) or int(max_eval_per_class) < 1):
+        raise InputError(f"max_eval_per_class must be a positive integer or None; got {max_eval_per_class!r}.")
     classes, counts = np.unique(labels, return_counts=True)
     smallest = int(np.argmin(counts))
     if counts[smallest] < shots[-1] + 1:
         label = int(classes[smallest])
-        name = (
-            class_names[label]
-            if class_names is not None and 0 <= label < len(class_names)
-            else str(label)
-        )
+        name = class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
         raise InputError(
             f"Class '{name}' has only {counts[smallest]} examples, but shots={shots[-1]} needs "
             f"{shots[-1] + 1} ({shots[-1]} to train and at least 1 to evaluate). Use fewer shots "
@@ -318,25 +285,17 @@ def make_splits(
         dataset=dataset,
         labels_fingerprint=labels_fingerprint(labels),
         n_examples=len(labels),
-        max_eval_per_class=None
-        if max_eval_per_class is None
-        else int(max_eval_per_class),
+        max_eval_per_class=None if max_eval_per_class is None else int(max_eval_per_class),
         splits=splits,
     )
 
 
 def _check_split(split: Split, seed: int, shots: int, n_examples: int) -> None:
     for part in (split.train, split.eval):
-        if part.ndim != 1 or (
-            part.size and (part.min() < 0 or part.max() >= n_examples)
-        ):
-            raise InputError(
-                f"Split seed={seed}, shots={shots} has indices outside 0..{n_examples - 1}."
-            )
+        if part.ndim != 1 or (part.size and (part.min() < 0 or part.max() >= n_examples)):
+            raise InputError(f"Split seed={seed}, shots={shots} has indices outside 0..{n_examples - 1}.")
     if not split.train.size or not split.eval.size:
-        raise InputError(
-            f"Split seed={seed}, shots={shots} has an empty train or eval set."
-        )
+        raise InputError(f"Split seed={seed}, shots={shots} has an empty train or eval set.")
     overlap = np.intersect1d(split.train, split.eval)
     if overlap.size or len(np.unique(split.train)) != len(split.train):
         raise InputError(

@@ -44,8 +44,6 @@ class HeadSettings:
 
     def __post_init__(self) -> None:
         if self.mlp_precision not in MLP_PRECISIONS:
-            raise InputError(
-                f"mlp_precision must be one of {', '.join(MLP_PRECISIONS)}; got {self.mlp_precision!r}."
-            )
+            raise InputError(f"mlp_precision must be one of {', '.join(MLP_PRECISIONS)}; got {self.mlp_precision!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"dropout must be in [0, 1); got {self.dropout}.")

@@ -5,7 +5,7 @@
 
 How it works, and why:
 
-* **Cache first.** The cache key (see :mod:`repalign.cache`) is computed from
+* **Cache first.** The cache key (see :mod:`repalign.embed.cache`) is computed from
   ``repalign.models.describe_model``, which reads the model's identity and preprocessing
   config *without building the network*, so a second run never loads the model.
 * **Streaming.** A torch ``DataLoader`` over a dataset that decodes image ``i`` and applies
@@ -15,7 +15,7 @@ How it works, and why:
 * **Numpy models on a multi-core CPU** (TFLite) use a lighter loader by default: one
   thread decodes and preprocesses the next batches (PIL releases the GIL) while the
   forward pass runs with one core fewer (the handle's ``compute_threads``), at most
-  :data:`THREAD_PREFETCH_BATCHES` batches ahead (:mod:`repalign._prefetch`).
+  :data:`THREAD_PREFETCH_BATCHES` batches ahead (:mod:`repalign.embed._prefetch`).
 * **Deterministic order.** No shuffling; the DataLoader returns batches in index order
   even with several workers, and outputs are written into a preallocated array by index.
 * **Out of memory** halves the batch (and keeps the smaller size for later batches),
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from repalign.cache import CACHE_DTYPES, EmbeddingCache, cache_key
 from repalign.data.images import ImageSet, SubsetImageSet
+from repalign.embed.cache import CACHE_DTYPES, EmbeddingCache, cache_key
 from repalign.errors import InputError, MissingDataError, RepalignError, unknown_name
 from repalign.models.base import PENULTIMATE, ModelHandle
 
@@ -534,7 +534,7 @@ def _run_batches(
 
 
 def _use_thread_pipeline(handle: ModelHandle, n_images: int, batch_size: int) -> bool:
-    """Whether the default loader for this run is the prefetch thread (:mod:`repalign._prefetch`).
+    """Whether the default loader for this run is the prefetch thread (:mod:`repalign.embed._prefetch`).
 
     Yes for numpy models (``uses_torch`` False, e.g. TFLite) on the CPU with more than one
     batch and more than one usable CPU: decoding (PIL, which releases the GIL) overlaps the
@@ -552,7 +552,7 @@ def _threaded_batches(dataset: _PreparedImages, batch_size: int):
     At most :data:`THREAD_PREFETCH_BATCHES` finished batches wait (plus one in the making),
     so memory does not grow with the number of images.
     """
-    from repalign._prefetch import prefetched
+    from repalign.embed._prefetch import prefetched
 
     n = len(dataset)
 

@@ -35,7 +35,7 @@ import pandas as pd
 
 from repalign._io import atomic_path, write_json_atomic, write_text_atomic
 from repalign.errors import InputError, MissingDataError, RepalignError
-from repalign.study.schema import RESULT_COLUMNS, conform, empty_results
+from repalign.schema import RESULT_COLUMNS, conform, empty_results
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class StudyStore:
 
     # -- reading -------------------------------------------------------------------------
     def unit_state(self, unit_id: str, fingerprint: str) -> str:
-        """"missing", "finished", "failed" (has failed rows) or "stale" (other config)."""
+        """ "missing", "finished", "failed" (has failed rows) or "stale" (other config)."""
         import pyarrow.parquet as pq
 
         file = self.unit_file(unit_id)
@@ -209,7 +209,7 @@ def load_study(path: str | os.PathLike) -> StudyResults:
     Returns a :class:`StudyResults` with ``.results`` (all rows), ``.alignment``,
     ``.fewshot``, ``.robustness``, ``.failures``, ``.config``, ``.manifest`` and ``.path``.
     """
-    from repalign.study.config import tomllib
+    from repalign._io import tomllib
 
     store = StudyStore(path)
     if not store.path.is_dir():
@@ -225,8 +225,21 @@ def load_study(path: str | os.PathLike) -> StudyResults:
 # manifest
 # ---------------------------------------------------------------------------------------
 _PACKAGES = (
-    "repalign", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn", "pingouin", "numba",
-    "torch", "torchvision", "timm", "ai-edge-litert", "ray", "rich", "matplotlib",
+    "repalign",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "pingouin",
+    "numba",
+    "torch",
+    "torchvision",
+    "timm",
+    "ai-edge-litert",
+    "ray",
+    "rich",
+    "matplotlib",
 )
 
 
@@ -251,7 +264,11 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -1,13 +1,4 @@
-"""Few-shot transfer: how well a model's embeddings support learning classes from few examples.
-
-The study's protocol: from a dataset's test split, for each number of shots n, draw n
-examples per class to train a head on the (frozen) embeddings and evaluate on the remaining
-examples; repeat over seeds and report the mean accuracy with a 95% t-interval over seeds.
-
-- :func:`make_splits` / :class:`SplitManifest`: the leak-checked, reproducible splits.
-- :func:`evaluate_fewshot`: the whole grid (shots x heads x seeds) from precomputed features.
-- :func:`run_fewshot`: embeds the images a model needs (only those some split uses) and
-  evaluates.
+"""The few-shot grid: evaluate_fewshot on precomputed features, run_fewshot from a model and a dataset.
 
 Example:
     >>> from repalign.fewshot import run_fewshot
@@ -24,31 +15,17 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from repalign._fewshot_heads import Task
-from repalign._fewshot_settings import HEADS, HeadSettings
-from repalign._fewshot_splits import (
-    Split,
+from repalign.errors import InputError, unknown_name
+from repalign.fewshot._heads import Task
+from repalign.fewshot.settings import HEADS, HeadSettings
+from repalign.fewshot.splits import (
     SplitManifest,
     check_labels,
-    labels_fingerprint,
     make_splits,
 )
-from repalign.errors import InputError, unknown_name
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_SHOTS",
-    "HEADS",
-    "HeadSettings",
-    "Split",
-    "SplitManifest",
-    "confidence_interval",
-    "evaluate_fewshot",
-    "labels_fingerprint",
-    "make_splits",
-    "run_fewshot",
-]
 
 DEFAULT_SHOTS = (1, 5, 10, 20, 40, 80)
 RESULT_COLUMNS = (
@@ -63,9 +40,7 @@ RESULT_COLUMNS = (
 PER_SEED_COLUMNS = ("dataset", "head", "shots", "seed", "accuracy")
 
 
-def confidence_interval(
-    values: Sequence[float], *, level: float = 0.95
-) -> tuple[float, float, float]:
+def confidence_interval(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided t-interval of the mean over seeds: ``mean +- t_{k-1} * sd / sqrt(k)``.
 
     With one seed the interval is undefined and returned as (mean, NaN, NaN).
@@ -76,11 +51,7 @@ def confidence_interval(
     mean = float(values.mean())
     if len(values) < 2:
         return mean, float("nan"), float("nan")
-    half = float(
-        stats.t.ppf(0.5 + level / 2, len(values) - 1)
-        * values.std(ddof=1)
-        / np.sqrt(len(values))
-    )
+    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
     return mean, mean - half, mean + half
 
 
@@ -121,7 +92,7 @@ def evaluate_fewshot(
     """
     import torch
 
-    from repalign._fewshot_heads import fit_and_score
+    from repalign.fewshot._heads import fit_and_score
 
     features = np.asarray(features)
     if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
@@ -145,9 +116,7 @@ def evaluate_fewshot(
         rows_of_example[feature_indices] = np.arange(len(features))
     if not np.all(np.isfinite(features)):
         bad = int(np.argwhere(~np.isfinite(features))[0][0])
-        raise InputError(
-            f"features contain NaN or infinite values (first in row {bad})."
-        )
+        raise InputError(f"features contain NaN or infinite values (first in row {bad}).")
     heads = _check_heads(heads)
     if splits is None:
         splits = make_splits(
@@ -172,25 +141,18 @@ def evaluate_fewshot(
             train, evaluate = rows_of_example[train], rows_of_example[evaluate]
             if (train < 0).any() or (evaluate < 0).any():
                 raise InputError(
-                    "feature_indices does not cover every example the splits use; embed "
-                    "splits.used_indices()."
+                    "feature_indices does not cover every example the splits use; embed splits.used_indices()."
                 )
         tasks.append(Task(seed=seed, shots=n, train_rows=train, eval_rows=evaluate))
-    row_targets = (
-        targets if rows_of_example is None else targets[np.asarray(feature_indices)]
-    )
+    row_targets = targets if rows_of_example is None else targets[np.asarray(feature_indices)]
 
     torch_device = _torch_device(device)
-    x = torch.as_tensor(
-        np.ascontiguousarray(features, dtype=np.float32), device=torch_device
-    )
+    x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=torch_device)
     y = torch.as_tensor(row_targets, device=torch_device)
     records = []
     for head in heads:
         start = time.perf_counter()
-        accuracies = fit_and_score(
-            head, x, y, tasks, n_classes=len(classes), settings=settings
-        )
+        accuracies = fit_and_score(head, x, y, tasks, n_classes=len(classes), settings=settings)
         log.info(
             "few-shot %s on %s: %d fits in %.2fs",
             head,
@@ -217,12 +179,19 @@ def evaluate_fewshot(
 def summarize(per_seed_frame: pd.DataFrame) -> pd.DataFrame:
     """Collapse per-seed rows to mean accuracy and 95% t-interval per (dataset, head, shots)."""
     rows = []
-    for (dataset, head, n), group in per_seed_frame.groupby(
-        ["dataset", "head", "shots"], sort=False
-    ):
+    for (dataset, head, n), group in per_seed_frame.groupby(["dataset", "head", "shots"], sort=False):
         mean, low, high = confidence_interval(group["accuracy"].to_numpy())
-        rows.append({"dataset": dataset, "head": head, "shots": int(n), "n_seeds": len(group),
-                     "accuracy": mean, "ci_low": low, "ci_high": high})  # fmt: skip
+        rows.append(
+            {
+                "dataset": dataset,
+                "head": head,
+                "shots": int(n),
+                "n_seeds": len(group),
+                "accuracy": mean,
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
     return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
 
 
@@ -266,9 +235,13 @@ def run_fewshot(
     data = load_fewshot_dataset(dataset, split=split)
     if splits is None:
         splits = make_splits(
-            data.labels, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class,
-            dataset=data.name, class_names=data.class_names,
-        )  # fmt: skip
+            data.labels,
+            shots=shots,
+            seeds=seeds,
+            max_eval_per_class=max_eval_per_class,
+            dataset=data.name,
+            class_names=data.class_names,
+        )
     else:
         splits.check_labels(data.labels)
     used = splits.used_indices()
@@ -280,13 +253,24 @@ def run_fewshot(
         len(data),
     )
     features = extract_embeddings(
-        model, SubsetImageSet(data.images, used), device=device, batch_size=batch_size,
-        num_workers=num_workers, progress=progress,
-    )  # fmt: skip
+        model,
+        SubsetImageSet(data.images, used),
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
     frame = evaluate_fewshot(
-        features, data.labels, heads=heads, splits=splits, per_seed=per_seed, dataset=data.name,
-        feature_indices=used, device=device, settings=settings,
-    )  # fmt: skip
+        features,
+        data.labels,
+        heads=heads,
+        splits=splits,
+        per_seed=per_seed,
+        dataset=data.name,
+        feature_indices=used,
+        device=device,
+        settings=settings,
+    )
     frame.insert(0, "model_id", _model_id(model))
     frame.insert(0, "model", model)
     return frame
@@ -328,11 +312,7 @@ def _torch_device(device: str):
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise InputError(
-            f"Unknown device '{device}': use auto, cpu, cuda or cuda:N."
-        ) from exc
+        raise InputError(f"Unknown device '{device}': use auto, cpu, cuda or cuda:N.") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            f"Device '{device}' was requested but CUDA is not available here; use --device cpu."
-        )
+        raise InputError(f"Device '{device}' was requested but CUDA is not available here; use --device cpu.")
     return resolved

@@ -14,11 +14,11 @@ generator, so its result does not depend on the other tasks of its batch, and a 
 per-fit loop with the same generators (:func:`draw_minibatch`, :func:`draw_dropout_keep`)
 sees the same draws (``benchmarks/bench_fewshot.py`` compares the two).
 
-Input dropout is drawn as the positions of the kept inputs (:mod:`repalign._fewshot_sparse`).
+Input dropout is drawn as the positions of the kept inputs (:mod:`repalign.fewshot._dropout`).
 The first layer's product then runs one of two ways:
 
 - bfloat16 products (``HeadSettings.mlp_precision``; the default where the hardware has them,
-  see :mod:`repalign._fast_matmul`): the masked minibatch as a dense bfloat16 batch, several
+  see :mod:`repalign.fewshot._fast_matmul`): the masked minibatch as a dense bfloat16 batch, several
   times faster than any float32 route;
 - float32: when the layer is at least ``_SPARSE_MIN_WIDTH`` wide, on the kept entries only
   (gather-sums over a fifth of the inputs instead of a dense product over 80% zeros);
@@ -33,14 +33,14 @@ import itertools
 
 import torch
 
-from repalign._fast_matmul import mlp_matmul_dtype
-from repalign._fewshot_settings import HeadSettings
-from repalign._fewshot_sparse import (
+from repalign.fewshot._dropout import (
     KeptInputs,
     draw_kept_positions,
     masked_dense,
     sparse_input_linear,
 )
+from repalign.fewshot._fast_matmul import mlp_matmul_dtype
+from repalign.fewshot.settings import HeadSettings
 
 # A task draws the randomness of up to _BLOCK_MAX_STEPS steps at once, fewer when that
 # would hold more than about _BLOCK_KEPT kept positions (memory: 12 bytes each).
@@ -51,20 +51,14 @@ _BLOCK_KEPT = 1 << 20
 _SPARSE_MIN_WIDTH = 64
 
 
-def init_mlp(
-    head: str, dim: int, n_classes: int, settings: HeadSettings, generator, device
-):
+def init_mlp(head: str, dim: int, n_classes: int, settings: HeadSettings, generator, device):
     """Initial layers of one task, drawn from its generator like ``torch.nn.Linear``'s default
     (uniform in +-1/sqrt(fan_in), weights then bias). Returns [(weight (d_in, d_out), bias (d_out,))]."""
-    widths = (
-        [dim, n_classes] if head == "mlp1" else [dim, settings.hidden_width, n_classes]
-    )
+    widths = [dim, n_classes] if head == "mlp1" else [dim, settings.hidden_width, n_classes]
     layers = []
     for fan_in, fan_out in itertools.pairwise(widths):
         bound = 1.0 / fan_in**0.5
-        weight = (
-            torch.rand(fan_in, fan_out, generator=generator, device=device) * 2 - 1
-        ) * bound
+        weight = (torch.rand(fan_in, fan_out, generator=generator, device=device) * 2 - 1) * bound
         bias = (torch.rand(fan_out, generator=generator, device=device) * 2 - 1) * bound
         layers.append((weight, bias))
     return layers
@@ -113,13 +107,9 @@ class TaskDraws:
         self.steps_left -= steps
         self._picked = None
         if self.batch < self.n_rows:
-            self._picked = torch.randint(
-                self.n_rows, (steps, self.batch), generator=self.generator, device=self.device
-            )
+            self._picked = torch.randint(self.n_rows, (steps, self.batch), generator=self.generator, device=self.device)
         size = self.inputs_per_step
-        self._kept = draw_kept_positions(
-            steps * size, self.keep_prob, self.generator, self.device
-        )
+        self._kept = draw_kept_positions(steps * size, self.keep_prob, self.generator, self.device)
         starts = torch.arange(steps + 1, device=self._kept.device) * size
         self._bounds = torch.searchsorted(self._kept, starts).tolist()
         self._step = 0
@@ -151,9 +141,7 @@ def fit_mlp(head, x_train, y_train, n_classes, seeds, settings):
     params = []
     for layer in range(len(per_task[0])):
         for part in range(2):
-            params.append(
-                torch.stack([t[layer][part] for t in per_task]).requires_grad_(True)
-            )
+            params.append(torch.stack([t[layer][part] for t in per_task]).requires_grad_(True))
     # One fused kernel per step for all parameters (the same AdamW update, elementwise).
     optimizer = torch.optim.AdamW(
         params,
@@ -197,15 +185,11 @@ def fit_mlp(head, x_train, y_train, n_classes, seeds, settings):
                 _cast(params[j], low),
             )
         # Sum over tasks of each task's mean loss: every task gets its own gradient.
-        loss = torch.nn.functional.cross_entropy(
-            h.float().reshape(-1, n_classes), targets.reshape(-1), reduction="sum"
-        )
+        loss = torch.nn.functional.cross_entropy(h.float().reshape(-1, n_classes), targets.reshape(-1), reduction="sum")
         optimizer.zero_grad(set_to_none=True)
         (loss / batch).backward()
         optimizer.step()
-    return [
-        (params[j].detach(), params[j + 1].detach()) for j in range(0, len(params), 2)
-    ]
+    return [(params[j].detach(), params[j + 1].detach()) for j in range(0, len(params), 2)]
 
 
 def _step_draws(draws: list[TaskDraws], n_rows: int):

@@ -22,9 +22,7 @@ import torch
 import torch.nn.functional as F
 
 
-def draw_kept_positions(
-    total: int, keep_prob: float, generator, device
-) -> torch.Tensor:
+def draw_kept_positions(total: int, keep_prob: float, generator, device) -> torch.Tensor:
     """Positions kept by independent Bernoulli(keep_prob) coins over ``range(total)``.
 
     The gap before each kept position is geometric: ``floor(log(U) / log(1 - p))`` dropped

@@ -1,0 +1,131 @@
+"""Alignment of a model's embeddings with one human dataset, as tidy result records."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from repalign._options import (
+    ALIGNMENT_METRICS,
+    DEFAULT_METRICS,
+    MATRIX_METRICS,
+    PAIRWISE_METHODS,
+    SIMILARITY_METRICS,
+    TIE_MODES,
+)
+from repalign.alignment._checks import _as_embeddings, _check_choice, _check_pair
+from repalign.alignment.bootstrap import bootstrap_alignment_ci
+from repalign.alignment.pairwise import _upper_pairs, pairwise_alignment
+from repalign.alignment.similarity import similarity_matrix
+from repalign.alignment.triplets import triplet_accuracy, triplet_alignment
+from repalign.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from repalign.data.human import HumanSimilarity
+
+logger = logging.getLogger(__name__)
+
+
+def _metrics_for(human: HumanSimilarity, metrics: Sequence[str], is_default: bool) -> list[str]:
+    """The metrics to compute for one dataset (the default adapts to what it provides)."""
+    has_matrix = human.similarity is not None
+    has_judgments = human.judgments is not None
+    if is_default:
+        chosen = list(metrics) if has_matrix else []
+        return chosen + (["triplet_accuracy"] if has_judgments else [])
+    needs_matrix = [m for m in metrics if m in MATRIX_METRICS]
+    if needs_matrix and not has_matrix:
+        raise InputError(
+            f"Dataset {human.name} has triplet judgments but no similarity matrix, so metrics "
+            f"{', '.join(needs_matrix)} do not apply; use --metrics triplet_accuracy"
+        )
+    if "triplet_accuracy" in metrics and not has_judgments:
+        raise InputError(f"Dataset {human.name} has no triplet judgments, so triplet_accuracy does not apply")
+    return list(metrics)
+
+
+def compute_alignment(
+    embeddings,
+    human: HumanSimilarity,
+    *,
+    similarity: str = "cosine",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    n_bootstrap: int = 1000,
+    random_state=0,
+    ties: str = "exclude",
+) -> list[dict]:
+    """Alignment of a model's embeddings with one human dataset, as tidy records.
+
+    Args:
+        embeddings: (n_stimuli, n_features), rows in ``human.stimuli`` order.
+        human: a :class:`repalign.data.human.HumanSimilarity`.
+        similarity: similarity function of the model matrix (see :func:`similarity_matrix`).
+        metrics: names from ``pearson, spearman, kendall, triplet, triplet_accuracy``. With
+            the default, a judgments-only dataset gets ``triplet_accuracy`` and a dataset
+            with both a matrix and judgments gets ``triplet_accuracy`` as well.
+        n_bootstrap: stimulus-bootstrap resamples for the 95% CI (0: no CI, NaN bounds).
+        random_state: seed of the bootstrap.
+        ties: tie rule of the ``"triplet"`` metric.
+
+    Returns:
+        One dict per metric with keys ``dataset, metric, similarity, value, ci_low,
+        ci_high, n_stimuli, n_missing_pairs`` (pairs missing on either side).
+    """
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    is_default = tuple(metrics) == DEFAULT_METRICS
+    for metric in metrics:
+        _check_choice("alignment metric", metric, ALIGNMENT_METRICS)
+    _check_choice("similarity metric", similarity, SIMILARITY_METRICS)
+    _check_choice("ties option", ties, TIE_MODES)
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 0:
+        raise InputError(f"n_bootstrap must be a non-negative integer; got {n_bootstrap!r}")
+    x = _as_embeddings(embeddings)
+    n_stimuli = len(human.stimuli)
+    if x.shape[0] != n_stimuli:
+        raise InputError(
+            f"embeddings have {x.shape[0]} rows but dataset {human.name} has {n_stimuli} stimuli; "
+            "pass one row per stimulus, in the dataset's stimulus order"
+        )
+    chosen = _metrics_for(human, metrics, is_default)
+    model = similarity_matrix(x, metric=similarity)
+    human_sim = None
+    if human.similarity is not None:
+        model, human_sim = _check_pair(model, human.similarity)
+    judgments = human.judgments if "triplet_accuracy" in chosen else None
+    n_missing = _upper_pairs(model, human_sim)[2] if human_sim is not None else 0
+
+    values: dict[str, float] = {}
+    for metric in chosen:
+        if metric in PAIRWISE_METHODS:
+            values[metric] = pairwise_alignment(model, human_sim, method=metric)
+        elif metric == "triplet":
+            values[metric] = triplet_alignment(model, human_sim, ties=ties)
+        else:
+            values[metric] = triplet_accuracy(model, judgments)
+    if n_bootstrap:
+        intervals = bootstrap_alignment_ci(
+            model,
+            human_sim,
+            judgments=judgments,
+            metrics=chosen,
+            n_bootstrap=n_bootstrap,
+            random_state=random_state,
+            ties=ties,
+        )
+    else:
+        intervals = {metric: (float("nan"), float("nan")) for metric in chosen}
+    return [
+        {
+            "dataset": human.name,
+            "metric": metric,
+            "similarity": similarity,
+            "value": values[metric],
+            "ci_low": intervals[metric][0],
+            "ci_high": intervals[metric][1],
+            "n_stimuli": n_stimuli,
+            "n_missing_pairs": n_missing,
+        }
+        for metric in chosen
+    ]

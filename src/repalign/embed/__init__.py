@@ -1,0 +1,35 @@
+"""Embeddings: a model's features for a set of images, extracted in batches and cached by content.
+
+* :mod:`~repalign.embed.engine` -- :func:`extract_embeddings` (batched, streaming, out-of-memory
+  halving, deterministic order) and :func:`is_cached`;
+* :mod:`~repalign.embed.cache` -- the content-addressed embedding cache;
+* ``_prefetch`` -- the thread pipeline that decodes the next batches during a forward pass.
+
+Importing this package never imports torch. See docs/embeddings.md.
+"""
+
+from __future__ import annotations
+
+from repalign.embed.cache import CACHE_DTYPES, EmbeddingCache, cache_key
+from repalign.embed.engine import (
+    EXTRACTION_CODE_VERSION,
+    default_num_workers,
+    embedding_cache_key,
+    extract_embeddings,
+    is_cached,
+    resolve_device,
+    usable_cpus,
+)
+
+__all__ = [
+    "CACHE_DTYPES",
+    "EXTRACTION_CODE_VERSION",
+    "EmbeddingCache",
+    "cache_key",
+    "default_num_workers",
+    "embedding_cache_key",
+    "extract_embeddings",
+    "is_cached",
+    "resolve_device",
+    "usable_cpus",
+]

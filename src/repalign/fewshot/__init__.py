@@ -1,0 +1,45 @@
+"""Few-shot transfer: how well a model's embeddings support learning classes from few examples.
+
+The study's protocol: from a dataset's test split, for each number of shots n, draw n
+examples per class to train a head on the (frozen) embeddings and evaluate on the remaining
+examples; repeat over seeds and report the mean accuracy with a 95% t-interval over seeds.
+
+* :mod:`~repalign.fewshot.splits` -- :func:`make_splits` / :class:`SplitManifest`, the
+  leak-checked, reproducible splits;
+* :mod:`~repalign.fewshot.evaluate` -- :func:`evaluate_fewshot` (the whole grid from
+  precomputed features) and :func:`run_fewshot` (embeds what the splits use, then evaluates);
+* :mod:`~repalign.fewshot.settings` -- :class:`HeadSettings`, the heads' hyperparameters;
+* private: ``_heads`` (batching tasks into groups, scoring), ``_linear`` (batched L-BFGS
+  logistic regression), ``_mlp`` (MLP heads), ``_dropout`` (input dropout as sparsity),
+  ``_fast_matmul`` (bfloat16 / oneDNN products where they keep accuracy).
+
+Importing this package never imports torch. See docs/fewshot.md.
+"""
+
+from __future__ import annotations
+
+from repalign.fewshot.evaluate import (
+    DEFAULT_SHOTS,
+    confidence_interval,
+    evaluate_fewshot,
+    run_fewshot,
+    summarize,
+)
+from repalign.fewshot.settings import HEADS, MLP_PRECISIONS, HeadSettings
+from repalign.fewshot.splits import Split, SplitManifest, check_labels, labels_fingerprint, make_splits
+
+__all__ = [
+    "DEFAULT_SHOTS",
+    "HEADS",
+    "MLP_PRECISIONS",
+    "HeadSettings",
+    "Split",
+    "SplitManifest",
+    "check_labels",
+    "confidence_interval",
+    "evaluate_fewshot",
+    "labels_fingerprint",
+    "make_splits",
+    "run_fewshot",
+    "summarize",
+]

@@ -1,0 +1,117 @@
+"""Per-model summaries of study result rows: alignment averaged over human datasets,
+few-shot accuracy averaged over few-shot datasets, and the wide per-model tables the
+statistics take. They know the study schema, so they live with the report, not in stats.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+
+from repalign.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def model_alignment(
+    alignment: pd.DataFrame, *, similarity: str | None = None, require_all_datasets: bool = True
+) -> pd.DataFrame:
+    """Alignment per model and metric, averaged over the human datasets.
+
+    Args:
+        alignment: rows in the study schema with ``stage == "alignment"`` (others are ignored);
+            columns used: model, dataset, metric, similarity, value, status (if present).
+        similarity: keep rows of this model similarity function only; ``None`` requires that
+            the rows use a single one.
+        require_all_datasets: drop a model that lacks any (dataset, metric) the others have
+            (an average over fewer datasets is not comparable); dropped names are logged and
+            listed in ``attrs["dropped"]``.
+
+    Returns:
+        Tidy DataFrame: model, metric, value (mean over datasets), n_datasets.
+    """
+    rows = _ok_rows(alignment, "alignment")
+    if similarity is not None:
+        rows = rows[rows["similarity"] == similarity]
+    elif "similarity" in rows and rows["similarity"].nunique(dropna=True) > 1:
+        raise InputError(
+            f"Alignment rows use several similarity functions {sorted(rows['similarity'].dropna().unique())}; "
+            "pass similarity=... to choose one."
+        )
+    if rows.empty:
+        raise InputError("No successful alignment rows to summarize.")
+    grouped = rows.groupby(["model", "metric"], sort=True)["value"]
+    table = grouped.agg(value="mean", n_datasets="count").reset_index()
+    dropped: list[str] = []
+    if require_all_datasets:
+        expected = rows.groupby("metric")["dataset"].nunique()
+        complete = table["n_datasets"].to_numpy() == table["metric"].map(expected).to_numpy()
+        dropped = sorted(set(table.loc[~complete, "model"]))
+        table = table[~table["model"].isin(dropped)]
+        if dropped:
+            log.warning(
+                "alignment: %d models lack some human datasets and are left out: %s",
+                len(dropped),
+                ", ".join(dropped[:10]),
+            )
+    table = table.reset_index(drop=True).astype({"model": "string", "metric": "string"})
+    table.attrs["dropped"] = dropped
+    return table
+
+
+def wide(table: pd.DataFrame, *, columns: str = "metric", values: str = "value") -> pd.DataFrame:
+    """Tidy ``model, <columns>, <values>`` -> DataFrame indexed by model, one column per key."""
+    out = table.pivot_table(index="model", columns=columns, values=values, aggfunc="mean")
+    out.columns = [str(c) for c in out.columns]
+    out.index = out.index.astype(str)
+    return out
+
+
+def fewshot_accuracy(
+    fewshot: pd.DataFrame, *, by: Sequence[str] = ("head", "shots"), datasets: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Few-shot accuracy per model, averaged over the few-shot datasets not in ``by``.
+
+    Args:
+        fewshot: study rows with ``stage == "fewshot"`` (value = accuracy).
+        by: grouping besides model, e.g. ("head", "shots") or ("dataset", "head", "shots").
+        datasets: restrict to these few-shot datasets.
+
+    Returns:
+        Tidy DataFrame: model, *by, value, n_datasets. Models must have every dataset to be
+        averaged (else they would be compared on different tasks); others are dropped and
+        listed in ``attrs["dropped"]``.
+    """
+    rows = _ok_rows(fewshot, "fewshot")
+    if datasets is not None:
+        rows = rows[rows["dataset"].isin(list(datasets))]
+    if rows.empty:
+        raise InputError("No successful few-shot rows to summarize.")
+    keys = ["model", *by]
+    table = rows.groupby(keys, sort=True, dropna=False)["value"].agg(value="mean", n_datasets="count").reset_index()
+    dropped: list[str] = []
+    if "dataset" not in by:
+        expected = rows["dataset"].nunique()
+        dropped = sorted(set(table.loc[table["n_datasets"] < expected, "model"]))
+        table = table[~table["model"].isin(dropped)].reset_index(drop=True)
+    table.attrs["dropped"] = dropped
+    return table
+
+
+_REQUIRED = {
+    "alignment": {"model", "dataset", "metric", "value"},
+    "fewshot": {"model", "dataset", "head", "shots", "value"},
+}
+
+
+def _ok_rows(rows: pd.DataFrame, stage: str) -> pd.DataFrame:
+    missing = _REQUIRED[stage] - set(rows.columns)
+    if missing:
+        raise InputError(f"Result rows lack the columns {sorted(missing)} (expected the study schema).")
+    if "stage" in rows:
+        rows = rows[rows["stage"] == stage]
+    if "status" in rows:
+        rows = rows[rows["status"].fillna("ok") == "ok"]
+    return rows[rows["value"].notna()]

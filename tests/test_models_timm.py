@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -135,10 +133,9 @@ def test_weights_in_the_hub_cache_load_offline_and_pin_the_revision(handle, batc
 def test_no_internet_and_no_local_file_fails_fast_with_a_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
-    start = time.perf_counter()
+    # how fast the error comes is measured by benchmarks/bench_offline_errors.py, not here
     with pytest.raises(MissingDataError, match=r"not in the Hugging Face cache.*--weights PATH"):
         load_model("timm:resnet18", device="cpu")
-    assert time.perf_counter() - start < 10
     # listing and describing still work offline, without downloading
     assert describe_model("timm:resnet18")["identity"]["weights"].endswith("@not-downloaded")
 

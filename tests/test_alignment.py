@@ -30,11 +30,12 @@ def brute_force_counts(model, human, idx=None):
     """Enumerate every triplet (anchor a; pair j < k) of M[idx][:, idx], H[idx][:, idx].
 
     Entries between two copies of one stimulus are missing, and so is a triplet whose
-    pair is two copies of one stimulus.
+    pair is two copies of one stimulus. ``tied_match`` counts the tied triplets whose strict
+    bits 1[sim(a, j) > sim(a, k)] (Definition 3.5 of the paper) are equal on both sides.
     """
     n = model.shape[0] if idx is None else len(idx)
     idx = np.arange(n) if idx is None else idx
-    agree = disagree = tied = missing = 0
+    agree = disagree = tied = missing = tied_match = 0
     for a in range(n):
         for j, k in itertools.combinations(range(n), 2):
             if a in (j, k):
@@ -51,11 +52,12 @@ def brute_force_counts(model, human, idx=None):
             human_order = np.sign(human[s, t] - human[s, u])
             if model_order == 0 or human_order == 0:
                 tied += 1
+                tied_match += (model_order > 0) == (human_order > 0)
             elif model_order == human_order:
                 agree += 1
             else:
                 disagree += 1
-    return [agree, disagree, tied, missing]
+    return [agree, disagree, tied, missing, tied_match]
 
 
 def tied_matrices(rng, n, levels=4, missing_rate=0.1):
@@ -73,10 +75,15 @@ def test_counts_equal_brute_force(n, levels):
     rng = np.random.default_rng(n * 1000 + levels)
     model, human = tied_matrices(rng, n, levels=levels)
     idx = np.arange(n)
-    counts = _counts_serial(model, human, idx, False).sum(axis=0)
+    counts = _counts_serial(model, human, idx, False, True).sum(axis=0)
     assert counts.tolist() == brute_force_counts(model, human)
-    assert counts.sum() == n * (n - 1) * (n - 2) // 2
-    assert np.array_equal(_counts_parallel(model, human, idx, False), _counts_serial(model, human, idx, False))
+    assert counts[:4].sum() == n * (n - 1) * (n - 2) // 2
+    for strict_bits in (False, True):
+        serial = _counts_serial(model, human, idx, False, strict_bits)
+        assert np.array_equal(_counts_parallel(model, human, idx, False, strict_bits), serial)
+    # without strict bits the kernel skips that count, and the other four are the same
+    plain = _counts_serial(model, human, idx, False, False).sum(axis=0)
+    assert plain.tolist() == [*counts[:4].tolist(), 0]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -85,12 +92,12 @@ def test_resampled_counts_equal_brute_force_on_copies(seed):
     n = int(rng.integers(3, 25))
     model, human = tied_matrices(rng, n, levels=3)
     resamples = rng.integers(0, n, (3, n))
-    totals = triplet_counts_resampled(model, human, resamples)
+    totals = triplet_counts_resampled(model, human, resamples, True)
     for row, idx in zip(totals, resamples):
         assert row.tolist() == brute_force_counts(model, human, idx)
         # the single-matrix kernels with copy bookkeeping agree with the batch kernel
         for kernel in (_counts_serial, _counts_parallel):
-            assert kernel(model, human, idx, True).sum(axis=0).tolist() == row.tolist()
+            assert kernel(model, human, idx, True, True).sum(axis=0).tolist() == row.tolist()
 
 
 SORT_SIZES = [0, 1, 2, 15, 16, 17, 33, 48, 64, 80, 100, 257, 1000]
@@ -216,13 +223,17 @@ def test_pairwise_bad_input(model, human, kwargs, error, match):
 @pytest.mark.parametrize("n", [3, 9, 24, 40])
 def test_triplet_counts_equal_brute_force_with_ties_and_missing(n, rng):
     model, human = tied_matrices(rng, n, levels=4, missing_rate=0.1)
+    expected = brute_force_counts(model, human)
     counts = al.triplet_agreement_counts(model, human)
-    assert list(counts) == brute_force_counts(model, human)
+    assert list(counts) == [*expected[:4], None], "tied_match is counted only on request"
+    counts = al.triplet_agreement_counts(model, human, with_tied_matches=True)
+    assert list(counts) == expected
     assert all(type(c) is int for c in counts)
-    agree, disagree, tied, _ = counts
+    agree, disagree, tied, _, tied_match = counts
     if agree + disagree:
         assert al.triplet_alignment(model, human) == agree / (agree + disagree)
         assert al.triplet_alignment(model, human, ties="half") == (agree + tied / 2) / (agree + disagree + tied)
+        assert al.triplet_alignment(model, human, ties="strict") == (agree + tied_match) / (agree + disagree + tied)
 
 
 def test_triplet_alignment_properties(rng):
@@ -262,7 +273,7 @@ def test_triplet_counts_large_matrix_equal_vectorized_reference(rng):
     model, human = noisy_pair(rng, n=n, d=3)
     model = np.round(model, 2)  # ties
     human[rng.random((n, n)) < 0.02] = np.nan
-    expected = np.zeros(4, dtype=np.int64)
+    expected = np.zeros(5, dtype=np.int64)
     j, k = np.triu_indices(n, 1)
     for a in range(n):
         keep = (j != a) & (k != a)
@@ -275,8 +286,9 @@ def test_triplet_counts_large_matrix_equal_vectorized_reference(rng):
             np.sum(~missing & ~tied & (dm != dh)),
             tied.sum(),
             missing.sum(),
+            np.sum(tied & ((dm > 0) == (dh > 0))),  # strict bits (a tie is bit 0) that match
         ]
-    assert list(al.triplet_agreement_counts(model, human)) == expected.tolist()
+    assert list(al.triplet_agreement_counts(model, human, with_tied_matches=True)) == expected.tolist()
 
 
 # -------------------------------------------------------------------- sampled estimate
@@ -471,7 +483,7 @@ def test_bootstrap_resamples_stimuli_not_pairs(rng):
         keep = ~(np.isnan(x) | np.isnan(y))
         for method, oracle in SCIPY.items():
             assert values[method][b] == pytest.approx(oracle(x[keep], y[keep]).statistic, abs=1e-12)
-        agree, disagree, _, _ = brute_force_counts(model, human, idx)
+        agree, disagree, *_ = brute_force_counts(model, human, idx)
         assert values["triplet"][b] == agree / (agree + disagree)
 
 
@@ -623,7 +635,7 @@ def test_peterson_matrices(mirror):
         tied = (dm == 0) | (dh == 0)
         expected += [np.sum(~tied & (dm == dh)), np.sum(~tied & (dm != dh)), tied.sum(), 0]
     exact = al.triplet_agreement_counts(automobiles, animals)
-    assert list(exact) == expected.tolist()
+    assert list(exact) == [*expected.tolist(), None]
     sampled = al.triplet_alignment_sampled(automobiles, animals, n_triplets=20_000, random_state=0)
     assert sampled.ci_low <= exact.alignment() <= sampled.ci_high
     # a representation built from the human matrix itself (its top eigenvectors) aligns well
@@ -631,3 +643,52 @@ def test_peterson_matrices(mirror):
     embedding = vectors[:, -10:] * np.sqrt(values[-10:])
     records = al.compute_alignment(embedding, domains[0], similarity="dot", n_bootstrap=50)
     assert all(r["value"] > 0.7 and r["ci_low"] > 0.6 for r in records)
+
+
+@pytest.mark.integration
+def test_strict_ties_equal_definition_3_5_on_every_peterson_domain(mirror):
+    """ties="strict" is the paper's Definition 3.5: the match rate of the strict bits
+    1[s(i, j) > s(i, k)] (a tie is bit 0) over all n(n-1)(n-2)/2 triplets with j < k,
+    here between each pair of real Peterson domains (stimuli paired by index)."""
+    from repalign.data.human import load_human
+
+    domains = {d.name: d.similarity for d in load_human("peterson")}
+    names = sorted(domains)
+    j, k = np.triu_indices(120, 1)
+    for model_name, human_name in zip(names, names[1:] + names[:1]):
+        model, human = domains[model_name], domains[human_name]
+        matches = total = 0
+        for a in range(120):
+            keep = (j != a) & (k != a)
+            model_bits = model[a, j[keep]] > model[a, k[keep]]
+            human_bits = human[a, j[keep]] > human[a, k[keep]]
+            matches += int(np.sum(model_bits == human_bits))
+            total += int(keep.sum())
+        assert total == 120 * 119 * 118 // 2
+        assert al.triplet_alignment(model, human, ties="strict") == matches / total
+    # the human matrices really are tied, so the definitions differ
+    animals = domains["peterson:animals"]
+    counts = al.triplet_agreement_counts(animals, domains["peterson:fruits"], with_tied_matches=True)
+    assert counts.tied / counts.total > 0.01
+    assert al.triplet_alignment(animals, domains["peterson:fruits"], ties="strict") != counts.alignment("exclude")
+
+
+def test_strict_ties_sampled_and_bootstrap_agree_with_exact(rng):
+    model, human = tied_matrices(rng, 30, levels=3, missing_rate=0.0)
+    exact = al.triplet_alignment(model, human, ties="strict")
+    sampled = al.triplet_alignment_sampled(model, human, n_triplets=40_000, random_state=1, ties="strict")
+    assert sampled.ci_low <= exact <= sampled.ci_high
+    low, high = al.bootstrap_alignment_ci(model, human, metrics=("triplet",), n_bootstrap=200, ties="strict")["triplet"]
+    assert low <= exact <= high
+    # a tie is bit 0 on that side: a constant model matches exactly the human's 0 bits
+    constant = np.ones_like(human)
+    counts = al.triplet_agreement_counts(constant, human, with_tied_matches=True)
+    n_zero_bits = sum(
+        int(human[a, j] <= human[a, k])
+        for a in range(30)
+        for j in range(30)
+        for k in range(j + 1, 30)
+        if a not in (j, k)
+    )
+    assert counts.tied_match == n_zero_bits
+    assert al.triplet_alignment(constant, human, ties="strict") == n_zero_bits / counts.total

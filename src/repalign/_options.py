@@ -12,8 +12,9 @@ from __future__ import annotations
 SIMILARITY_METRICS = ("cosine", "dot", "neg_euclidean", "pearson")
 #: correlations of the upper triangles of two similarity matrices
 PAIRWISE_METHODS = ("pearson", "spearman", "kendall")
-#: how a triplet tied on either side counts
-TIE_MODES = ("exclude", "half")
+#: how a triplet tied on either side counts: left out, half a match, or the paper's strict
+#: bits (Definition 3.5: a tie is bit 0)
+TIE_MODES = ("exclude", "half", "strict")
 #: metrics that compare two similarity matrices
 MATRIX_METRICS = (*PAIRWISE_METHODS, "triplet")
 #: every alignment metric, including agreement with explicit triplet judgments

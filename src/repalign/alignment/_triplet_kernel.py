@@ -16,6 +16,15 @@ enumerating the n(n-1)(n-2)/2 triplets we count, per anchor, in O(n log n) (Knig
 Then ``tied = n1 + n2 - n3``, ``disagree = inversions`` and
 ``agree = C(v, 2) - tied - disagree`` over the ``v`` valid entries of the row.
 
+For the paper's Definition 3.5 (``ties="strict"``) a triplet's answer is the strict bit
+``sim[i, j] > sim[i, k]`` with ``j < k``, a tie giving bit 0. Agreeing and disagreeing
+triplets are the same as above; a tied triplet's bits match when it is tied on both sides,
+or when it is tied on one side and the other side prefers ``k`` (the later stimulus). With
+``strict_bits`` the kernels also count those (column ``TIED_MATCH``): within each run of
+equal model values, taken in stimulus order, the pairs whose human value strictly
+increases are ``C(g, 2) - inversions - human ties`` of that run (and the same with the
+sides swapped), so the count stays O(n log n) per anchor.
+
 Every kernel takes ``idx``, a map from rows of the (virtual) matrix being scored to rows
 of the stored matrices, so that a stimulus bootstrap scores ``M[idx][:, idx]`` without
 building it. Entries between two copies of the same stimulus are missing by definition;
@@ -33,7 +42,8 @@ from numba import njit, prange
 # The merge sorts first insertion-sort blocks of this many elements: fewer merge passes.
 _INSERTION_BLOCK = 16
 
-AGREE, DISAGREE, TIED, MISSING = 0, 1, 2, 3
+AGREE, DISAGREE, TIED, MISSING, TIED_MATCH = 0, 1, 2, 3, 4
+N_COUNTS = 5
 
 
 # Merging is latency-bound: each step's loads depend on the previous step's comparison.
@@ -225,12 +235,65 @@ def _pairs(count):
 
 
 @njit(cache=True, nogil=True)
-def _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out):
-    """Triplet counts of one anchor row into ``out[0:4]`` (agree, disagree, tied, missing).
+def _increasing_pairs_within_runs(keys, values, order, gathered, buffer, buffer2, valid):
+    """Pairs ``p < q`` (stimulus order) with equal ``keys`` and ``values[p] < values[q]``.
+
+    ``order`` holds the stimulus positions 0..valid-1 as float64 on entry (scrambled on
+    return); ``keys`` is scrambled too. The other arrays are scratch of length >= ``valid``.
+    """
+    ks = keys[:valid]
+    pos = order[:valid]
+    _sort_lexicographic(ks, pos, buffer, buffer2)  # by key, then stimulus position
+    total = 0
+    start = 0
+    while start < valid:
+        stop = start + 1
+        while stop < valid and ks[stop] == ks[start]:
+            stop += 1
+        size = stop - start
+        if size > 1:
+            for p in range(size):
+                gathered[p] = values[np.int64(pos[start + p])]
+            run = gathered[:size]
+            inversions = _sort_counting_inversions(run, buffer)
+            ties = 0
+            sub = 0
+            while sub < size:
+                sub_stop = sub + 1
+                while sub_stop < size and run[sub_stop] == run[sub]:
+                    sub_stop += 1
+                ties += _pairs(sub_stop - sub)
+                sub = sub_stop
+            total += _pairs(size) - inversions - ties
+        start = stop
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _strict_tied_matches(m, h, valid, scratch):
+    """Tied triplets whose strict bits match: tied on one side, the other side preferring
+    the later stimulus (both bits 0). ``scratch`` is (5, >= valid) float64."""
+    keys, order, gathered, buffer, buffer2 = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
+    total = 0
+    for side in range(2):
+        first = m if side == 0 else h
+        second = h if side == 0 else m
+        for p in range(valid):
+            keys[p] = first[p]
+            order[p] = p
+        total += _increasing_pairs_within_runs(keys, second, order, gathered, buffer, buffer2, valid)
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out, scratch):
+    """Triplet counts of one anchor row into ``out[0:5]`` (agree, disagree, tied, missing,
+    tied_match; the last only when ``scratch`` has rows, else 0).
 
     ``m``, ``h``, ``buffer``, ``buffer2`` are scratch float64 arrays of length ``len(idx)``; ``copies``
     is an int64 scratch array of length ``model_sim.shape[0]``, all zero on entry and
-    left all zero on return (used only when ``has_copies``).
+    left all zero on return (used only when ``has_copies``); ``scratch`` is (5, len(idx))
+    float64 for strict bits, or (0, 0) to skip them.
     """
     n = idx.shape[0]
     s = idx[anchor]
@@ -255,6 +318,10 @@ def _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, 
     if has_copies:
         for j in range(n):
             copies[idx[j]] = 0
+
+    # 0) strict bits: tied on one side, later stimulus preferred on the other (before the
+    #    sorts below scramble the stimulus order of m and h)
+    one_side_matches = _strict_tied_matches(m, h, valid, scratch) if scratch.shape[0] else 0
 
     # 1) sort by (model, human) lexicographically
     ms = m[:valid]
@@ -297,6 +364,8 @@ def _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, 
     out[DISAGREE] = discordant
     out[TIED] = tied - copy_pairs
     out[MISSING] = _pairs(n - 1) - _pairs(valid) + copy_pairs
+    # pairs of two copies of one stimulus are tied on both sides: not real triplets
+    out[TIED_MATCH] = tied_both + one_side_matches - copy_pairs if scratch.shape[0] else 0
 
 
 #: below this many stimuli one thread is faster than waking a pool (and, on a busy
@@ -304,19 +373,21 @@ def _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, 
 PARALLEL_FROM_N = 256
 
 
-def triplet_counts_by_anchor(model_sim, human_sim, idx, has_copies):
+def triplet_counts_by_anchor(model_sim, human_sim, idx, has_copies, strict_bits=False):
     """Per-anchor triplet counts of the matrices indexed by ``idx``.
 
     Args:
         model_sim, human_sim: (N, N) float64, NaN = missing.
         idx: (n,) int64 rows of the stored matrices that make up the scored matrix.
         has_copies: whether ``idx`` repeats a row (enables the copy bookkeeping).
+        strict_bits: also count the tied triplets whose strict bits match (Definition 3.5).
 
     Returns:
-        (n, 4) int64: agree, disagree, tied, missing for each anchor.
+        (n, 5) int64: agree, disagree, tied, missing, tied_match for each anchor
+        (tied_match is 0 without ``strict_bits``).
     """
     kernel = _counts_parallel if len(idx) >= PARALLEL_FROM_N else _counts_serial
-    return kernel(model_sim, human_sim, idx, has_copies)
+    return kernel(model_sim, human_sim, idx, has_copies, strict_bits)
 
 
 #: anchors are split into this many contiguous chunks (each allocates its scratch once);
@@ -325,9 +396,9 @@ _CHUNKS = 64
 
 
 @njit(parallel=True, cache=True)
-def _counts_parallel(model_sim, human_sim, idx, has_copies):
+def _counts_parallel(model_sim, human_sim, idx, has_copies, strict_bits):
     n = idx.shape[0]
-    out = np.zeros((n, 4), dtype=np.int64)
+    out = np.zeros((n, N_COUNTS), dtype=np.int64)
     n_chunks = min(_CHUNKS, n)
     for chunk in prange(n_chunks):
         m = np.empty(n, dtype=np.float64)
@@ -335,48 +406,57 @@ def _counts_parallel(model_sim, human_sim, idx, has_copies):
         buffer = np.empty(n, dtype=np.float64)
         buffer2 = np.empty(n, dtype=np.float64)
         copies = np.zeros(model_sim.shape[0] if has_copies else 0, dtype=np.int64)
+        scratch = np.empty((5, n) if strict_bits else (0, 0), dtype=np.float64)
         for anchor in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
-            _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out[anchor])
+            _anchor_counts(
+                model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out[anchor], scratch
+            )
     return out
 
 
 @njit(cache=True)
-def _counts_serial(model_sim, human_sim, idx, has_copies):
+def _counts_serial(model_sim, human_sim, idx, has_copies, strict_bits):
     n = idx.shape[0]
-    out = np.zeros((n, 4), dtype=np.int64)
+    out = np.zeros((n, N_COUNTS), dtype=np.int64)
     m = np.empty(n, dtype=np.float64)
     h = np.empty(n, dtype=np.float64)
     buffer = np.empty(n, dtype=np.float64)
     buffer2 = np.empty(n, dtype=np.float64)
     copies = np.zeros(model_sim.shape[0] if has_copies else 0, dtype=np.int64)
+    scratch = np.empty((5, n) if strict_bits else (0, 0), dtype=np.float64)
     for anchor in range(n):
-        _anchor_counts(model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out[anchor])
+        _anchor_counts(
+            model_sim, human_sim, idx, anchor, has_copies, m, h, buffer, buffer2, copies, out[anchor], scratch
+        )
     return out
 
 
 @njit(parallel=True, cache=True)
-def triplet_counts_resampled(model_sim, human_sim, resamples):
+def triplet_counts_resampled(model_sim, human_sim, resamples, strict_bits=False):
     """Total triplet counts for each row of ``resamples`` (a stimulus bootstrap).
 
     Args:
         model_sim, human_sim: (N, N) float64, NaN = missing.
-        resamples: (B, n) int64, each row a resample of stimulus indices.
+        resamples: (B, n) int64, each row a resample of stimulus indices; a resample's
+            stimulus order is its row order.
+        strict_bits: also count the tied triplets whose strict bits match.
 
     Returns:
-        (B, 4) int64: agree, disagree, tied, missing for each resample.
+        (B, 5) int64: agree, disagree, tied, missing, tied_match for each resample.
     """
     n_resamples, n = resamples.shape
-    totals = np.zeros((n_resamples, 4), dtype=np.int64)
+    totals = np.zeros((n_resamples, N_COUNTS), dtype=np.int64)
     for b in prange(n_resamples):
         m = np.empty(n, dtype=np.float64)
         h = np.empty(n, dtype=np.float64)
         buffer = np.empty(n, dtype=np.float64)
         buffer2 = np.empty(n, dtype=np.float64)
         copies = np.zeros(model_sim.shape[0], dtype=np.int64)
-        out = np.zeros(4, dtype=np.int64)
+        scratch = np.empty((5, n) if strict_bits else (0, 0), dtype=np.float64)
+        out = np.zeros(N_COUNTS, dtype=np.int64)
         idx = resamples[b]
         for anchor in range(n):
-            _anchor_counts(model_sim, human_sim, idx, anchor, True, m, h, buffer, buffer2, copies, out)
-            for c in range(4):
+            _anchor_counts(model_sim, human_sim, idx, anchor, True, m, h, buffer, buffer2, copies, out, scratch)
+            for c in range(N_COUNTS):
                 totals[b, c] += out[c]
     return totals

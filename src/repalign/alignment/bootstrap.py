@@ -66,8 +66,11 @@ def _bootstrap_values(
     if "triplet" in metrics:
         from repalign.alignment._triplet_kernel import triplet_counts_resampled
 
-        totals = triplet_counts_resampled(model, human, resamples)
-        values["triplet"] = np.array([TripletCounts(*row).alignment(ties) for row in totals])
+        strict = ties == "strict"
+        totals = triplet_counts_resampled(model, human, resamples, strict)
+        values["triplet"] = np.array(
+            [TripletCounts.from_kernel(row, with_tied_matches=strict).alignment(ties) for row in totals]
+        )
     if "triplet_accuracy" in metrics:
         # a resample holding stimulus s c_s times holds every judgment among copies:
         # judgment (a, b, c) is repeated c_a * c_b * c_c times

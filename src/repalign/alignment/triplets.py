@@ -31,12 +31,17 @@ class TripletCounts(NamedTuple):
     ``tied``: comparable but tied on at least one side; ``missing``: an entry (i, j) or
     (i, k) is NaN on either side (or, in a bootstrap resample, involves two copies of one
     stimulus). The four add up to n(n-1)(n-2)/2.
+
+    ``tied_match`` (counted on request, else None): the tied triplets whose strict bits
+    ``1[sim(i, j) > sim(i, k)]`` are equal on both sides -- tied on both sides, or tied on
+    one side while the other prefers k. It is what Definition 3.5 of the paper needs.
     """
 
     agree: int
     disagree: int
     tied: int
     missing: int
+    tied_match: int | None = None
 
     @property
     def total(self) -> int:
@@ -48,10 +53,21 @@ class TripletCounts(NamedTuple):
         if ties == "exclude":
             denominator = self.agree + self.disagree
             numerator = float(self.agree)
-        else:
+        elif ties == "half":
             denominator = self.agree + self.disagree + self.tied
             numerator = self.agree + 0.5 * self.tied
+        else:  # strict: the match rate of the strict bits over every comparable triplet
+            if self.tied_match is None:
+                raise InputError("ties='strict' needs counts with tied_match (with_tied_matches=True)")
+            denominator = self.agree + self.disagree + self.tied
+            numerator = float(self.agree + self.tied_match)
         return numerator / denominator if denominator else float("nan")
+
+    @classmethod
+    def from_kernel(cls, row, *, with_tied_matches: bool) -> TripletCounts:
+        """Counts from a kernel row (agree, disagree, tied, missing, tied_match)."""
+        agree, disagree, tied, missing, tied_match = (int(v) for v in row)
+        return cls(agree, disagree, tied, missing, tied_match if with_tied_matches else None)
 
 
 class SampledEstimate(NamedTuple):
@@ -63,15 +79,15 @@ class SampledEstimate(NamedTuple):
     n_triplets: int
 
 
-def _triplet_counts(model: np.ndarray, human: np.ndarray) -> TripletCounts:
+def _triplet_counts(model: np.ndarray, human: np.ndarray, *, with_tied_matches: bool = False) -> TripletCounts:
     from repalign.alignment._triplet_kernel import triplet_counts_by_anchor
 
     idx = np.arange(model.shape[0], dtype=np.int64)
-    per_anchor = triplet_counts_by_anchor(model, human, idx, False)
-    return TripletCounts(*(int(v) for v in per_anchor.sum(axis=0)))
+    per_anchor = triplet_counts_by_anchor(model, human, idx, False, with_tied_matches)
+    return TripletCounts.from_kernel(per_anchor.sum(axis=0), with_tied_matches=with_tied_matches)
 
 
-def triplet_agreement_counts(model_sim, human_sim) -> TripletCounts:
+def triplet_agreement_counts(model_sim, human_sim, *, with_tied_matches: bool = False) -> TripletCounts:
     """Exact integer counts of (dis)agreeing, tied and missing triplets.
 
     Every triplet (anchor i; pair j < k; j, k != i) asks "is i more similar to j than to
@@ -82,9 +98,11 @@ def triplet_agreement_counts(model_sim, human_sim) -> TripletCounts:
         model_sim, human_sim: (n, n) similarity matrices over the same stimuli; NaN =
             missing. Row i of each matrix gives the anchor's similarities (matrices are
             normally symmetric).
+        with_tied_matches: also count ``tied_match`` (needed by ``ties="strict"``; about
+            twice the work).
     """
     model, human = _check_pair(model_sim, human_sim)
-    return _triplet_counts(model, human)
+    return _triplet_counts(model, human, with_tied_matches=with_tied_matches)
 
 
 def triplet_alignment(model_sim, human_sim, *, ties: str = "exclude") -> float:
@@ -93,16 +111,19 @@ def triplet_alignment(model_sim, human_sim, *, ties: str = "exclude") -> float:
     ``ties="exclude"``: agree / (agree + disagree), tied and missing triplets left out.
     ``ties="half"``: (agree + tied / 2) / (agree + disagree + tied), a triplet tied on
     either side scoring half (what a coin flip would get on average).
+    ``ties="strict"``: the paper's Definition 3.5, the match rate of the strict bits
+    ``1[sim(i, j) > sim(i, k)]`` (j < k; a tie gives bit 0) over all n(n-1)(n-2)/2
+    triplets -- over those without a missing entry when there are NaNs.
 
     Args:
         model_sim, human_sim: (n, n) similarity matrices over the same stimuli.
-        ties: ``"exclude"`` or ``"half"``.
+        ties: ``"exclude"``, ``"half"`` or ``"strict"``.
 
     Returns:
         A float in [0, 1]; 1 = identical orderings of every anchor's row, 0 = reversed.
     """
     _check_choice("ties option", ties, TIE_MODES)
-    counts = triplet_agreement_counts(model_sim, human_sim)
+    counts = triplet_agreement_counts(model_sim, human_sim, with_tied_matches=ties == "strict")
     value = counts.alignment(ties)
     if np.isnan(value):
         raise InputError(f"No comparable triplet (counts: {counts}); every triplet is missing or tied")
@@ -131,14 +152,15 @@ def triplet_alignment_sampled(
     so each kept triplet is uniform over the counted ones and the fraction that agree is
     an unbiased estimate of the exact value. Under ``ties="half"`` a tied triplet counts
     as agreement with probability 1/2 (a coin flip), which keeps every draw a Bernoulli
-    variable with exactly the exact value as its mean. The 95% interval is Wilson's score
-    interval of ``scipy.stats.binomtest``.
+    variable with exactly the exact value as its mean. Under ``ties="strict"`` a draw
+    matches when the strict bits of its (j < k) ordering are equal on both sides. The 95%
+    interval is Wilson's score interval of ``scipy.stats.binomtest``.
 
     Args:
         model_sim, human_sim: (n, n) similarity matrices over the same stimuli.
         n_triplets: number of counted triplets to draw (>= 1).
         random_state: seed or ``numpy.random.Generator``.
-        ties: ``"exclude"`` or ``"half"``.
+        ties: ``"exclude"``, ``"half"`` or ``"strict"``.
     """
     from scipy.stats import binomtest
 
@@ -171,6 +193,13 @@ def triplet_alignment_sampled(
         agree = comparable & ~tied & (model_order == human_order)
         if ties == "half":
             agree |= tied & (rng.random(batch) < 0.5)
+            counted = comparable
+        elif ties == "strict":
+            # the bits are defined for the pair in stimulus order (j < k): a tie is bit 0
+            first, second = np.minimum(j, k), np.maximum(j, k)
+            model_bit = model[anchor, first] > model[anchor, second]
+            human_bit = human[anchor, first] > human[anchor, second]
+            agree = comparable & (model_bit == human_bit)
             counted = comparable
         else:
             counted = comparable & ~tied

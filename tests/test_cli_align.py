@@ -158,7 +158,11 @@ def test_real_models_end_to_end(capsys):
     similarities agree far better with human ratings (Peterson et al. 2018 report raw
     correlations around 0.5-0.6 for CNN features on this domain)."""
     pixels = run_json(capsys, "pixels", "--human", "peterson", "--bootstrap", "20", "--metrics", "pearson")
-    assert [r["dataset"] for r in pixels] == ["peterson:animals", "peterson:fruits"]  # others have no images
+    assert [r["dataset"] for r in pixels] == [
+        "peterson:animals",
+        "peterson:fruits",
+        "peterson:vegetables",
+    ]  # with images
     assert all(r["model"] == "pixels" and r["model_id"] for r in pixels)
     network = "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor"
     (cnn,) = run_json(capsys, network, "--human", "peterson:animals", "--bootstrap", "50", "--metrics", "pearson")
@@ -196,7 +200,7 @@ def test_bad_input(tmp_path, animals, capsys):
         (("--embeddings", tmp_path / "ok.npy", *human, "--layer", "fc"), "apply to MODEL only"),
         (("--embeddings", tmp_path / "ok.npy", *human, "--metrics", "triplet_accuracy"), "no triplet judgments"),
         (("--embeddings", tmp_path / "ok.npy", "--human", "peterson:cats"), "cats"),
-        (("pixels", "--human", "peterson:vegetables"), "vegetables"),  # matrix only: no images
+        (("pixels", "--human", "peterson:furniture"), "furniture"),  # matrix only: no images
     ]
     for argv, match in cases:
         err = fail(capsys, *map(str, argv))

@@ -455,6 +455,7 @@ def test_builtin_registry_has_the_architecture_names_and_provenance():
         "peterson-similarity",
         "peterson-images-animals",
         "peterson-images-fruits",
+        "peterson-images-vegetables",
         "mnist",
         "fashion_mnist",
         "cifar10",
@@ -479,6 +480,20 @@ def test_builtin_registry_has_the_architecture_names_and_provenance():
     assert registry.DATASETS["cifar10"].archive.md5 == "c58f30108f718f92721af3b95e74349a"
     assert len(registry.DATASETS["coral-tflite"].files) == 12
     assert len(registry.DATASETS["peterson-images-animals"].files) == 120
+    assert len(registry.DATASETS["peterson-images-vegetables"].files) == 120
+
+
+@pytest.mark.integration
+def test_vegetable_checksums_equal_the_mirrors_published_list(mirror):
+    """Independent oracle: the per-file sha256 list the mirror publishes for the vegetables."""
+    published = {}
+    for line in (mirror / "peterson" / "images-vegetables.sha256").read_text().splitlines():
+        if line.strip():
+            digest, name = line.split()
+            published[name] = digest
+    spec = registry.DATASETS["peterson-images-vegetables"]
+    assert {f.relpath: f.sha256 for f in spec.files} == published
+    assert all("834e08e677cf4ac316d7076065ef5609ce5d58b3/handoff/data/vegetables/" in f.urls[0] for f in spec.files)
 
 
 def test_bundled_checksums_agree_with_the_mirror_readme():

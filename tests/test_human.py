@@ -50,8 +50,8 @@ def test_peterson_has_six_symmetric_120x120_matrices(peterson):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("domain, size", [("animals", (300, 300)), ("fruits", (500, 500))])
-def test_peterson_images_for_animals_and_fruits(peterson, domain, size):
+@pytest.mark.parametrize("domain, size", [("animals", (300, 300)), ("fruits", (500, 500)), ("vegetables", (500, 500))])
+def test_peterson_images_for_animals_fruits_and_vegetables(peterson, domain, size):
     data = peterson[domain]
     assert data.has_images and len(data.image_paths) == 120
     assert [p.name for p in data.image_paths] == list(data.stimuli)
@@ -62,7 +62,7 @@ def test_peterson_images_for_animals_and_fruits(peterson, domain, size):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("domain", ["automobiles", "furniture", "various", "vegetables"])
+@pytest.mark.parametrize("domain", ["automobiles", "furniture", "various"])
 def test_peterson_domains_without_images_fail_clearly_only_when_images_are_needed(peterson, domain):
     data = peterson[domain]
     assert data.image_paths is None and data.similarity.shape == (120, 120)

@@ -275,9 +275,9 @@ def test_paper_preset_dry_run_needs_no_weights_or_network(tmp_path, mirror):
     assert len({record["unit"] for record in outcome.plan}) == 490
     assert {record["state"] for record in outcome.plan} == {"to run"}
     assert outcome.plan[0]["stages"] == "alignment,fewshot,robustness"
-    # images exist offline for animals and fruits only: 2 of the 6 domains can be checked
-    # images exist offline for animals and fruits only, and MNIST / Fashion-MNIST (no CIFAR-100)
-    assert {record["embeddings cached"] for record in outcome.plan} == {"0/4"}
+    # images exist offline for animals, fruits and vegetables (3 of the 6 domains), and for
+    # MNIST / Fashion-MNIST (no CIFAR-100): 5 image sets can be checked for cached embeddings
+    assert {record["embeddings cached"] for record in outcome.plan} == {"0/5"}
     assert not (tmp_path / "paper").exists()  # a dry run writes nothing
 
 

@@ -87,11 +87,15 @@ def _builtin_datasets() -> list[DatasetSpec]:
             ),
         ),
     ]
-    for domain, size in (("animals", "300x300"), ("fruits", "500x500")):
+    for domain, kind in (
+        ("animals", "PNG images, 300x300"),
+        ("fruits", "PNG images, 500x500"),
+        ("vegetables", "JPEG images, 500x500"),
+    ):
         specs.append(
             DatasetSpec(
                 f"peterson-images-{domain}",
-                f"Peterson et al. (2018) {domain} stimuli: 120 PNG images, {size}",
+                f"Peterson et al. (2018) {domain} stimuli: 120 {kind}",
                 license="none stated; research use only",
                 citation=_PETERSON_CITATION,
                 homepage="https://github.com/AhmedAlSunbati712/memgrid",

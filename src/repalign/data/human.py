@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 PETERSON_DOMAINS = ("animals", "automobiles", "fruits", "furniture", "various", "vegetables")
 #: Domains whose images are registered datasets (the others are matrix-only here).
-PETERSON_IMAGE_DATASETS = {"animals": "peterson-images-animals", "fruits": "peterson-images-fruits"}
+PETERSON_IMAGE_DATASETS = {domain: f"peterson-images-{domain}" for domain in ("animals", "fruits", "vegetables")}
 MANIFEST_NAMES = ("repalign.toml", "repalign.json")
 MANIFEST_KEYS = (
     "name",

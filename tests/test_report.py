@@ -19,7 +19,8 @@ import scipy.stats
 
 from repalign import stats
 from repalign.cli import main as cli_main
-from repalign.report import figures, tables
+from repalign.errors import InputError
+from repalign.report import analyze_study, captions, figures, tables
 from repalign.report.html import write_report
 from repalign.store import StudyStore, load_study, new_manifest
 
@@ -260,6 +261,60 @@ def test_failures_and_provenance_tables(report):
 
 
 # ---------------------------------------------------------------------------------------------
+# analyses are data; the templates escape; captions quote the paper from one place
+# ---------------------------------------------------------------------------------------------
+def test_analysis_is_plain_data_and_the_template_escapes_it(tmp_path):
+    rows = synthetic_rows(8, fewshot=False)
+    rows["model"] = rows["model"].replace({"timm:resnet50": "[red]x"})
+    study = write_study(tmp_path / "study", rows, name="<b>bold</b> [bold]y")
+    data = analyze_study(study, n_bootstrap=0)
+    assert [s.key for s in data.sections] == [
+        "overview",
+        "metrics",
+        "robustness",
+        "fewshot",
+        "families",
+        "failures",
+        "provenance",
+    ]
+    assert data.name == "<b>bold</b> [bold]y" and data.n_models == 10
+    # the data holds the study's text as it is; escaping is the renderer's job
+    assert {EVIL, "[red]x"} <= set(data.table("alignment_per_model").frame["model"])
+    assert "timm:broken<b>" in set(data.table("failures").frame["model"])
+    assert "This study has no few-shot results" in " ".join(data.section("fewshot").notes)
+
+    path = write_report(study, n_bootstrap=0)
+    text = path.read_text()
+    assert EVIL not in text and "<b>" not in text and "<img src=x" not in text
+    assert '<td class="t">&lt;script&gt;alert(1)&lt;/script&gt;</td>' in text
+    assert '<td class="t">[red]x</td>' in text
+    assert "<h1>repalign report: &lt;b&gt;bold&lt;/b&gt; [bold]y</h1>" in text
+    assert "RuntimeError: &lt;img src=x onerror=alert(2)&gt;" in text
+    assert text.count("<script>") == 1
+    # what the HTML writer wrote is what analyze_study returns
+    written = pd.read_csv(path.parent / "table2_robustness_correlations.csv")
+    pd.testing.assert_frame_equal(written, data.table("table2_robustness_correlations").frame, check_dtype=False)
+    with pytest.raises(InputError, match="No table 'figure3'"):
+        data.table("figure3")
+
+
+def test_captions_quote_the_paper_from_paper_reference(report):
+    _, path = report
+    reference = captions.PAPER_REFERENCE
+    text = captions.caption("metric_correlations")
+    expected = (
+        f"Sucholutsky & Griffiths (2023) report {reference['corr_spearman_triplet'].value:g} for spearman vs "
+        f"triplet and {reference['corr_pearson_triplet'].value:g} for pearson vs triplet."
+    )
+    assert text.endswith(expected)
+    assert html.escape(expected, quote=False) in path.read_text()
+    for name, template in captions.CAPTIONS.items():  # no published number typed into a caption
+        assert not re.search(r"\d\.\d", template), name
+    with pytest.raises(InputError, match="No caption named 'tabel1'"):
+        captions.caption("tabel1")
+
+
+# ---------------------------------------------------------------------------------------------
 # missing stages leave sections out with a note
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
@@ -325,7 +380,7 @@ def test_study_without_rows_still_reports(tmp_path):
 
 def test_write_report_rejects_bad_targets(tmp_path, report):
     study, _ = report
-    from repalign.errors import InputError, MissingDataError
+    from repalign.errors import MissingDataError
 
     with pytest.raises(InputError, match="must name an .html file"):
         write_report(study, out=tmp_path / "report.txt")

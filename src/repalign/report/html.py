@@ -105,7 +105,10 @@ def _prepare(study, *, n_bootstrap: int, random_state: int | None, correction: s
                 + ", ".join(alignment.attrs["dropped"])
             )
     if len(study.robustness):
-        robustness = tables.robustness_per_model(study.robustness)
+        try:
+            robustness = tables.robustness_per_model(study.robustness)
+        except InputError:  # every row describes other weights than the embedded ones; the section says so
+            robustness = None
     if len(study.fewshot):
         fewshot = stats.fewshot_accuracy(study.fewshot, by=("head", "shots"))
         by_dataset = stats.fewshot_accuracy(study.fewshot, by=("dataset", "head", "shots"))
@@ -192,17 +195,26 @@ def _robustness_section(inputs: _Inputs) -> Section:
     section = Section("robustness", "Robustness (ImageNet-A, -R, -Sketch)")
     skipped = inputs.study.results
     skipped = skipped[(skipped["stage"] == "robustness") & (skipped["status"] == "skipped")]
+    mismatched = tables.weights_mismatched(inputs.study.robustness)
+    mismatch_note = (
+        "Left out of the robustness statistics, because their published rows describe other weights than the "
+        f"ones embedded (weights_match = False): {', '.join(mismatched)}."
+    )
     if inputs.robustness is None:
         if len(skipped):
             names = ", ".join(sorted(set(skipped["model"].astype(str))))
             section.notes.append(f"No model of this study has published robustness results: {names}.")
-        else:
+        elif not mismatched:
             section.notes.append("This study has no robustness results (set [robustness] source in the config).")
+        if mismatched:
+            section.notes.append(mismatch_note)
         return section
     section.notes.append(SUBSET_NOTE)
     if len(skipped):
         names = ", ".join(sorted(set(skipped["model"].astype(str))))
         section.notes.append(f"No published robustness results for: {names}.")
+    if mismatched:
+        section.notes.append(mismatch_note)
     if (reason := _too_few(inputs)) is not None:
         section.notes.append(reason)
         return section

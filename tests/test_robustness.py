@@ -289,6 +289,48 @@ def test_every_paper_model_is_in_all_four_2022_files(paper_names):
     assert value[("timm:swsl_resnext101_32x8d", "imagenet-a", "top1")] == pytest.approx(51.227)
 
 
+#: 2022 names whose 2025 re-evaluation of the same weights lands nearer another tag of the
+#: architecture (see REEVALUATED in test_models_timm_names.py).
+_REEVALUATED_2022 = {"convnext_base_384_in22ft1k": "fb_in22k_ft_in1k_384 86.54 vs 86.83; clip_laiona_* 86.26"}
+
+
+@pytest.mark.integration
+@needs_timm
+def test_every_2022_row_joined_as_matching_is_of_the_resolved_tag(mirror):
+    """Every row of the 2022 tables, not only the study's 490: where the join says
+    weights_match, no other 2025 tag of the same architecture at the same image size is
+    nearer to the 2022 top-1 and top-5 than the tag the name resolves to (same weights give
+    the same numbers). This catches a legacy name sent to weights timm made default later."""
+    from repalign.errors import RepalignError
+
+    def imagenet(date: str) -> pd.DataFrame:
+        frame = pd.read_csv(mirror / "timm_results" / date / "results-imagenet.csv", dtype={"param_count": str})
+        return frame.assign(arch=frame["model"].str.split(".").str[0])
+
+    old, new = imagenet("2022-07-27").set_index("model"), imagenet("2025-10-30")
+    names, unresolvable = [], []
+    for legacy in old.index:
+        try:
+            resolve_model(f"timm:{legacy}")
+            names.append(f"timm:{legacy}")
+        except RepalignError:  # timm lost them: e.g. the *_sam entries of its deprecation map
+            unresolvable.append(legacy)
+    assert len(unresolvable) <= 3, unresolvable
+    table = robustness.robustness_table(names)
+    joined = _first_rows(table)
+    assert set(joined.index[~joined["weights_match"]]) == {"timm:gluon_xception65"}
+    nearer = {}
+    for name, row in joined[joined["weights_match"]].iterrows():
+        published = old.loc[row["snapshot_name"]]
+        arch_tag = row["model_id"].split(":", 1)[1]
+        rivals = new[(new["arch"] == arch_tag.split(".")[0]) & (new["img_size"] == published["img_size"])]
+        distance = (rivals["top1"] - published["top1"]).abs() + (rivals["top5"] - published["top5"]).abs()
+        best = rivals["model"].iloc[distance.argmin()] if len(rivals) else arch_tag
+        if best != arch_tag and row["snapshot_name"] not in _REEVALUATED_2022:
+            nearer[row["snapshot_name"]] = (arch_tag, best)
+    assert nearer == {}
+
+
 @pytest.mark.integration
 @needs_timm
 def test_legacy_and_tagged_names_resolve_both_ways(mirror):

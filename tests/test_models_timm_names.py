@@ -57,6 +57,8 @@ def test_every_paper_name_resolves_to_a_pretrained_timm_id(paper_specs):
         ("resnet18", "resnet18.tv_in1k"),  # timm's default moved to a1_in1k after 2022
         ("vit_base_patch16_224_miil", "vit_base_patch16_224_miil.in21k_ft_in1k"),
         ("tf_efficientnet_b0", "tf_efficientnet_b0.aa_in1k"),
+        # the default ms_in22k_ft_in1k is within 0.12 top-1 of 2022 but 0.67 off in top-5
+        ("swin_small_patch4_window7_224", "swin_small_patch4_window7_224.ms_in1k"),
         ("resnet50", "resnet50.a1_in1k"),  # unchanged default
     ],
 )
@@ -121,7 +123,7 @@ def test_specially_resolved_names_build_with_the_2022_parameter_counts(mirror, p
         for n in paper_specs
         if n in legacy.LEGACY_DEFAULT_TAGS or n in legacy.DEPRECATION_FIXES or n in legacy.REMOVED_SUBSTITUTES
     ]
-    assert len(special) == 39  # 37 moved default tags, 1 fixed deprecation, 1 substitute
+    assert len(special) == 40  # 38 moved default tags, 1 fixed deprecation, 1 substitute
     mismatched = {}
     for name in special:
         with warnings.catch_warnings(), torch.device("meta"):

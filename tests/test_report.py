@@ -575,7 +575,8 @@ def test_report_on_real_published_robustness_numbers(tmp_path, mirror):
     writes them) flow into Tables 1 and 2 unchanged."""
     from repalign.robustness import robustness_table, to_result_rows
 
-    names = [line.strip() for line in (mirror / "paper_models.txt").read_text().splitlines() if line.strip()][::12]
+    names = [f"timm:{line.strip()}" for line in (mirror / "paper_models.txt").read_text().splitlines() if line.strip()]
+    names = names[::12]
     names.append("tflite:mobilenet_v2_1.0_224_quant")
     published = robustness_table(names)
     robust_rows = to_result_rows(published)

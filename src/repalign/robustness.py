@@ -1,4 +1,4 @@
-"""ImageNet robustness results published by timm, joined to models on canonical ids.
+"""ImageNet robustness results published by timm, joined to models by their resolved id.
 
 timm (PyTorch Image Models) publishes, per pretrained model, top-1/top-5 accuracy on
 ImageNet and on three out-of-distribution test sets: ImageNet-A (natural adversarial
@@ -18,15 +18,17 @@ Two snapshots of timm's ``results/`` folder are supported:
     this snapshot that is always the smallest evaluated size (the larger one is timm's
     ``test_input_size``); ``tests/test_robustness.py`` checks this against timm.
 
-Names are resolved both ways: a legacy name finds its row in the 2025 snapshot through
-timm's deprecation map (``ssl_resnet50`` -> ``resnet50.fb_ssl_yfcc100m_ft_in1k``) or the
-architecture's default tag (``resnet50`` -> ``resnet50.a1_in1k``), and an ``arch.tag`` name
-finds its legacy row in the 2022 snapshot by the reverse of the same maps. timm is imported
-lazily for these maps and the canonical ``arch.tag`` ids; without timm, names are matched
-verbatim and ids fall back to the snapshot's own names.
+Identity: a model is ``repalign.models.resolve_model(name).resolved_id`` -- the same id the
+study embeds, caches and reports (``timm:arch.tag``); there is no second name parser here.
+The 2025 snapshot is keyed by that ``arch.tag``. The 2022 snapshot is keyed by legacy names;
+its row is found through :func:`repalign.models.timm_source.legacy_names`, the reverse of the
+models package's own legacy resolution. When no 2022 row describes the resolved weights but
+the given legacy name has a row of its own (``gluon_xception65``, removed from timm and
+embedded as its substitute ``xception65.tf_in1k``), that row is joined with
+``weights_match = False``, so the study can tell, and leave out, results of other weights.
 
 Models without a row (non-timm sources such as ``tflite:*`` or ``pixels``, random
-weights, names a snapshot does not know) are never dropped silently: they are listed in
+weights, ids a snapshot does not have) are never dropped silently: they are listed in
 ``table.attrs["missing"]`` with a reason in ``table.attrs["missing_reasons"]``.
 """
 
@@ -37,10 +39,14 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from repalign.errors import InputError, MissingDataError, unknown_name
+from repalign.errors import InputError, MissingDataError, OptionalDependencyError, RepalignError, unknown_name
+
+if TYPE_CHECKING:
+    from repalign.models import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +70,17 @@ SUBSET_NOTE = (
     "800 logits); their accuracies are not comparable to 1000-class ImageNet accuracies."
 )
 
-#: Legacy names whose meaning timm >= 0.9 changed without a deprecation entry.
-#: vit_base_patch16_224_miil named the ImageNet-1k fine-tuned weights; the arch's new
-#: default tag is the 21k-only pretraining. gluon_xception65 was removed from timm.
-_LEGACY_OVERRIDES: dict[str, str | None] = {
-    "vit_base_patch16_224_miil": "vit_base_patch16_224_miil.in21k_ft_in1k",
-    "gluon_xception65": None,
-}
-
-_NON_TIMM_PLAIN = {"pixels"}
-_COLUMNS = ["model", "model_id", "dataset", "metric", "value", "param_count", "img_size", "snapshot_name"]
+_COLUMNS = [
+    "model",
+    "model_id",
+    "dataset",
+    "metric",
+    "value",
+    "param_count",
+    "img_size",
+    "snapshot_name",
+    "weights_match",
+]
 
 
 def parse_param_count(value: object) -> float:
@@ -132,80 +139,36 @@ def _default_size_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates("model", keep="first").set_index("model")
 
 
-def split_model_name(name: str) -> tuple[str, str, str | None]:
-    """``"timm:resnet50@random"`` -> ``("timm", "resnet50", "random")``; plain names are timm's."""
-    text = str(name).strip()
-    if not text:
-        raise InputError("Empty model name in the robustness join.")
-    source, sep, rest = text.partition(":")
-    if not sep:
-        source, rest = ("pixels" if text in _NON_TIMM_PLAIN else "timm"), text
-    base, _, variant = rest.partition("@")
-    return source, base, (variant or None)
+def _resolve(name: str) -> ModelSpec:
+    """The model's spec from the models registry; timm is needed to resolve timm names."""
+    from repalign.models import resolve_model
 
-
-# -- timm name knowledge (optional) ---------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _timm_names():
-    """(deprecated legacy -> arch.tag map, default-tag function) from timm, or None without timm."""
     try:
-        import timm.models
-        from timm.models._registry import get_deprecated_models  # stable since timm 0.9
-    except ImportError:
-        log.info("timm is not installed: robustness ids fall back to the snapshot's names")
-        return None
-    deprecated = {k: v for k, v in get_deprecated_models().items() if v}
-
-    def default_tag(arch: str) -> str | None:
-        try:
-            cfg = timm.models.get_pretrained_cfg(arch)
-        except (RuntimeError, KeyError, ValueError):
-            return None
-        return getattr(cfg, "tag", None) if cfg is not None else None
-
-    return deprecated, functools.lru_cache(maxsize=None)(default_tag)
+        return resolve_model(name)
+    except RepalignError:
+        raise
+    except ImportError as exc:  # resolving a timm name imports timm (never downloads)
+        raise OptionalDependencyError("timm", "torch", f"The robustness join of '{name}'") from exc
 
 
-def canonical_timm_id(name: str) -> str:
-    """``arch.tag`` id of a timm name (legacy names resolved); the name itself without timm."""
-    if name in _LEGACY_OVERRIDES and _LEGACY_OVERRIDES[name]:
-        return _LEGACY_OVERRIDES[name]
-    knowledge = _timm_names()
-    if knowledge is None or "." in name:
-        return name
-    deprecated, default_tag = knowledge
-    name = deprecated.get(name, name)  # some targets are bare archs (xception -> legacy_xception)
-    if "." in name:
-        return name
-    tag = default_tag(name)
-    return f"{name}.{tag}" if tag else name
+def _row_candidates(spec: ModelSpec, given: str, legacy: bool) -> list[tuple[str, bool]]:
+    """``(snapshot row name, weights_match)`` to try, best first, for a resolved timm model.
 
+    2025 rows are keyed by the resolved ``arch.tag`` itself. 2022 rows are keyed by legacy
+    names: first those whose weights are the resolved id (the one the user gave first), then
+    -- only if the user gave that legacy name -- a name resolved to a substitute, whose row
+    describes other weights (``weights_match`` False).
+    """
+    if not legacy:
+        return [(spec.arch, True)]
+    from repalign.models.timm_source import legacy_names
 
-def _legacy_candidates(name: str) -> list[str]:
-    """Names to try in a legacy-named snapshot (2022) for a timm model name."""
-    if "." not in name:
-        return [name]
-    candidates = [name]
-    candidates += [legacy for legacy, new in _LEGACY_OVERRIDES.items() if new == name]
-    knowledge = _timm_names()
-    if knowledge is not None:
-        deprecated, default_tag = knowledge
-        candidates += [legacy for legacy, new in deprecated.items() if new == name]
-        arch, _, tag = name.partition(".")
-        if default_tag(arch) == tag:
-            candidates.append(arch)
+    names = legacy_names(spec.arch)
+    exact = sorted((n for n, same in names.items() if same), key=lambda n: n != given)  # stable: keeps order
+    candidates = [(n, True) for n in exact]
+    if names.get(given) is False:
+        candidates.append((given, False))
     return candidates
-
-
-def _tagged_candidates(name: str) -> list[str]:
-    """Names to try in an ``arch.tag``-named snapshot (2025) for a timm model name."""
-    if "." in name:
-        return [name]
-    if name in _LEGACY_OVERRIDES:
-        override = _LEGACY_OVERRIDES[name]
-        return [override] if override else []
-    canonical = canonical_timm_id(name)
-    return [canonical] if canonical != name else [name]
 
 
 # -- the join ----------------------------------------------------------------------------------
@@ -213,20 +176,30 @@ def robustness_table(models: Sequence[str] | Iterable[str], *, source: str = DEF
     """Published ImageNet / ImageNet-A / -R / -Sketch accuracies of ``models``.
 
     Args:
-        models: model names as in a study ("timm:resnet50", "resnet50", "tflite:...").
+        models: model names as in a study ("timm:resnet50", "timm:ssl_resnet50",
+            "tflite:..."), resolved by :func:`repalign.models.resolve_model`.
         source: "timm-2022-07-27" (the paper's snapshot) or "timm-2025-10-30".
 
     Returns:
         Long DataFrame, one row per (model, dataset, metric) found, with columns
-        model (as given), model_id ("timm:arch.tag"), dataset ("imagenet", "imagenet-a",
-        "imagenet-r", "imagenet-sketch"), metric ("top1", "top5"), value (percent),
-        param_count (millions, float), img_size, snapshot_name (the row's name in the CSV).
-        ``attrs``: ``missing`` (names without any row), ``missing_reasons`` (name -> why),
-        ``incomplete`` (name -> datasets without a row, for models found in some files),
-        ``source`` and ``note`` (the 200-class subset caveat of ImageNet-A/R).
+        model (as given), model_id (``resolve_model(model).resolved_id``, "timm:arch.tag"),
+        dataset ("imagenet", "imagenet-a", "imagenet-r", "imagenet-sketch"), metric ("top1",
+        "top5"), value (percent), param_count (millions, float), img_size, snapshot_name (the
+        row's name in the CSV), weights_match (True when the row describes exactly the weights
+        of model_id). ``attrs``: ``missing`` (names without any row), ``missing_reasons``
+        (name -> why), ``incomplete`` (name -> datasets without a row, for models found in some
+        files), ``weights_mismatch`` (name -> why its rows describe other weights), ``source``
+        and ``note`` (the 200-class subset caveat of ImageNet-A/R).
+
+    Raises:
+        InputError / UnknownNameError: a name the models registry does not resolve.
+        OptionalDependencyError: a timm name without timm installed.
     """
+    from repalign.models import parse_model_name
+
     _check_source(source)
     names = list(dict.fromkeys(str(m) for m in models))  # keep order, drop repeats
+    parsed = {name: parse_model_name(name) for name in names}  # a malformed name fails before any data is read
     tables = {dataset: _default_size_rows(load_results_file(source, dataset)) for dataset in DATASET_FILES}
     legacy = source == "timm-2022-07-27"
 
@@ -234,8 +207,9 @@ def robustness_table(models: Sequence[str] | Iterable[str], *, source: str = DEF
     reasons: dict[str, str] = {}
     expected_missing: list[str] = []
     incomplete: dict[str, list[str]] = {}
+    mismatched: dict[str, str] = {}
     for name in names:
-        origin, base, variant = split_model_name(name)
+        origin, given, variant, _seed = parsed[name]
         if origin != "timm":
             reasons[name] = f"not a timm model (source '{origin}'): timm publishes results for its own models only"
             expected_missing.append(name)
@@ -244,37 +218,44 @@ def robustness_table(models: Sequence[str] | Iterable[str], *, source: str = DEF
             reasons[name] = f"variant '@{variant}' (e.g. random weights) has no published results"
             expected_missing.append(name)
             continue
-        candidates = _legacy_candidates(base) if legacy else _tagged_candidates(base)
+        spec = _resolve(name)
+        candidates = _row_candidates(spec, given, legacy)
         found_in: list[str] = []
         for dataset, table in tables.items():
-            row_name = next((c for c in candidates if c in table.index), None)
+            row_name, match = next(((c, m) for c, m in candidates if c in table.index), (None, None))
             if row_name is None:
                 continue
             found_in.append(dataset)
             row = table.loc[row_name]
+            if not match:
+                note = spec.extra.get("note", "")
+                mismatched[name] = (
+                    f"row '{row_name}' of {source} describes the weights timm published under that name, "
+                    f"not the embedded {spec.resolved_id}" + (f" ({note})" if note else "")
+                )
             for metric in ACCURACY_METRICS:
                 records.append(
                     {
                         "model": name,
-                        "model_id": "timm:" + canonical_timm_id(row_name),
+                        "model_id": spec.resolved_id,
                         "dataset": dataset,
                         "metric": metric,
                         "value": float(row[metric]),
                         "param_count": float(row["param_count"]),
                         "img_size": int(row["img_size"]),
                         "snapshot_name": row_name,
+                        "weights_match": bool(match),
                     }
                 )
         if not found_in:
-            if not candidates:  # a legacy name timm dropped (see _LEGACY_OVERRIDES)
-                reasons[name] = f"removed from timm >= 0.9, so the {source} snapshot has no row for it"
-            else:
-                reasons[name] = f"no row in the {source} snapshot (names tried: {', '.join(candidates)})"
+            tried = ", ".join(c for c, _ in candidates)
+            why = f"names tried: {tried}" if tried else "no pre-0.9 timm name has these weights"
+            reasons[name] = f"no row in the {source} snapshot for {spec.resolved_id} ({why})"
         elif len(found_in) < len(tables):
             incomplete[name] = [d for d in tables if d not in found_in]
 
     table = pd.DataFrame.from_records(records, columns=_COLUMNS)
-    table = table.astype({"img_size": "Int64"}) if len(table) else table
+    table = table.astype({"img_size": "Int64", "weights_match": bool}) if len(table) else table
     missing = [n for n in names if n in reasons]
     # non-timm sources and random weights are expected to lack rows; a timm name is not
     unexpected = [n for n in missing if n not in expected_missing]
@@ -290,10 +271,13 @@ def robustness_table(models: Sequence[str] | Iterable[str], *, source: str = DEF
         log.info("no published robustness results (not timm-published models): %s", ", ".join(expected_missing))
     for name, datasets in incomplete.items():
         log.warning("model %s has no %s row for %s", name, source, ", ".join(datasets))
+    for name, why in mismatched.items():
+        log.warning("robustness rows of %s describe other weights (weights_match=False): %s", name, why)
     table.attrs.update(
         missing=missing,
         missing_reasons={n: reasons[n] for n in missing},
         incomplete=incomplete,
+        weights_mismatch=mismatched,
         source=source,
         note=SUBSET_NOTE,
     )
@@ -317,11 +301,13 @@ def to_result_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Rows of :func:`robustness_table` in the study schema (stage "robustness").
 
     Missing models become ``status="skipped"`` rows whose ``error`` is the reason, so a
-    study records them instead of dropping them.
+    study records them instead of dropping them. ``weights_match`` is kept (null on skipped
+    rows): the report leaves rows of other weights out of its statistics.
     """
     from repalign.schema import conform
 
-    ok = table[["model", "model_id", "dataset", "metric", "value"]].assign(stage="robustness", status="ok")
+    ok = table[["model", "model_id", "dataset", "metric", "value", "weights_match"]]
+    ok = ok.assign(stage="robustness", status="ok")
     skipped = pd.DataFrame(
         {
             "model": list(table.attrs.get("missing_reasons", {})),

@@ -22,6 +22,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "ci_low": "float64",
     "ci_high": "float64",
     "n": "Int64",  # alignment: stimuli; fewshot: seeds
+    "weights_match": "boolean",  # robustness: the published row describes exactly the embedded weights
     "status": "string",  # "ok" | "failed"
     "error": "string",
     "duration_s": "float64",

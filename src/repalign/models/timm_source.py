@@ -15,11 +15,19 @@ Penultimate features: ``forward_head(forward_features(x), pre_logits=True)``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
 
-from repalign.errors import InputError, MissingDataError, UnknownNameError, did_you_mean, unknown_name
+from repalign.errors import (
+    InputError,
+    MissingDataError,
+    RepalignError,
+    UnknownNameError,
+    did_you_mean,
+    unknown_name,
+)
 from repalign.models import _assets, _hub
 from repalign.models import _timm_legacy as legacy
 from repalign.models._layers import one_line as _one_line
@@ -99,6 +107,50 @@ def resolve(arch: str, *, name: str, variant: str | None = None, seed: int | Non
     return ModelSpec(
         name=name, source=SOURCE, arch=timm_id, resolved_id=resolved, variant=variant, seed=seed, extra=extra
     )
+
+
+def legacy_names(timm_id: str) -> dict[str, bool]:
+    """Pre-0.9 timm names that :func:`resolve` sends to ``timm_id`` (an ``arch.tag``), in order of
+    preference, each mapped to whether its 2022 weights *are* ``timm_id``.
+
+    ``False`` marks a removed name resolved to a substitute (``gluon_xception65`` ->
+    ``xception65.tf_in1k``): timm's 2022 results under that name describe other weights.
+    This is the reverse of :func:`resolve`, computed by resolving every candidate forward,
+    so the legacy tables of :mod:`repalign.models._timm_legacy` stay the one source of truth.
+    Explicit aliases (deprecation map, fixes) come before the bare architecture, whose meaning
+    rests on a default tag. Offline and cheap: timm's registry only, nothing is downloaded.
+
+    Example:
+        >>> legacy_names("resnet50.fb_ssl_yfcc100m_ft_in1k")
+        {'ssl_resnet50': True}
+    """
+    return dict(_legacy_names(str(timm_id).strip()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _legacy_names(timm_id: str) -> tuple[tuple[str, bool], ...]:
+    base = _registry().split_model_name_tag(timm_id)[0]
+    found: list[tuple[str, bool]] = []
+    for candidate in [*_legacy_index().get(base, ()), base]:
+        try:
+            spec = resolve(candidate, name=f"{SOURCE}:{candidate}")
+        except RepalignError:  # a legacy entry whose target this timm no longer has
+            continue
+        if spec.arch == timm_id and candidate != timm_id:
+            found.append((candidate, "substitute" not in spec.extra))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=1)
+def _legacy_index() -> dict[str, list[str]]:
+    """Target architecture -> legacy names pointing at it (timm's deprecation map and our tables)."""
+    targets = {k: v for k, v in _registry().get_deprecated_models().items() if v}
+    targets.update(legacy.DEPRECATION_FIXES)  # overrides timm's entry (its 32x8d slip)
+    targets.update(legacy.REMOVED_SUBSTITUTES)
+    index: dict[str, list[str]] = {}
+    for name, target in sorted(targets.items()):
+        index.setdefault(_registry().split_model_name_tag(target)[0], []).append(name)
+    return index
 
 
 def _pretrained_cfg(base: str, tag: str, given: str):

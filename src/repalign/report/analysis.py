@@ -159,7 +159,10 @@ def _prepare(study, *, n_bootstrap: int, random_state: int | None, correction: s
                 + ", ".join(alignment.attrs["dropped"])
             )
     if len(study.robustness):
-        robustness = tables.robustness_per_model(study.robustness)
+        try:
+            robustness = tables.robustness_per_model(study.robustness)
+        except InputError:  # every row describes other weights than the embedded ones; the section says so
+            robustness = None
     if len(study.fewshot):
         fewshot = summaries.fewshot_accuracy(study.fewshot, by=("head", "shots"))
         by_dataset = summaries.fewshot_accuracy(study.fewshot, by=("dataset", "head", "shots"))
@@ -252,15 +255,24 @@ def _robustness(inputs: _Inputs) -> Section:
     results = inputs.study.results
     skipped = results[(results["stage"] == "robustness") & (results["status"] == "skipped")]
     skipped_names = ", ".join(sorted(set(skipped["model"].astype(str))))
+    mismatched = tables.weights_mismatched(inputs.study.robustness)
+    mismatch_note = (
+        "Left out of the robustness statistics, because their published rows describe other weights than the "
+        f"ones embedded (weights_match = False): {', '.join(mismatched)}."
+    )
     if inputs.robustness is None:
         if skipped_names:
             section.notes.append(f"No model of this study has published robustness results: {skipped_names}.")
-        else:
+        elif not mismatched:
             section.notes.append("This study has no robustness results (set [robustness] source in the config).")
+        if mismatched:
+            section.notes.append(mismatch_note)
         return section
     section.notes.append(SUBSET_NOTE)
     if skipped_names:
         section.notes.append(f"No published robustness results for: {skipped_names}.")
+    if mismatched:
+        section.notes.append(mismatch_note)
     if (reason := inputs.too_few()) is not None:
         section.notes.append(reason)
         return section

@@ -44,14 +44,31 @@ def alignment_per_model(alignment: pd.DataFrame, *, similarity: str | None = Non
     return table
 
 
-def robustness_per_model(robustness: pd.DataFrame) -> pd.DataFrame:
-    """Robustness rows -> DataFrame indexed by model, columns like "imagenet-a top1" (percent)."""
+def weights_mismatched(robustness: pd.DataFrame) -> list[str]:
+    """Models whose robustness rows have ``weights_match`` False: the published numbers are of
+    other weights than the ones the study embedded (see :mod:`repalign.robustness`)."""
+    if "weights_match" not in robustness:
+        return []
+    rows = robustness[robustness["stage"] == "robustness"] if "stage" in robustness else robustness
+    other = rows["weights_match"].astype("boolean").eq(False).fillna(False).astype(bool)
+    return sorted(set(rows.loc[other, "model"].astype(str)))
+
+
+def robustness_per_model(robustness: pd.DataFrame, *, include_mismatched: bool = False) -> pd.DataFrame:
+    """Robustness rows -> DataFrame indexed by model, columns like "imagenet-a top1" (percent).
+
+    Rows with ``weights_match`` False describe other weights than the embedded ones, so they
+    are left out unless ``include_mismatched`` (:func:`weights_mismatched` names those models).
+    """
     rows = robustness
     if "status" in rows:
         rows = rows[rows["status"].fillna("ok") == "ok"]
     rows = rows[rows["value"].notna()]
+    mismatched = [] if include_mismatched else weights_mismatched(rows)
+    rows = rows[~rows["model"].astype(str).isin(mismatched)]
     if rows.empty:
-        raise InputError("No robustness rows in this study.")
+        left_out = f" (left out, of other weights than the embedded ones: {', '.join(mismatched)})"
+        raise InputError(f"No robustness rows in this study{left_out if mismatched else ''}.")
     rows = rows.assign(key=rows["dataset"].astype(str) + " " + rows["metric"].astype(str))
     table = rows.pivot_table(index="model", columns="key", values="value", aggfunc="mean")
     table.columns = [str(c) for c in table.columns]

@@ -206,7 +206,7 @@ def _robustness_rows(model: str, config: StudyConfig) -> list[dict[str, Any]]:
     from repalign.robustness import robustness_table, to_result_rows
 
     rows = to_result_rows(robustness_table([model], source=config.robustness.source))
-    keep = ["dataset", "metric", "value", "status", "error"]
+    keep = ["dataset", "metric", "value", "weights_match", "status", "error"]
     return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows[keep].to_dict(orient="records")]
 
 

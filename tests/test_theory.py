@@ -139,6 +139,23 @@ def test_monte_carlo_within_its_ci_of_the_exact_expectation():
         assert np.all(mc.ci_high - mc.ci_low < 0.05 * m)  # and the interval is informative
 
 
+def test_the_papers_printed_sum_is_the_minimum_and_the_simulation_is_the_maximum():
+    """Theorem A.5 is about the worst object; the sum printed with it, sum_x (1 - F(x))^k, is the
+    expected minimum. The simulation (largest of k draws) agrees with the code, not with it."""
+    from scipy import stats
+
+    eps = np.array([0.2, 0.5, 0.8])
+    m, k = triplets_per_object(12), 10
+    support = np.arange(m)
+    printed = np.array([np.sum((1 - stats.binom.cdf(support, m, e)) ** k) for e in eps])
+    minimum = stats.binom.rvs(m, eps[:, None, None], size=(3, 4000, k), random_state=1).min(axis=2).mean(axis=1)
+    np.testing.assert_allclose(printed, minimum, rtol=0.02)  # the printed sum is E[min]
+    mc = simulate_max_disagreement(eps, m, k, n_samples=4000, confidence=0.999, seed=3)
+    exact = expected_max_disagreement(eps, m, k)
+    assert np.all((mc.ci_low <= exact) & (exact <= mc.ci_high))
+    assert np.all(printed < mc.ci_low), "the printed sum is far below the simulated worst object"
+
+
 def test_monte_carlo_is_seeded():
     a = simulate_max_disagreement([0.3, 0.6], 20, 5, n_samples=500, seed=1)
     b = simulate_max_disagreement([0.3, 0.6], 20, 5, n_samples=500, seed=1)

@@ -136,11 +136,12 @@ def synthetic_rows(n_models: int = 30, *, seed: int = 0, robustness: bool = True
     return pd.DataFrame(rows)
 
 
-def write_study(path: Path, rows: pd.DataFrame, *, name: str = "synthetic <study>") -> Path:
-    """Write rows as a study directory through the result store (one unit per model)."""
+def write_study(path: Path, rows: pd.DataFrame, *, name: str = "synthetic <study>", config: str = "") -> Path:
+    """Write rows as a study directory through the result store (one unit per model);
+    ``config`` is TOML appended to the study's config (e.g. an [alignment] section)."""
     store = StudyStore(path)
     with store.locked():
-        store.write_config(f'[study]\nname = "{name}"\nseed = 0\n\n[robustness]\nsource = "none"\n')
+        store.write_config(f'[study]\nname = "{name}"\nseed = 0\n\n[robustness]\nsource = "none"\n\n{config}')
         store.write_manifest(new_manifest())
         for i, (_, unit) in enumerate(rows.groupby("model", sort=False)):
             store.write_unit(f"unit{i:04d}", unit.assign(unit=f"unit{i:04d}"), fingerprint="synthetic")
@@ -150,9 +151,75 @@ def write_study(path: Path, rows: pd.DataFrame, *, name: str = "synthetic <study
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     rows = synthetic_rows()
-    study = write_study(tmp_path_factory.mktemp("study") / "synthetic", rows)
+    # "peterson" = six domains; the rows have two: the report must say so at the top
+    study = write_study(tmp_path_factory.mktemp("study") / "synthetic", rows, config=PETERSON_CONFIG)
     path = write_report(study, n_bootstrap=100)
     return study, path
+
+
+PETERSON_CONFIG = '[alignment]\nhuman = ["peterson"]\nsimilarity = "cosine"\n'
+
+
+# ---------------------------------------------------------------------------------------------
+# the independent oracle of correlations.csv: scipy and pingouin on the study's rows
+# ---------------------------------------------------------------------------------------------
+class Oracle:
+    """Every correlation of the report recomputed from ``load_study(...).results`` alone:
+    alignment averaged per model over the same (dataset, metric) pairs for every model, with
+    one similarity function; z² = scipy's z-score (ddof=1) squared across the correlation's
+    models; Pearson r, p and the Fisher CI from scipy; partial correlations from pingouin."""
+
+    def __init__(self, results: pd.DataFrame, similarity: str = "cosine"):
+        ok = results[results["status"] == "ok"]
+        rows = ok[(ok["stage"] == "alignment") & (ok["similarity"] == similarity)]
+        per = rows.groupby(["model", "dataset", "metric"])["value"].mean().reset_index()
+        pairs = set(zip(per["dataset"], per["metric"]))
+        complete = [m for m, g in per.groupby("model") if set(zip(g["dataset"], g["metric"])) == pairs]
+        per = per[per["model"].isin(complete)]
+        self.alignment = per.groupby(["model", "metric"])["value"].mean().unstack()
+        robust = ok[(ok["stage"] == "robustness") & ok["weights_match"].fillna(True).astype(bool)]
+        self.robustness = robust.groupby(["dataset", "metric", "model"])["value"].mean()
+        self.fewshot = ok[ok["stage"] == "fewshot"].groupby(["dataset", "head", "shots", "model"])["value"].mean()
+        self.top1 = self.robustness.loc[("imagenet", "top1")] if ("imagenet", "top1") in self.robustness else None
+
+    def __call__(self, row) -> dict:
+        if row["y_stage"] == "robustness":
+            y = self.robustness.loc[(row["y_dataset"], row["y_metric"])]
+        else:
+            y = self.fewshot.loc[(row["y_dataset"], row["y_head"], int(row["y_shots"]))]
+        x = self.alignment[row["x_metric"]].dropna()
+        models = x.index.intersection(y.index)
+        if row["covariate"] == "imagenet_top1":
+            models = models.intersection(self.top1.index)
+        x, y = x.loc[models].to_numpy(float), y.loc[models].to_numpy(float)
+        if row["transform"] == "z2":
+            x = scipy.stats.zscore(x, ddof=1) ** 2
+        if row["covariate"] == "none":
+            result = scipy.stats.pearsonr(x, y)
+            ci = result.confidence_interval(0.95)
+            return {"r": result.statistic, "ci_low": ci.low, "ci_high": ci.high, "p": result.pvalue, "n": len(x)}
+        frame = pd.DataFrame({"x": x, "y": y, "c": self.top1.loc[models].to_numpy(float)})
+        saved = pingouin.options.get("round.column.CI95")
+        pingouin.options["round.column.CI95"] = None  # pingouin rounds its CI for display by default
+        try:
+            out = pingouin.partial_corr(data=frame, x="x", y="y", covar="c").iloc[0]
+        finally:
+            pingouin.options["round.column.CI95"] = saved
+        low, high = out["CI95"]
+        return {"r": out["r"], "ci_low": low, "ci_high": high, "p": out["p_val"], "n": int(out["n"])}
+
+
+def assert_correlations_match_oracle(csv: pd.DataFrame, results: pd.DataFrame, similarity: str = "cosine") -> None:
+    from repalign.report.correlations import CSV_COLUMNS
+
+    assert tuple(csv.columns) == CSV_COLUMNS
+    oracle = Oracle(results, similarity)
+    for row in csv.to_dict(orient="records"):
+        expected = oracle(row)
+        assert row["n_models"] == expected["n"], row
+        got = (row["r"], row["ci_low"], row["ci_high"], row["p"])
+        assert got == pytest.approx((expected["r"], expected["ci_low"], expected["ci_high"], expected["p"]),
+                                    rel=1e-9, abs=1e-12), row  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +229,7 @@ def test_report_writes_html_csv_png_pdf(report):
     study, path = report
     assert path == study / "report" / "report.html"
     folder = path.parent
-    for stem in ("figure3", "figure4"):
+    for stem in ("figure3_mnist", "figure3_fashion_mnist", "figure4"):
         assert (folder / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (folder / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
     for name in (
@@ -174,15 +241,21 @@ def test_report_writes_html_csv_png_pdf(report):
         "failures",
         "provenance",
         "u_shape_tests",
-        "figure3_correlations",
+        "figure3_mnist_correlations",
+        "figure3_fashion_mnist_group_curves",
+        "figure4_correlations",
         "groups",
+        "correlations",
+        "raw_vs_z2",
+        "alignment_per_domain",
+        "fewshot_per_model",
     ):
         assert (folder / f"{name}.csv").is_file(), name
-    for file in (path, folder / "figure3.png", folder / "table1_group_robustness.csv"):
+    for file in (path, folder / "figure4.png", folder / "table1_group_robustness.csv"):
         assert file.stat().st_mode & 0o777 == 0o644, file  # shareable, unlike mkstemp's 0600
     text = path.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 2
+    assert len(images) == 3
     assert all(base64.b64decode(image)[:4] == b"\x89PNG" for image in images)
     assert "http://" not in text and "https://" not in text  # self-contained
 
@@ -196,28 +269,33 @@ def test_every_model_name_and_error_is_escaped(report):
     assert text.count("<script>") == 1  # only the report's own sorting script
 
 
-def test_table2_equals_stats_called_directly(report):
-    study, path = report
-    loaded = load_study(study)
-    alignment = tables.alignment_per_model(loaded.alignment)
-    rob = tables.robustness_per_model(loaded.robustness)
+def test_table2_shows_raw_and_z2_side_by_side_with_the_partial_correlation(report):
+    """Table 2 is a view of correlations.csv: raw and z² of each pair in adjacent rows, the
+    partial correlation (covariate ImageNet top-1) in columns beside the plain one."""
+    _, path = report
     table = pd.read_csv(path.parent / "table2_robustness_correlations.csv")
-    assert len(table) == 3 * 6
-    row = table[(table["alignment"] == "z2 pearson") & (table["robustness"] == "imagenet-a top1")].iloc[0]
-    z2 = stats.z2_transform(alignment["pearson"])
-    direct = stats.correlation(z2, rob.loc[z2.index, "imagenet-a top1"])
-    partial = stats.partial_correlation(z2, rob.loc[z2.index, "imagenet-a top1"], rob.loc[z2.index, "imagenet top1"])
-    assert row["r"] == pytest.approx(direct["r"]) and row["p"] == pytest.approx(direct["p"])
-    assert row["r_partial"] == pytest.approx(partial["r"]) and row["p_partial"] == pytest.approx(partial["p"])
-    frame = pd.DataFrame({"x": z2, "y": rob.loc[z2.index, "imagenet-a top1"], "c": rob.loc[z2.index, "imagenet top1"]})
-    with stats.correlations._pingouin_unrounded():
-        ref = pingouin.partial_corr(data=frame, x="x", y="y", covar="c").iloc[0]
-    assert row["r_partial"] == pytest.approx(ref["r"]) and row["p_partial"] == pytest.approx(ref["p_val"])
-    assert (row["ci_partial_low"], row["ci_partial_high"]) == pytest.approx(tuple(ref["CI95"]))
-    ci = scipy.stats.pearsonr(frame["x"], frame["y"]).confidence_interval()
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert row["r"] > 0.5  # the planted relation between z^2 alignment and ImageNet-A accuracy
-    assert row["boot_low"] < row["r"] < row["boot_high"]
+    long = pd.read_csv(path.parent / "correlations.csv")
+    assert len(table) == 3 * 2 * 6  # metrics x (raw, z2) x OOD accuracies
+    assert (table["transform"].iloc[::2] == "raw").all() and (table["transform"].iloc[1::2] == "z2").all()
+    pairs = table[["x_metric", "y_dataset", "y_metric"]]
+    pd.testing.assert_frame_equal(pairs.iloc[::2].reset_index(drop=True), pairs.iloc[1::2].reset_index(drop=True))
+    keyed = long.set_index(["x_metric", "transform", "y_stage", "y_dataset", "y_metric", "covariate"])
+    for row in table.itertuples():
+        plain = keyed.loc[(row.x_metric, row.transform, "robustness", row.y_dataset, row.y_metric, "none")]
+        partial = keyed.loc[(row.x_metric, row.transform, "robustness", row.y_dataset, row.y_metric, "imagenet_top1")]
+        assert (row.r, row.ci_low, row.ci_high, row.p, row.n_models) == pytest.approx(
+            (plain["r"], plain["ci_low"], plain["ci_high"], plain["p"], plain["n_models"])
+        )
+        assert (row.r_partial, row.ci_partial_low, row.ci_partial_high, row.p_partial, row.n_partial) == pytest.approx(
+            (partial["r"], partial["ci_low"], partial["ci_high"], partial["p"], partial["n_models"])
+        )
+    planted = table[
+        (table["x_metric"] == "pearson") & (table["y_dataset"] == "imagenet-a") & (table["y_metric"] == "top1")
+    ]
+    z2 = planted[planted["transform"] == "z2"].iloc[0]
+    assert z2["r"] > 0.5  # the planted relation between z^2 alignment and ImageNet-A accuracy
+    assert z2["boot_low"] < z2["r"] < z2["boot_high"]
+    assert abs(planted[planted["transform"] == "raw"].iloc[0]["r"]) < z2["r"]  # a U, not a line
 
 
 def test_table1_is_the_group_means(report):
@@ -243,10 +321,12 @@ def test_table1_is_the_group_means(report):
     assert len(long) == 9 * 6
 
 
-def test_report_shows_the_planted_u_shape(report):
+def test_report_shows_the_planted_u_shape_on_each_dataset(report):
     _, path = report
     table = pd.read_csv(path.parent / "u_shape_tests.csv")
-    assert table.set_index("test")["shape"].to_dict() == {"quadratic": "U", "two-lines": "U"}
+    for dataset in ("mnist", "fashion_mnist"):
+        shapes = table[table["dataset"] == dataset].set_index("test")["shape"].to_dict()
+        assert shapes == {"quadratic": "U", "two-lines": "U"}, dataset
 
 
 def test_failures_and_provenance_tables(report):
@@ -258,6 +338,230 @@ def test_failures_and_provenance_tables(report):
     keys = set(provenance["key"])
     assert {"study.name", "study.seed", "packages.pingouin", "config.resolved.toml"} <= keys
     assert any(k.startswith("results/*.parquet (32 files") for k in keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper's correlations: raw and z², with and without ImageNet top-1, every one in the CSV
+# ---------------------------------------------------------------------------------------------
+def test_correlations_csv_equals_scipy_and_pingouin_for_every_row(report):
+    study, path = report
+    csv = pd.read_csv(path.parent / "correlations.csv", dtype={"y_head": "string"})
+    assert_correlations_match_oracle(csv, load_study(study).results)
+    # both transforms and both covariates, for robustness and for every few-shot dataset
+    assert set(csv["transform"]) == {"raw", "z2"} and set(csv["covariate"]) == {"none", "imagenet_top1"}
+    assert set(csv["y_stage"]) == {"robustness", "fewshot"}
+    assert set(csv.loc[csv["y_stage"] == "fewshot", "y_dataset"]) == {"mnist", "fashion_mnist"}
+    robust = csv[csv["y_stage"] == "robustness"]
+    assert robust["y_head"].isna().all() and robust["y_shots"].isna().all()
+    assert set(robust["y_metric"]) == {"top1", "top5"}
+
+
+def test_correlations_csv_has_one_row_per_correlation_shown(report):
+    """Every correlation in Table 2 and the figures' tables is a row of correlations.csv, once."""
+    from repalign.report.correlations import KEY
+
+    _, path = report
+    folder = path.parent
+    csv = pd.read_csv(folder / "correlations.csv")
+    assert not csv.duplicated(list(KEY)).any()
+    shown = set()
+    fixed = {
+        "table2_robustness_correlations": {"y_stage": "robustness", "y_head": None, "y_shots": None},
+        "figure3_mnist_correlations": {"y_stage": "fewshot", "y_dataset": "mnist", "y_metric": "accuracy"},
+        "figure3_fashion_mnist_correlations": {
+            "y_stage": "fewshot",
+            "y_dataset": "fashion_mnist",
+            "y_metric": "accuracy",
+        },
+        "figure4_correlations": {"y_stage": "fewshot", "y_head": "linear", "y_metric": "accuracy"},
+    }
+    for name, constants in fixed.items():
+        table = pd.read_csv(folder / f"{name}.csv").assign(**constants)
+        for row in table.to_dict(orient="records"):
+            for covariate, r in (("none", row["r"]), ("imagenet_top1", row.get("r_partial"))):
+                shots = None if pd.isna(row["y_shots"]) else int(row["y_shots"])
+                key = (row["x_metric"], row["transform"], row["y_stage"], row["y_dataset"], row["y_head"], shots)
+                shown.add((*key, row["y_metric"], covariate, round(float(r), 12)))
+    listed = {
+        (r["x_metric"], r["transform"], r["y_stage"], r["y_dataset"], None if pd.isna(r["y_head"]) else r["y_head"],
+         None if pd.isna(r["y_shots"]) else int(r["y_shots"]), r["y_metric"], r["covariate"], round(float(r["r"]), 12))
+        for r in csv.to_dict(orient="records")
+    }  # fmt: skip
+    assert shown == listed
+    assert len(pd.read_csv(folder / "table2_robustness_correlations.csv")) * 2 == (csv["y_stage"] == "robustness").sum()
+
+
+def test_partial_correlations_use_the_models_with_known_top1(tmp_path):
+    """Synthetic store with known top-1 for only some models: the plain correlations use every
+    model with the outcome, the partial ones only those with top-1 (z² across those), all
+    equal to scipy / pingouin on the rows."""
+    rows = synthetic_rows(14)
+    rows = rows[rows["model"] != EVIL]
+    no_top1 = ["timm:resnet50", "timm:efficientnet_b0", "timm:regnetx_002"]
+    rows = rows[~(rows["model"].isin(no_top1) & (rows["dataset"] == "imagenet"))]
+    study = write_study(tmp_path / "study", rows)
+    data = analyze_study(study, n_bootstrap=0)
+    csv = data.table("correlations").frame
+    assert_correlations_match_oracle(csv, load_study(study).results)
+    n = csv.groupby(["y_stage", "covariate"])["n_models"].unique().map(list).to_dict()
+    assert n == {
+        ("fewshot", "imagenet_top1"): [10],
+        ("fewshot", "none"): [13],
+        ("robustness", "imagenet_top1"): [10],
+        ("robustness", "none"): [13],
+    }
+
+
+def test_raw_vs_z2_table_compares_mean_abs_r(report):
+    study, path = report
+    table = pd.read_csv(path.parent / "raw_vs_z2.csv")
+    csv = pd.read_csv(path.parent / "correlations.csv")
+    assert set(table["kind"]) == {"adversarial", "domain shift", "few-shot"}
+    row = table[(table["kind"] == "domain shift") & (table["x_metric"] == "pearson") & (table["covariate"] == "none")]
+    shift = csv[
+        csv["y_dataset"].isin(["imagenet-r", "imagenet-sketch"]) & (csv["x_metric"] == "pearson")
+        & (csv["covariate"] == "none")
+    ]  # fmt: skip
+    raw = shift[shift["transform"] == "raw"].set_index(["y_dataset", "y_metric"])["r"].abs()
+    z2 = shift[shift["transform"] == "z2"].set_index(["y_dataset", "y_metric"])["r"].abs()
+    assert row["n_pairs"].item() == 4
+    assert row["mean_abs_r_raw"].item() == pytest.approx(raw.mean())
+    assert row["mean_abs_r_z2"].item() == pytest.approx(z2.mean())
+    assert row["z2_stronger"].item() == int((z2 > raw.loc[z2.index]).sum())
+    assert row["paper"].item() == captions.PAPER_FINDINGS["domain shift"]
+
+
+def test_z2_is_defined_where_it_is_first_used(report):
+    study, path = report
+    data = analyze_study(study, n_bootstrap=0)
+    keys = [(s.key, p.key) for s in data.sections for p in s.paragraphs]
+    assert keys == [("robustness", "z2-definition")]  # Table 2 is the first z² correlation
+    text = path.read_text()
+    definition = text.index('id="z2-definition"')
+    assert definition < text.index('id="table2_robustness_correlations"')
+    assert "z²(x) = ((x − mean) / sd)²" in text
+    assert text.count('id="z2-definition"') == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# domains, similarity functions, small studies
+# ---------------------------------------------------------------------------------------------
+def domain_rows(models, datasets, *, similarity="cosine", seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        [
+            dict(model=m, model_id=m, stage="alignment", dataset=d, metric=k, similarity=similarity,
+                 value=rng.uniform(0, 0.6), status="ok")
+            for m in models
+            for d in datasets
+            for k in ("pearson", "spearman", "triplet")
+        ]
+    )  # fmt: skip
+
+
+def test_missing_domains_are_said_at_the_top_and_every_average_names_its_domains(tmp_path):
+    models = [f"pixels:{s}" for s in (8, 12, 16, 20, 24, 28, 32)]
+    present = ["peterson:animals", "peterson:fruits", "peterson:vegetables"]
+    rows = domain_rows(models, present)
+    failed = pd.DataFrame(
+        [
+            dict(model=m, stage="alignment", dataset=f"peterson:{d}", status="failed",
+                 error=f"MissingDataError: Images of Peterson domain '{d}' are not available (120 files missing)")
+            for m in models
+            for d in ("automobiles", "furniture", "various")
+        ]
+    )  # fmt: skip
+    # one model lacks vegetables: it leaves the averages, which stay over the same 3 domains
+    rows = rows[~((rows["model"] == "pixels:8") & (rows["dataset"] == "peterson:vegetables"))]
+    study = write_study(tmp_path / "study", pd.concat([rows, failed], ignore_index=True), config=PETERSON_CONFIG)
+    data = analyze_study(study, n_bootstrap=0)
+    assert data.notices[0] == (
+        "Alignment is averaged over 3 of the 6 domains of the study: animals, fruits, vegetables; missing images "
+        "for automobiles, furniture, various; supply them as a user dataset (see docs/data.md)."
+    )
+    assert any("pixels:8" in note and "same domains" in note for note in data.section("overview").notes)
+    domains = "peterson:animals, peterson:fruits, peterson:vegetables"
+    for name in ("alignment_per_model", "groups", "metric_correlations", "family_models", "family_summary"):
+        frame = data.table(name).frame
+        assert (frame["domains"] == domains).all() and (frame["n_domains"] == 3).all(), name
+    per_model = data.table("alignment_per_model").frame.set_index("model")
+    assert "pixels:8" not in per_model.index and len(per_model) == 6
+    expected = rows[(rows["model"] == "pixels:12") & (rows["metric"] == "triplet")]["value"].mean()
+    assert per_model.loc["pixels:12", "triplet"] == pytest.approx(expected)
+    # the per-domain table keeps every model and domain
+    assert len(data.table("alignment_per_domain").frame) == 7 * 3 - 1
+    text = write_report(study, n_bootstrap=0).read_text()
+    assert text.index(html.escape(data.notices[0], quote=False)) < text.index("<nav>")
+
+
+def test_similarity_sweep_shows_each_and_the_rank_agreement(tmp_path):
+    models = [f"pixels:{s}" for s in (8, 12, 16, 20, 24, 28, 32)]
+    rows = pd.concat(
+        [domain_rows(models, ["peterson:animals", "peterson:fruits"], similarity=s, seed=i)
+         for i, s in enumerate(("cosine", "dot", "neg_euclidean"))],
+        ignore_index=True,
+    )  # fmt: skip
+    config = '[alignment]\nhuman = ["peterson:animals", "peterson:fruits"]\nsimilarity = ["dot", "cosine", "neg_euclidean"]\n'
+    study = write_study(tmp_path / "study", rows, config=config)
+    data = analyze_study(study, n_bootstrap=0)
+    assert data.similarity == "dot"  # the first configured one
+    per_model = data.table("alignment_per_model").frame.set_index("model")
+    dot = rows[rows["similarity"] == "dot"].groupby(["model", "metric"])["value"].mean().unstack()
+    assert per_model["pearson"].to_dict() == pytest.approx(dot["pearson"].to_dict())
+    assert "the statistics use dot" in " ".join(data.notices)
+    by_similarity = data.table("alignment_by_similarity").frame.set_index("model")
+    assert {f"{s}/{m}" for s in ("cosine", "dot", "neg_euclidean") for m in ("pearson", "spearman", "triplet")} <= set(
+        by_similarity.columns
+    )
+    sensitivity = data.table("similarity_sensitivity").frame
+    assert len(sensitivity) == 3 * 3  # metrics x pairs
+    means = rows.groupby(["similarity", "metric", "model"])["value"].mean()
+    for row in sensitivity.to_dict(orient="records"):
+        a, b = means.loc[(row["similarity_a"], row["metric"])], means.loc[(row["similarity_b"], row["metric"])]
+        expected = scipy.stats.spearmanr(a, b.loc[a.index])
+        assert row["spearman_rho"] == pytest.approx(expected.statistic) and row["p"] == pytest.approx(expected.pvalue)
+        assert row["n_models"] == 7
+
+
+def test_too_few_models_still_show_per_model_tables_and_say_how_to_get_statistics(tmp_path):
+    study = write_study(tmp_path / "study", synthetic_rows(4))
+    data = analyze_study(study, n_bootstrap=0)
+    per_domain = data.table("alignment_per_domain").frame
+    assert len(per_domain) == 4 * 2 and {"pearson", "spearman", "triplet"} <= set(per_domain.columns)
+    fewshot = data.table("fewshot_per_model").frame
+    assert len(fewshot) == 4 * 2 * 2 and {"1-shot", "5-shot", "10-shot"} <= set(fewshot.columns)
+    row = fewshot[(fewshot["model"] == "timm:resnet50") & (fewshot["dataset"] == "mnist") & (fewshot["head"] == "mlp1")]
+    rows = load_study(study).fewshot
+    expected = rows[(rows["model"] == "timm:resnet50") & (rows["dataset"] == "mnist") & (rows["head"] == "mlp1")]
+    assert row["5-shot"].item() == pytest.approx(expected[expected["shots"] == 5]["value"].item())
+    notes = " ".join(data.section("fewshot").notes)
+    assert "Statistics need at least 6 models with alignment scores; this study has 4." in notes
+    assert "[models] include" in notes and "repalign run CONFIG" in notes
+
+
+def test_scatter_points_are_labelled_on_hover_where_the_png_draws_them(report, tmp_path):
+    """The HTML overlay's circles sit on the PNG's markers: the pixel under each is not background."""
+    from PIL import Image
+
+    from repalign.report.html import hover_view
+
+    study, path = report
+    data = analyze_study(study, n_bootstrap=0)
+    figure = data.figure("figure4")
+    png = figures.save_figure(figure.figure, tmp_path, "figure4")["png"]
+    view = hover_view(figure)
+    assert len(view.points) == 2 * 30  # every model with accuracy, on each dataset's panel
+    assert any(title.startswith(EVIL + ":") for title, _, _ in view.points)
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=float)
+    height, width = pixels.shape[:2]
+    assert width / height == pytest.approx(view.width / view.height, rel=0.01)
+    for title, x, y in view.points:
+        px, py = int(x / view.width * width), int(y / view.height * height)
+        patch = pixels[max(py - 1, 0) : py + 2, max(px - 1, 0) : px + 2].reshape(-1, 3)
+        assert patch.min(axis=1).min() < 220, title  # a marker (or what covers it), not white background
+    text = path.read_text()
+    assert '<svg class="hover"' in text and f"<title>{html.escape(EVIL, quote=False)}: alignment" in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +577,9 @@ def test_analysis_is_plain_data_and_the_template_escapes_it(tmp_path):
         "metrics",
         "robustness",
         "fewshot",
+        "raw_vs_z2",
         "families",
+        "correlations",
         "failures",
         "provenance",
     ]
@@ -329,13 +635,13 @@ def test_captions_quote_the_paper_from_paper_reference(report):
         (
             {"fewshot": False},
             20,
-            ["figure3.png", "figure4.png", "u_shape_tests.csv"],
+            ["figure3_mnist.png", "figure4.png", "u_shape_tests.csv"],
             "This study has no few-shot results",
         ),
         (
             {},
             4,
-            ["figure3.png", "table1_group_robustness.csv", "metric_correlations.csv"],
+            ["figure3_mnist.png", "table1_group_robustness.csv", "metric_correlations.csv"],
             "Statistics need at least 6 models",
         ),
     ],
@@ -361,6 +667,8 @@ def test_study_whose_models_all_lack_robustness_names_them(tmp_path):
     study = write_study(tmp_path / "study", pd.concat([rows, skipped], ignore_index=True))
     text = write_report(study, n_bootstrap=0).read_text()
     assert "No model of this study has published robustness results: pixels, tflite:mobilenet_v2_1.0_224_quant." in text
+    assert "use only models with timm&#39;s published ImageNet-A/R/Sketch results; these models have none" in text
+    assert "add timm models to [models] include" in text
 
 
 def test_small_study_uses_smaller_groups(tmp_path):
@@ -425,7 +733,7 @@ def test_cli_report_bad_input_exits_2(tmp_path, capsys):
         ("gluon_resnet50_v1b", "resnet", "standard"),
         ("efficientnetv2_rw_s", "efficientnetv2", "standard"),
         ("res2net50_26w_4s", "res2net", "standard"),
-        ("timm:mobilenetv3_large_100@random", "mobilenetv3", "standard"),
+        ("timm:mobilenetv3_large_100@random", "mobilenetv3", "random"),
         ("pixels:32", "pixels", "standard"),
     ],
 )
@@ -439,17 +747,47 @@ def test_parse_architecture_uses_timm_metadata():
     assert tables.parse_architecture("some_net", pretrain="in1k-dist").distilled
 
 
+@pytest.mark.parametrize(
+    ("name", "family", "arch", "variant"),
+    [
+        # non-timm sources are their own family: their names do not follow timm's naming
+        ("tflite:mobilenet_v1_0.25_128_quant", "tflite", "mobilenet_v1_0.25_128_quant", "standard"),
+        ("tflite:mobilenet_v1_1.0_224_quant", "tflite", "mobilenet_v1_1.0_224_quant", "standard"),  # unregistered
+        ("cifar_resnet:resnet20", "cifar_resnet", "resnet20", "standard"),
+        ("pixels:16", "pixels", "16", "standard"),
+        ("pixels", "pixels", "32", "standard"),
+        ("onnx:/models/net.onnx", "onnx", "/models/net.onnx", "standard"),
+        # timm names are resolved, then parsed
+        ("timm:ssl_resnet50", "resnet", "resnet50", "standard"),
+        ("timm:resnet18@random", "resnet", "resnet18", "random"),
+        ("timm:vit_base_patch16_224_in21k", "vit", "vit_base_patch16_224", "in21k"),
+        ("timm:deit_base_distilled_patch16_224", "deit", "deit_base_distilled_patch16_224", "distilled"),
+    ],
+)
+def test_model_architecture_parses_timm_names_only(name, family, arch, variant):
+    if name.startswith("timm:"):
+        pytest.importorskip("timm")
+    info = tables.model_architecture(name)
+    assert (info.family, info.arch, info.variant) == (family, arch, variant)
+
+
 def test_family_table_groups_by_family_and_variant():
     alignment = pd.DataFrame(
-        {"pearson": [0.1, 0.3, 0.5, 0.7]},
-        index=["timm:resnet50", "timm:resnet101", "deit_base_distilled_patch16_224", "deit_small_patch16_224"],
+        {"pearson": [0.1, 0.3, 0.5, 0.7, 0.2]},
+        index=[
+            "timm:resnet50",
+            "timm:resnet101",
+            "deit_base_distilled_patch16_224",
+            "deit_small_patch16_224",
+            "tflite:mobilenet_v1_1.0_224_quant",
+        ],
     )
-    one_shot = pd.Series([0.2, 0.4, 0.6, 0.8], index=alignment.index)
-    per_model, per_family = tables.family_table(alignment, one_shot)
-    assert per_model["family"].tolist() == ["resnet", "resnet", "deit", "deit"]
+    fewshot = pd.DataFrame({"1-shot mnist (linear)": [0.2, 0.4, 0.6, 0.8, 0.1]}, index=alignment.index)
+    per_model, per_family = tables.family_table(alignment, fewshot)
+    assert per_model["family"].tolist() == ["resnet", "resnet", "deit", "deit", "tflite"]
     resnet = per_family[per_family["family"] == "resnet"].iloc[0]
     assert resnet["n_models"] == 2 and resnet["pearson"] == pytest.approx(0.2)
-    assert resnet["one_shot_accuracy"] == pytest.approx(0.3)
+    assert resnet["1-shot mnist (linear)"] == pytest.approx(0.3)
     assert set(per_family[per_family["family"] == "deit"]["variant"]) == {"distilled", "standard"}
 
 
@@ -478,6 +816,13 @@ window.addEventListener('securitypolicyviolation', function (e) { window.__error
 (function () { var original = console.error;
   console.error = function () { window.__errors.push(Array.prototype.join.call(arguments, ' ')); original.apply(console, arguments); }; })();
 window.alert = function (x) { window.__errors.push('alert: ' + x); };
+function visibleText(id) {
+  var el = document.getElementById(id);
+  if (!el) { return null; }
+  var rect = el.getBoundingClientRect(), style = window.getComputedStyle(el);
+  var shown = rect.width > 0 && rect.height > 0 && style.visibility !== 'hidden' && style.display !== 'none';
+  return shown ? el.textContent : null;
+}
 window.addEventListener('load', function () {
   var images = document.querySelectorAll('img.report-figure'), broken = 0;
   images.forEach(function (img) { if (!(img.complete && img.naturalWidth > 0)) { broken++; } });
@@ -488,8 +833,20 @@ window.addEventListener('load', function () {
     var values = Array.prototype.map.call(table.tBodies[0].rows, function (r) { return parseFloat(r.cells[1].getAttribute('data-v')); });
     sorted = values.every(function (v, i) { return i === 0 || values[i - 1] >= v; }) && header.getAttribute('data-order') === 'desc';
   }
+  // every hover circle lies over its image and is what the pointer finds there
+  var circles = document.querySelectorAll('svg.hover circle'), hits = 0, inside = 0;
+  circles.forEach(function (circle) {
+    var img = circle.closest('.figwrap').querySelector('img').getBoundingClientRect();
+    circle.scrollIntoView({block: 'center', inline: 'center'});
+    var rect = circle.getBoundingClientRect(), x = rect.left + rect.width / 2, y = rect.top + rect.height / 2;
+    img = circle.closest('.figwrap').querySelector('img').getBoundingClientRect();
+    if (x > img.left && x < img.right && y > img.top && y < img.bottom) { inside++; }
+    var found = document.elementFromPoint(x, y);
+    if (found && found.tagName.toLowerCase() === 'circle') { hits++; }
+  });
   var out = document.createElement('pre'); out.id = 'browser-check';
-  out.textContent = JSON.stringify({errors: window.__errors, images: images.length, broken: broken, sorted: sorted});
+  out.textContent = JSON.stringify({errors: window.__errors, images: images.length, broken: broken, sorted: sorted,
+    z2: visibleText('z2-definition'), notices: visibleText('notices'), circles: circles.length, inside: inside, hits: hits});
   document.body.appendChild(out);
 });
 </script>"""
@@ -512,12 +869,11 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.browser
-def test_report_renders_in_headless_chromium(report, tmp_path):
+def browser_check(path: Path, tmp_path: Path) -> tuple[dict, str]:
+    """Load the report in headless chromium with the probe: (what the probe found, the DOM)."""
     browser = _chromium()
     if browser is None:
         pytest.skip("headless chromium is not installed (Debian: apt-get install chromium)")
-    _, path = report
     probe = tmp_path / "probe.html"
     probe.write_text(path.read_text().replace("<head>", "<head>" + _PROBE, 1))
     run = subprocess.run(
@@ -542,9 +898,28 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         line for line in run.stderr.splitlines() if ":CONSOLE" in line and ("Uncaught" in line or "rror" in line)
     ]
     assert check["errors"] == [] and console_errors == [], (check, console_errors)
-    assert check["images"] == 2 and check["broken"] == 0
+    assert check["broken"] == 0 and check["images"] > 0
     assert check["sorted"] is True
-    assert EVIL in run.stdout.replace("&lt;", "<").replace("&gt;", ">")  # shown as text, not run
+    assert check["z2"] and "z²(x) = ((x − mean) / sd)²" in check["z2"]
+    assert check["circles"] > 0 and check["inside"] == check["circles"]
+    # circles of nearby models overlap each other; each centre still finds a circle
+    assert check["hits"] == check["circles"]
+    return check, run.stdout
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    _, path = report
+    check, dom = browser_check(path, tmp_path)
+    assert check["images"] == 3
+    assert (
+        check["notices"]
+        .strip()
+        .startswith("Alignment is averaged over 2 of the 6 domains of the study: animals, fruits;")
+    )
+    assert check["circles"] == 2 * 30
+    assert EVIL in dom.replace("&lt;", "<").replace("&gt;", ">")  # shown as text, not run
+    browser = _chromium()
 
     shot = path.parent / "screenshot.png"  # kept next to the report for a human look
     subprocess.run(
@@ -601,4 +976,119 @@ def test_report_on_real_published_robustness_numbers(tmp_path, mirror):
     row = table1[(table1["metric"] == "pearson") & (table1["group"] == "high")].iloc[0]
     assert row["imagenet-r top1"] == pytest.approx(expected)
     table2 = pd.read_csv(path.parent / "table2_robustness_correlations.csv")
-    assert len(table2) == 2 * 6 and table2["r_partial"].notna().all()
+    assert len(table2) == 2 * 2 * 6 and table2["r_partial"].notna().all()
+    # the published ImageNet top-1 as the covariate: every correlation equals scipy / pingouin
+    csv = pd.read_csv(path.parent / "correlations.csv", dtype={"y_head": "string"})
+    assert set(csv["covariate"]) == {"none", "imagenet_top1"}
+    assert_correlations_match_oracle(csv, load_study(study).results)
+
+
+# ---------------------------------------------------------------------------------------------
+# a real study: offline models through alignment and few-shot, then the report
+# ---------------------------------------------------------------------------------------------
+REAL_MODELS = (
+    "pixels:8",
+    "pixels:16",
+    "cifar_resnet:resnet20",
+    "cifar_resnet:resnet32",
+    "cifar_resnet:resnet44",
+    "cifar_resnet:resnet56",
+    "tflite:mobilenet_v1_0.25_128_quant",
+)
+REAL_CONFIG = """
+[study]
+name = "report-real"
+output = "{output}"
+seed = 0
+report = false
+
+[models]
+include = [{models}]
+
+[alignment]
+# automobiles has no registered images: its rows fail, and the report must say so
+human = ["peterson:animals", "peterson:fruits", "peterson:vegetables", "peterson:automobiles"]
+n_bootstrap = 0
+
+[fewshot]
+datasets = ["mnist", "fashion_mnist"]
+shots = [1, 5]
+heads = ["linear"]
+seeds = 2
+max_eval_per_class = 5
+
+[robustness]
+source = "timm-2022-07-27"
+
+[execution]
+executor = "local"
+jobs = 2
+threads = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory, mirror):
+    from repalign.study.config import parse_config
+    from repalign.study.run import run_study
+
+    out = tmp_path_factory.mktemp("real") / "study"
+    models = ", ".join(f'"{m}"' for m in REAL_MODELS)
+    run_study(parse_config(REAL_CONFIG.format(output=out, models=models)), live=False)
+    return out, write_report(out, n_bootstrap=50)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_study_correlations_equal_scipy_for_every_row(real_report):
+    study, path = real_report
+    csv = pd.read_csv(path.parent / "correlations.csv", dtype={"y_head": "string"})
+    assert_correlations_match_oracle(csv, load_study(study).results)
+    assert set(csv["covariate"]) == {"none"}  # offline models have no published ImageNet top-1
+    assert set(csv["y_stage"]) == {"fewshot"} and set(csv["y_dataset"]) == {"mnist", "fashion_mnist"}
+    assert set(csv["n_models"]) == {len(REAL_MODELS)}
+    # the plain correlation of 1-shot accuracy with Pearson alignment is shown beside the z² one
+    one_shot = csv[(csv["x_metric"] == "pearson") & (csv["y_shots"] == 1) & (csv["y_dataset"] == "mnist")]
+    assert sorted(one_shot["transform"]) == ["raw", "z2"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_study_report_is_per_dataset_and_says_what_is_missing(real_report):
+    study, path = real_report
+    folder = path.parent
+    for stem in ("figure3_mnist", "figure3_fashion_mnist", "figure4"):
+        assert (folder / f"{stem}.png").is_file() and (folder / f"{stem}.pdf").is_file()
+    data = analyze_study(study, n_bootstrap=0)
+    assert data.notices[0] == (
+        "Alignment is averaged over 3 of the 4 domains of the study: animals, fruits, vegetables; missing images "
+        "for automobiles; supply them as a user dataset (see docs/data.md)."
+    )
+    robustness = " ".join(data.section("robustness").notes)
+    assert "No model of this study has published robustness results" in robustness
+    assert "these models have none" in robustness
+    fewshot = " ".join(data.section("fewshot").notes)
+    assert "use cifar100, which this study does not have" in fewshot
+    assert "No partial correlations controlling for ImageNet top-1" in fewshot
+    families = data.table("family_models").frame.set_index("model")["family"].to_dict()
+    assert families == {
+        "cifar_resnet:resnet20": "cifar_resnet",
+        "cifar_resnet:resnet32": "cifar_resnet",
+        "cifar_resnet:resnet44": "cifar_resnet",
+        "cifar_resnet:resnet56": "cifar_resnet",
+        "pixels:16": "pixels",
+        "pixels:8": "pixels",
+        "tflite:mobilenet_v1_0.25_128_quant": "tflite",
+    }
+    scatter = data.table("figure4_scatter").frame
+    assert set(scatter["dataset"]) == {"mnist", "fashion_mnist"} and (scatter["n_domains"] == 3).all()
+
+
+@pytest.mark.browser
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_report_renders_in_headless_chromium(real_report, tmp_path):
+    _, path = real_report
+    check, _ = browser_check(path, tmp_path)
+    assert check["images"] == 3 and check["circles"] == 2 * len(REAL_MODELS)
+    assert check["notices"].strip().startswith("Alignment is averaged over 3 of the 4 domains of the study")

@@ -394,9 +394,9 @@ def test_study_keeps_weights_match_and_the_report_leaves_other_weights_out(tmp_p
 
     from repalign.report import tables
     from repalign.report.html import write_report
+    from repalign.store import StudyStore, load_study, new_manifest
     from repalign.study.config import parse_config
     from repalign.study.plan import Unit, unit_id
-    from repalign.store import StudyStore, load_study, new_manifest
     from repalign.study.unit import run_unit
 
     models = ["timm:gluon_xception65", "timm:resnet50", "timm:ssl_resnet50", "timm:ig_resnext101_32x16d"]
@@ -435,4 +435,4 @@ def test_study_keeps_weights_match_and_the_report_leaves_other_weights_out(tmp_p
     text = path.read_text()
     assert "(weights_match = False): timm:gluon_xception65." in text
     table2 = pd.read_csv(path.parent / "table2_robustness_correlations.csv")
-    assert set(table2["n"]) == {6}  # the 7 aligned models less gluon_xception65
+    assert set(table2["n_models"]) == {6}  # the 7 aligned models less gluon_xception65

@@ -47,13 +47,40 @@ PAPER_REFERENCE: dict[str, PaperValue] = {
     ),
 }
 
+#: What the paper reports in words (no number), by the kind of outcome; the raw-vs-z² table
+#: quotes them beside this study's values.
+PAPER_FINDINGS: dict[str, str] = {
+    "adversarial": "z² correlations slightly weaker than raw",
+    "domain shift": "z² correlations slightly stronger than raw",
+}
+
+#: The z² definition, shown where z² is first used in the report.
+Z2_DEFINITION = (
+    "z² is the squared z-score of a model's alignment across the models of a correlation: "
+    "z²(x) = ((x − mean) / sd)², with the mean and the sample SD over those models. It is large for models "
+    "far from the average alignment in either direction, so a correlation with z² measures a U-shaped relation "
+    "(better for both the most and the least aligned models), which a correlation with the raw alignment cannot "
+    "see. Every z² correlation is shown next to the plain (raw) one; partial correlations control for ImageNet "
+    "top-1 accuracy (pingouin) where it is known."
+)
+
 #: Caption of every table and figure, by name. Fields: ``paper`` (PAPER_REFERENCE),
 #: ``paper_short`` and whatever the analysis passes to :func:`caption`.
 CAPTIONS: dict[str, str] = {
     "row_counts": "Result rows per stage and status.",
     "alignment_per_model": (
-        "Alignment of every model with the human similarity judgments, averaged over the human datasets "
-        "(model similarity: {similarity}). Click a column header to sort."
+        "Alignment of every model with the human similarity judgments, averaged over the same {n_domains} human "
+        "datasets for every model ({domains}; model similarity: {similarity}). Click a column header to sort."
+    ),
+    "alignment_per_domain": "Alignment of every model on each human dataset and similarity function (not averaged).",
+    "alignment_by_similarity": (
+        "Alignment of every model with each model similarity function (columns similarity/metric), averaged over "
+        "the same human datasets."
+    ),
+    "similarity_sensitivity": (
+        "How much the choice of similarity function matters: Spearman rank correlation across models of the "
+        "model orderings between each pair of similarity functions, per metric (Fisher-z 95% CI). The statistics "
+        "use {similarity}."
     ),
     "metric_correlations": (
         "Correlation of the alignment metrics across models (Pearson r with Fisher-z 95% CI and a bootstrap "
@@ -69,36 +96,60 @@ CAPTIONS: dict[str, str] = {
         "Table 1 in long form, with percentile bootstrap CIs of each group mean (resampling the group's models)."
     ),
     "table2_robustness_correlations": (
-        "Table 2. Pearson r (Fisher-z 95% CI, p and p adjusted across the table with {correction}) between each "
-        "robustness accuracy and each z² alignment metric, and the partial correlation controlling for ImageNet "
-        "top-1 (pingouin); boot_* are bootstrap CIs over models."
+        "Table 2. Pearson r (Fisher-z 95% CI, p, and p adjusted across the table with {correction}) between each "
+        "robustness accuracy and each alignment metric, raw and z² in adjacent rows; *_partial: the partial "
+        "correlation controlling for ImageNet top-1 (pingouin); boot_*: bootstrap CIs over models. n_models: "
+        "the models that enter each correlation."
+    ),
+    "fewshot_per_model": (
+        "Few-shot accuracy of every model per dataset and head (each value the mean over seeds), one column per "
+        "number of shots per class."
     ),
     "figure3": (
-        "Figure 3. Left: n-shot accuracy (mean over few-shot datasets) of the high/mid/low alignment groups, "
-        "per metric (rows) and head (columns). Right: Pearson r (95% CI) between n-shot accuracy and each z² "
-        "alignment metric, per head."
+        "Figure 3 ({dataset}). Left: n-shot accuracy on {dataset} of the high/mid/low alignment groups, per "
+        "metric (rows) and head (columns); lines are group means, bands ± 1 SD across the group's models. "
+        "Right: Pearson r (95% CI) between n-shot accuracy and each alignment metric, raw (left column) and "
+        "z² (right column), per head."
     ),
-    "figure3_group_curves": "Data of Figure 3, left.",
-    "figure3_correlations": "Data of Figure 3, right.",
+    "figure3_group_curves": "Data of Figure 3 ({dataset}), left: group mean, SD and number of models.",
+    "figure3_correlations": (
+        "Data of Figure 3 ({dataset}), right: raw and z² correlations in adjacent rows; p adjusted across the table "
+        "with {correction}; *_partial: controlling for ImageNet top-1 where known."
+    ),
     "u_shape_tests": (
-        "U-shape tests of {shots}-shot accuracy ({head} head) against Pearson alignment: the quadratic regression "
-        "(x² coefficient, vertex with bootstrap CI) and Simonsohn's two-lines test (breakpoint by the Robin Hood "
-        "procedure; a U needs opposite-sign slopes, both significant)."
+        "U-shape tests of {shots}-shot accuracy ({head} head) against Pearson alignment, per few-shot dataset: the "
+        "quadratic regression (x² coefficient, vertex with bootstrap CI) and Simonsohn's two-lines test "
+        "(breakpoint by the Robin Hood procedure; a U needs opposite-sign slopes, both significant)."
     ),
     "figure4": (
-        "Figure 4. Left: {shots}-shot accuracy ({head} head, mean over few-shot datasets) against Pearson "
-        "alignment for all {n_models} models, with the quadratic fit.{theory} Right: Pearson r (95% CI) between "
-        "n-shot accuracy and z² Pearson alignment, per few-shot dataset."
+        "Figure 4. Top: {shots}-shot accuracy ({head} head) against Pearson alignment for each model, on {datasets}, "
+        "with the quadratic fit; the most extreme models are named (hover over a point for any model).{theory} "
+        "Bottom: Pearson r (95% CI) between n-shot accuracy and Pearson alignment, raw and z², per few-shot "
+        "dataset ({head} head)."
     ),
     "figure4_theory": (
-        " Crosses: the theory's predicted shape C(1 − triplet alignment) fitted as {a:.3g} + {b:.3g}·C "
-        "(least squares across models)."
+        " Crosses: the theory's predicted shape C(1 − triplet alignment), fitted to these data by least squares "
+        "across models (a + b·C per dataset; the theory predicts the shape, not the scale)."
     ),
-    "figure4_scatter": "Data of Figure 4, left.",
-    "figure4_correlations": "Data of Figure 4, right.",
+    "figure4_scatter": "Data of Figure 4, top: one row per model and dataset.",
+    "figure4_correlations": (
+        "Data of Figure 4, bottom: raw and z² correlations in adjacent rows; p adjusted across the table with "
+        "{correction}; *_partial: controlling for ImageNet top-1 where known."
+    ),
+    "raw_vs_z2": (
+        "Raw or z² alignment: mean |r| over the correlations of each kind of outcome (adversarial: ImageNet-A; "
+        "domain shift: ImageNet-R and -Sketch; few-shot: the datasets of Figures 3-4), and in how many of them "
+        "|r| of z² exceeds |r| of raw alignment. The paper column says what {paper_short} report."
+    ),
+    "correlations": (
+        "Every correlation of alignment with an outcome that this report shows, one row each (correlations.csv): "
+        "x_metric and transform (raw or z²), the outcome (y_*), the covariate (none, or ImageNet top-1 for a "
+        "partial correlation), r with its Fisher-z 95% CI, p, and n_models."
+    ),
     "family_summary": (
-        "Mean alignment and 1-shot accuracy per architecture family (parsed from the model id) and training "
-        "variant: distilled, ImageNet-21k-pretrained (in21k) and pruned models are marked."
+        "Mean alignment and 1-shot accuracy per architecture family and training variant. Families are parsed "
+        "from timm architecture names only (distilled, ImageNet-21k-pretrained (in21k), pruned and untrained "
+        "(random) models are marked); other models are grouped by their source."
     ),
     "family_models": "Family and variant of every model.",
     "failures": "Rows that failed (with their error) or had nothing to compute.",
@@ -123,4 +174,4 @@ def caption(name: str, **fields: Any) -> str:
     return text.format(paper=PAPER_REFERENCE, paper_short=PAPER_SHORT, **fields)
 
 
-__all__ = ["CAPTIONS", "PAPER", "PAPER_REFERENCE", "PaperValue", "caption"]
+__all__ = ["CAPTIONS", "PAPER", "PAPER_FINDINGS", "PAPER_REFERENCE", "PaperValue", "Z2_DEFINITION", "caption"]

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ _RC = {
     "legend.frameon": False,
     "pdf.fonttype": 42,  # embed TrueType: text stays editable/searchable in the PDF
     "ps.fonttype": 42,
-    "savefig.bbox": "tight",
+    # the image is the whole figure (constrained layout keeps everything inside it), so that
+    # positions in the figure are positions in the PNG (the HTML hover labels rely on it)
+    "savefig.bbox": "standard",
     "figure.dpi": 100,
 }
 
@@ -101,25 +104,34 @@ def _errorbar(ax, frame: pd.DataFrame, x: str, *, label: str, style: Mapping[str
     )
 
 
-def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
-    """Figure 3. Left: n-shot accuracy of the high/mid/low-5 alignment groups per metric (rows)
-    and head (columns). Right: Pearson r (95% CI) of n-shot accuracy with each z^2 alignment
-    metric, one panel per head.
+#: how the two transforms of the alignment are named in figure titles
+TRANSFORM_TITLES = {"raw": "r(accuracy, alignment)", "z2": "r(accuracy, z² alignment)"}
+
+
+def figure3(curves: pd.DataFrame, correlations: pd.DataFrame, *, dataset: str) -> Any:
+    """Figure 3 for one few-shot dataset.
+
+    Left: n-shot accuracy of the high/mid/low alignment groups per metric (rows) and head
+    (columns): the group mean with a band of ± 1 SD across the group's models. Right: Pearson r
+    (95% CI) of n-shot accuracy with each alignment metric, raw and z² (columns), per head (rows).
 
     Args:
         curves: from :func:`repalign.report.tables.fewshot_group_curves`
-            (metric, group, head, shots, accuracy).
-        correlations: from :func:`repalign.report.tables.fewshot_alignment_correlations`
-            with by=("head", "shots") (metric, head, shots, r, ci_low, ci_high).
+            (metric, group, head, shots, accuracy, sd).
+        correlations: long rows of :func:`repalign.report.correlations.alignment_correlations`
+            without covariate (x_metric, transform, y_head, y_shots, r, ci_low, ci_high).
+        dataset: the few-shot dataset, for the titles.
     Returns:
         matplotlib Figure.
     """
     metrics = list(dict.fromkeys(curves["metric"]))
     heads = list(dict.fromkeys(curves["head"]))
+    transforms = [t for t in TRANSFORM_TITLES if t in set(correlations["transform"])]
     with print_style():
-        left_width = max(2.0 * len(heads), 3.4)  # room for the legend and title with a single head
-        fig = _new_figure(left_width + 2.8, 1.7 * len(metrics) + 0.6)
-        left, right = fig.subfigures(1, 2, width_ratios=[left_width, 2.8], wspace=0.04)
+        left_width = max(2.0 * len(heads), 4.4)  # room for the legend and title with a single head
+        right_width = 2.4 * max(len(transforms), 1)
+        fig = _new_figure(left_width + right_width, max(1.7 * len(metrics), 1.6 * len(heads)) + 0.9)
+        left, right = fig.subfigures(1, 2, width_ratios=[left_width, right_width], wspace=0.04)
         axes = left.subplots(len(metrics), len(heads), sharex=True, sharey=True, squeeze=False)
         for i, metric in enumerate(metrics):
             for j, head in enumerate(heads):
@@ -129,12 +141,11 @@ def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
                     if sel.empty:
                         continue
                     sel = sel.sort_values("shots")
-                    ax.plot(
-                        sel["shots"].to_numpy(float),
-                        sel["accuracy"].to_numpy(float),
-                        label=f"{group} alignment",
-                        **style,
-                    )
+                    shots = sel["shots"].to_numpy(float)
+                    mean = sel["accuracy"].to_numpy(float)
+                    sd = np.nan_to_num(sel["sd"].to_numpy(float)) if "sd" in sel else np.zeros_like(mean)
+                    ax.fill_between(shots, mean - sd, mean + sd, color=style["color"], alpha=0.15, linewidth=0)
+                    ax.plot(shots, mean, label=f"{group} alignment", **style)
                 _shots_axis(ax, curves["shots"])
                 if i == 0:
                     ax.set_title(f"head: {head}")
@@ -144,112 +155,217 @@ def figure3(curves: pd.DataFrame, correlations: pd.DataFrame) -> Any:
                     ax.set_xlabel("shots per class")
         handles, labels = axes[0, 0].get_legend_handles_labels()
         left.legend(handles, labels, loc="outside lower center", ncols=3)
-        left.suptitle("n-shot accuracy by alignment group")
+        left.suptitle(f"{dataset}: n-shot accuracy by alignment group\n(mean ± SD across the group's models)")
 
-        panels = right.subplots(len(heads), 1, sharex=True, squeeze=False)[:, 0]
-        corr_metrics = list(dict.fromkeys(correlations["metric"]))
-        for ax, head in zip(panels, heads):
-            for k, metric in enumerate(corr_metrics):
-                sel = correlations[(correlations["head"] == head) & (correlations["metric"] == metric)]
-                if sel.empty:
-                    continue
-                _errorbar(
-                    ax,
-                    sel,
-                    "shots",
-                    dodge=0.08 * (k - (len(corr_metrics) - 1) / 2),
-                    label=f"z² {metric}",
-                    style=_series_style(k),
-                )
-            ax.axhline(0, color="black", linewidth=0.6)
-            _shots_axis(ax, correlations["shots"])
-            ax.set_title(f"head: {head}")
-            ax.set_ylabel("Pearson r")
-        panels[-1].set_xlabel("shots per class")
-        handles, labels = panels[0].get_legend_handles_labels()
-        right.legend(handles, labels, loc="outside lower center", ncols=1)
-        right.suptitle("r(accuracy, z² alignment)")
+        panels = right.subplots(len(heads), max(len(transforms), 1), sharex=True, sharey=True, squeeze=False)
+        corr_metrics = list(dict.fromkeys(correlations["x_metric"]))
+        for row, head in enumerate(heads):
+            for col, transform in enumerate(transforms):
+                ax = panels[row, col]
+                for k, metric in enumerate(corr_metrics):
+                    sel = correlations[
+                        (correlations["y_head"] == head)
+                        & (correlations["x_metric"] == metric)
+                        & (correlations["transform"] == transform)
+                    ]
+                    if sel.empty:
+                        continue
+                    _errorbar(
+                        ax,
+                        sel,
+                        "y_shots",
+                        dodge=0.08 * (k - (len(corr_metrics) - 1) / 2),
+                        label=metric,
+                        style=_series_style(k),
+                    )
+                ax.axhline(0, color="black", linewidth=0.6)
+                _shots_axis(ax, correlations["y_shots"])
+                ax.set_title(f"{'z²' if transform == 'z2' else 'raw'} · head: {head}")
+                if col == 0:
+                    ax.set_ylabel("Pearson r")
+                if row == len(heads) - 1:
+                    ax.set_xlabel("shots per class")
+        handles, labels = panels[0, 0].get_legend_handles_labels()
+        right.legend(handles, labels, loc="outside lower center", ncols=max(len(labels), 1))
+        right.suptitle(f"{dataset}: r(accuracy, alignment)\nraw and z², 95% CI")
     return fig
 
 
+@dataclass(frozen=True)
+class HoverPoints:
+    """Points of a scatter panel that the HTML report labels on hover (their data coordinates)."""
+
+    axes: Any
+    x: np.ndarray
+    y: np.ndarray
+    titles: tuple[str, ...]
+
+
 def figure4(
-    scatter: pd.DataFrame,
-    fit: Mapping[str, Any] | None,
+    scatters: Sequence[Mapping[str, Any]],
     correlations: pd.DataFrame | None,
     *,
     x_label: str = "Pearson alignment (mean over human datasets)",
     y_label: str = "1-shot accuracy",
-    theory: pd.DataFrame | None = None,
-) -> Any:
-    """Figure 4. Left: 1-shot accuracy against Pearson alignment for every model, with the
-    quadratic fit (and optionally the theory's predicted shape). Right: Pearson r (95% CI)
-    between n-shot accuracy and z^2 Pearson alignment, one line per few-shot dataset.
+    n_labels: int = 2,
+) -> tuple[Any, list[HoverPoints]]:
+    """Figure 4. Top: one panel per few-shot dataset, its n-shot accuracy against Pearson
+    alignment for every model, with the quadratic fit (and optionally the theory's shape,
+    fitted); the most extreme models are named. Bottom: Pearson r (95% CI) between n-shot
+    accuracy and Pearson alignment, raw and z² (panels), one line per few-shot dataset.
 
     Args:
-        scatter: model, alignment, accuracy (one row per model).
-        fit: :func:`repalign.stats.quadratic_fit` result (b0, b1, b2, vertex, ...) or None.
-        correlations: dataset, shots, r, ci_low, ci_high (one head), or None to omit the right panel.
-        theory: optional model, alignment, predicted (the fitted theory prediction per model).
+        scatters: one mapping per panel: ``dataset``; ``scatter`` (model, alignment, accuracy);
+            ``fit`` (:func:`repalign.stats.quadratic_fit` result or None); ``theory`` (model,
+            alignment, predicted: the fitted theory overlay, or None).
+        correlations: long rows without covariate (y_dataset, y_shots, transform, r, ci_low,
+            ci_high), or None to omit the bottom row.
+        n_labels: models named at each extreme of each axis.
     Returns:
-        matplotlib Figure.
+        (matplotlib Figure, the points to label on hover).
     """
+    transforms = []
+    if correlations is not None and not correlations.empty:
+        transforms = [t for t in TRANSFORM_TITLES if t in set(correlations["transform"])]
+    hover: list[HoverPoints] = []
     with print_style():
-        n_panels = 2 if correlations is not None and not correlations.empty else 1
-        fig = _new_figure(3.4 * n_panels, 3.0)
-        axes = fig.subplots(1, n_panels, squeeze=False)[0]
-        ax = axes[0]
-        ax.scatter(
-            scatter["alignment"],
-            scatter["accuracy"],
-            s=9,
-            color="#0072B2",
-            alpha=0.7,
-            edgecolors="none",
-            label=f"models (n={len(scatter)})",
-        )
-        if fit is not None:
-            grid = np.linspace(scatter["alignment"].min(), scatter["alignment"].max(), 200)
-            ax.plot(
-                grid,
-                fit["b0"] + fit["b1"] * grid + fit["b2"] * grid**2,
-                color="black",
-                label=f"quadratic fit (x² coef {fit['b2']:.3g}, p={fit['b2_p']:.2g})",
-            )
-        if theory is not None and not theory.empty:
+        n_top = max(len(scatters), 1)
+        width = max(3.4 * n_top, 2.9 * len(transforms), 3.4)
+        fig = _new_figure(width, 3.3 + (2.6 if transforms else 0.0))
+        if transforms:
+            top, bottom = fig.subfigures(2, 1, height_ratios=[3.3, 2.6], hspace=0.02)
+        else:
+            top, bottom = fig, None
+        axes = top.subplots(1, n_top, squeeze=False)[0]
+        for ax, panel in zip(axes, scatters):
+            scatter = panel["scatter"]
             ax.scatter(
-                theory["alignment"],
-                theory["predicted"],
-                s=10,
-                marker="x",
-                linewidths=0.7,
-                color="#D55E00",
-                label="theory: a + b·C(1 − triplet)",
+                scatter["alignment"],
+                scatter["accuracy"],
+                s=9,
+                color="#0072B2",
+                alpha=0.7,
+                edgecolors="none",
+                label=f"models (n={len(scatter)})",
             )
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(y_label)
-        # below the axes: with hundreds of models any spot inside would cover points
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=1)
-        ax.set_title("1-shot accuracy vs alignment")
-        if n_panels == 2:
-            ax = axes[1]
-            datasets = list(dict.fromkeys(correlations["dataset"]))
-            for k, dataset in enumerate(datasets):
-                sel = correlations[correlations["dataset"] == dataset]
-                _errorbar(
-                    ax,
-                    sel,
-                    "shots",
-                    dodge=0.08 * (k - (len(datasets) - 1) / 2),
-                    label=str(dataset),
-                    style=_series_style(k),
+            fit = panel.get("fit")
+            if fit is not None:
+                grid = np.linspace(scatter["alignment"].min(), scatter["alignment"].max(), 200)
+                ax.plot(
+                    grid,
+                    fit["b0"] + fit["b1"] * grid + fit["b2"] * grid**2,
+                    color="black",
+                    label=f"quadratic fit (x² coef {fit['b2']:.3g}, p={fit['b2_p']:.2g})",
                 )
-            ax.axhline(0, color="black", linewidth=0.6)
-            _shots_axis(ax, correlations["shots"])
-            ax.set_xlabel("shots per class")
-            ax.set_ylabel("Pearson r with z² Pearson alignment")
-            ax.set_title("per few-shot dataset, 95% CI")
-            ax.legend(loc="best")
-    return fig
+            theory = panel.get("theory")
+            if theory is not None and not theory.empty:
+                ax.scatter(
+                    theory["alignment"],
+                    theory["predicted"],
+                    s=10,
+                    marker="x",
+                    linewidths=0.7,
+                    color="#D55E00",
+                    label="theory shape a + b·C(1 − triplet), fitted to these data",
+                )
+            _label_extremes(ax, scatter, n_labels)
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(y_label)
+            # below the axes: with hundreds of models any spot inside would cover points
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=1)
+            ax.set_title(f"{panel['dataset']}: accuracy vs alignment")
+            hover.append(
+                HoverPoints(
+                    ax,
+                    scatter["alignment"].to_numpy(float),
+                    scatter["accuracy"].to_numpy(float),
+                    tuple(
+                        f"{m}: alignment {a:.4g}, accuracy {y:.4g} ({panel['dataset']})"
+                        for m, a, y in zip(scatter["model"], scatter["alignment"], scatter["accuracy"])
+                    ),
+                )
+            )
+        if bottom is not None:
+            panels = bottom.subplots(1, len(transforms), sharey=True, squeeze=False)[0]
+            datasets = list(dict.fromkeys(correlations["y_dataset"]))
+            for ax, transform in zip(panels, transforms):
+                for k, dataset in enumerate(datasets):
+                    sel = correlations[
+                        (correlations["y_dataset"] == dataset) & (correlations["transform"] == transform)
+                    ]
+                    if sel.empty:
+                        continue
+                    _errorbar(
+                        ax,
+                        sel,
+                        "y_shots",
+                        dodge=0.08 * (k - (len(datasets) - 1) / 2),
+                        label=str(dataset),
+                        style=_series_style(k),
+                    )
+                ax.axhline(0, color="black", linewidth=0.6)
+                _shots_axis(ax, correlations["y_shots"])
+                ax.set_xlabel("shots per class")
+                ax.set_title(f"{TRANSFORM_TITLES[transform].replace('alignment', 'Pearson alignment')}, 95% CI")
+            panels[0].set_ylabel("Pearson r")
+            handles, labels = panels[0].get_legend_handles_labels()
+            bottom.legend(handles, labels, loc="outside right center", ncols=1)
+    return fig, hover
+
+
+def _label_extremes(ax, scatter: pd.DataFrame, n: int) -> None:
+    """Name the models at both ends of each axis (for readers of the PNG/PDF, who cannot hover).
+
+    Labels of points in the right half of the panel are drawn to the left of the point, so
+    that they stay inside the figure; labels of nearby points are stacked, not overprinted.
+    """
+    if n <= 0 or scatter.empty:
+        return
+    chosen: list[int] = []
+    for column in ("alignment", "accuracy"):
+        order = np.argsort(scatter[column].to_numpy(float), kind="stable")
+        for position in [*order[:n], *order[::-1][:n]]:
+            if int(position) not in chosen:
+                chosen.append(int(position))
+    x = scatter["alignment"].to_numpy(float)
+    y = scatter["accuracy"].to_numpy(float)
+    span_x = float(np.ptp(x)) or 1.0
+    span_y = float(np.ptp(y)) or 1.0
+    placed: list[tuple[float, float]] = []
+    for position in chosen:
+        fx, fy = (x[position] - x.min()) / span_x, (y[position] - y.min()) / span_y
+        # labels run up to half a panel wide: stack those at about the same height
+        stack = sum(abs(fx - px) < 0.5 and abs(fy - py) < 0.06 for px, py in placed)
+        placed.append((fx, fy))
+        right_half = fx > 0.5
+        ax.annotate(
+            str(scatter["model"].iloc[position]),
+            (x[position], y[position]),
+            xytext=(-3 if right_half else 3, 2 - 7 * stack),
+            textcoords="offset points",
+            ha="right" if right_half else "left",
+            fontsize=5,
+            color="#333333",
+        )
+
+
+def hover_positions(fig, hover: Sequence[HoverPoints]) -> pd.DataFrame:
+    """Where each hover point lies in the rendered figure: title, fx, fy (fractions of the
+    figure's width and height from the bottom left).
+
+    Call after the figure was drawn (saved): constrained layout places the axes at draw time.
+    The figure must be saved without a tight bounding box (the report's style), so that the
+    image is exactly the figure and these fractions are positions in the PNG.
+    """
+    records = []
+    to_fraction = fig.transFigure.inverted()
+    for points in hover:
+        xy = np.column_stack([points.x, points.y])
+        keep = np.isfinite(xy).all(axis=1)
+        fractions = to_fraction.transform(points.axes.transData.transform(xy[keep]))
+        titles = [t for t, k in zip(points.titles, keep) if k]
+        records.extend({"title": t, "fx": float(fx), "fy": float(fy)} for t, (fx, fy) in zip(titles, fractions))
+    return pd.DataFrame.from_records(records, columns=["title", "fx", "fy"])
 
 
 def figure_png_bytes(fig, *, dpi: int = 150) -> bytes:

@@ -96,12 +96,40 @@ def environment():
     return env
 
 
+@dataclass(frozen=True)
+class HoverView:
+    """Hover labels of one figure: an SVG overlay in the figure's own units (points)."""
+
+    width: float
+    height: float
+    points: list[tuple[str, float, float]]  # title, x, y (from the top left)
+
+
+def hover_view(figure) -> HoverView | None:
+    """Where the figure's hover points lie in the rendered image, or None without any.
+
+    Call after the figure was saved (drawn), so that the layout is final.
+    """
+    from repalign.report import figures as figs
+
+    if not figure.hover:
+        return None
+    width, height = (float(v) * 72 for v in figure.figure.get_size_inches())
+    positions = figs.hover_positions(figure.figure, figure.hover)
+    points = [
+        (str(row.title), round(row.fx * width, 2), round((1 - row.fy) * height, 2))
+        for row in positions.itertuples(index=False)
+    ]
+    return HoverView(round(width, 2), round(height, 2), points)
+
+
 def render_html(
     report: ReportData,
     *,
     images: dict[str, bytes],
     csv_names: dict[str, str] | None = None,
     created: str | None = None,
+    hover: dict[str, HoverView] | None = None,
 ) -> str:
     """The whole document as a string (no external resources).
 
@@ -110,6 +138,7 @@ def render_html(
         images: figure name -> PNG bytes, embedded as base64.
         csv_names: table name -> CSV file name to link (relative to the HTML file).
         created: the time stamp shown under the title; default now (UTC).
+        hover: figure name -> its hover labels (:func:`hover_view`), shown over the image.
     """
     missing = [figure.name for figure in report.figures() if figure.name not in images]
     if missing:
@@ -125,6 +154,7 @@ def render_html(
             created=created,
             images={name: base64.b64encode(png).decode("ascii") for name, png in images.items()},
             csv_names=dict(csv_names or {}),
+            hover=dict(hover or {}),
         )
     )
 
@@ -170,14 +200,17 @@ def write_report(
         with atomic_path(folder / csv_names[table.name]) as tmp:
             table.frame.to_csv(tmp, index=False)
             os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; reports are meant to be shared
+    hover: dict[str, HoverView] = {}
     for figure in report.figures():
         # the written PNG is also the embedded one: one raster render per figure, not two
         paths = figs.save_figure(figure.figure, folder, figure.name)
         images[figure.name] = paths["png"].read_bytes()
-    write_text_atomic(out_path, render_html(report, images=images, csv_names=csv_names))
+        if (view := hover_view(figure)) is not None:  # after saving: the layout is final
+            hover[figure.name] = view
+    write_text_atomic(out_path, render_html(report, images=images, csv_names=csv_names, hover=hover))
     os.chmod(out_path, 0o644)
     log.info("report written to %s", out_path)
     return out_path
 
 
-__all__ = ["write_report", "render_html", "environment", "REPORT_DIRNAME", "REPORT_FILENAME"]
+__all__ = ["write_report", "render_html", "hover_view", "environment", "REPORT_DIRNAME", "REPORT_FILENAME"]

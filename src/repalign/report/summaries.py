@@ -18,19 +18,22 @@ log = logging.getLogger(__name__)
 def model_alignment(
     alignment: pd.DataFrame, *, similarity: str | None = None, require_all_datasets: bool = True
 ) -> pd.DataFrame:
-    """Alignment per model and metric, averaged over the human datasets.
+    """Alignment per model and metric, averaged over the same human datasets for every model.
 
     Args:
         alignment: rows in the study schema with ``stage == "alignment"`` (others are ignored);
             columns used: model, dataset, metric, similarity, value, status (if present).
         similarity: keep rows of this model similarity function only; ``None`` requires that
             the rows use a single one.
-        require_all_datasets: drop a model that lacks any (dataset, metric) the others have
-            (an average over fewer datasets is not comparable); dropped names are logged and
-            listed in ``attrs["dropped"]``.
+        require_all_datasets: keep only models that have every (dataset, metric) pair of the
+            rows, so that every model's average is over the same domains (an average over
+            fewer or other domains is not comparable); dropped names are logged and listed in
+            ``attrs["dropped"]``.
 
     Returns:
         Tidy DataFrame: model, metric, value (mean over datasets), n_datasets.
+        ``attrs["domains"]`` lists the human datasets averaged (sorted), ``attrs["dropped"]``
+        the models left out.
     """
     rows = _ok_rows(alignment, "alignment")
     if similarity is not None:
@@ -42,23 +45,62 @@ def model_alignment(
         )
     if rows.empty:
         raise InputError("No successful alignment rows to summarize.")
-    grouped = rows.groupby(["model", "metric"], sort=True)["value"]
-    table = grouped.agg(value="mean", n_datasets="count").reset_index()
+    # a (model, dataset, metric) written twice (e.g. by two runs) counts once
+    per_domain = rows.groupby(["model", "dataset", "metric"], sort=True)["value"].mean().reset_index()
     dropped: list[str] = []
     if require_all_datasets:
-        expected = rows.groupby("metric")["dataset"].nunique()
-        complete = table["n_datasets"].to_numpy() == table["metric"].map(expected).to_numpy()
-        dropped = sorted(set(table.loc[~complete, "model"]))
-        table = table[~table["model"].isin(dropped)]
+        expected = set(per_domain[["dataset", "metric"]].itertuples(index=False, name=None))
+        have = per_domain.groupby("model")[["dataset", "metric"]].apply(
+            lambda g: set(g.itertuples(index=False, name=None))
+        )
+        dropped = sorted(str(m) for m, pairs in have.items() if pairs != expected)
+        per_domain = per_domain[~per_domain["model"].isin(dropped)]
         if dropped:
             log.warning(
                 "alignment: %d models lack some human datasets and are left out: %s",
                 len(dropped),
                 ", ".join(dropped[:10]),
             )
+    grouped = per_domain.groupby(["model", "metric"], sort=True)["value"]
+    table = grouped.agg(value="mean", n_datasets="count").reset_index()
     table = table.reset_index(drop=True).astype({"model": "string", "metric": "string"})
     table.attrs["dropped"] = dropped
+    table.attrs["domains"] = sorted(str(d) for d in per_domain["dataset"].unique())
     return table
+
+
+def alignment_per_domain(alignment: pd.DataFrame) -> pd.DataFrame:
+    """Every model's alignment on every human dataset, one column per metric (not averaged).
+
+    Returns:
+        DataFrame: model, similarity, dataset, then one column per metric; the table a study
+        with too few models for statistics still shows.
+    """
+    rows = _ok_rows(alignment, "alignment")
+    if rows.empty:
+        raise InputError("No successful alignment rows to summarize.")
+    rows = rows.assign(similarity=rows["similarity"].astype("string").fillna("")) if "similarity" in rows else rows
+    keys = ["model", "similarity", "dataset"] if "similarity" in rows else ["model", "dataset"]
+    table = rows.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean").reset_index()
+    table.columns.name = None
+    return table.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def fewshot_per_model(fewshot: pd.DataFrame) -> pd.DataFrame:
+    """Every model's few-shot accuracy per dataset and head, one column per shots (not averaged).
+
+    ``value`` of a few-shot row is already the mean over seeds; duplicates are averaged.
+
+    Returns:
+        DataFrame: model, dataset, head, then columns "1-shot", "5-shot", ...
+    """
+    rows = _ok_rows(fewshot, "fewshot")
+    if rows.empty:
+        raise InputError("No successful few-shot rows to summarize.")
+    rows = rows.assign(shots=rows["shots"].astype(int))
+    table = rows.pivot_table(index=["model", "dataset", "head"], columns="shots", values="value", aggfunc="mean")
+    table.columns = [f"{int(c)}-shot" for c in table.columns]
+    return table.reset_index().sort_values(["model", "dataset", "head"], kind="stable").reset_index(drop=True)
 
 
 def wide(table: pd.DataFrame, *, columns: str = "metric", values: str = "value") -> pd.DataFrame:

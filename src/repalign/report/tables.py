@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,29 +19,43 @@ from repalign import stats
 from repalign._options import DEFAULT_METRICS
 from repalign.errors import InputError
 from repalign.report import summaries
-
-OOD_DATASETS = ("imagenet-a", "imagenet-r", "imagenet-sketch")
-ACCURACY_METRICS = ("top1", "top5")
-COVARIATE = "imagenet top1"
+from repalign.report.correlations import ACCURACY_METRICS, OOD_DATASETS
+from repalign.report.correlations import TOP1_COLUMN as COVARIATE
 
 
 # ---------------------------------------------------------------------------------------------
 # per-model inputs
 # ---------------------------------------------------------------------------------------------
 def alignment_per_model(alignment: pd.DataFrame, *, similarity: str | None = None) -> pd.DataFrame:
-    """Alignment averaged over human datasets: DataFrame indexed by model, one column per metric."""
+    """Alignment averaged over the same human datasets for every model.
+
+    Args:
+        alignment: alignment rows in the study schema.
+        similarity: the model similarity function whose rows are used; default the only one,
+            or the most frequent when the rows have several (the report passes the first
+            configured one, :func:`repalign.report.similarity.primary_similarity`).
+
+    Returns:
+        DataFrame indexed by model, one column per metric; ``attrs``: ``domains`` (the human
+        datasets averaged), ``dropped`` (models without all of them), ``similarity``.
+    """
     rows = alignment
-    if similarity is None and "similarity" in rows and rows["similarity"].nunique(dropna=True) > 1:
-        similarity = str(rows["similarity"].dropna().mode().iloc[0])  # the study's main similarity
-    if similarity is None and "similarity" in rows and rows["similarity"].nunique(dropna=True) == 1:
-        similarity = str(rows["similarity"].dropna().iloc[0])
+    if similarity is None and "similarity" in rows and rows["similarity"].nunique(dropna=True) >= 1:
+        similarity = str(rows["similarity"].dropna().astype(str).mode().iloc[0])
     tidy = summaries.model_alignment(rows, similarity=similarity)
     table = summaries.wide(tidy)
     ordered = [m for m in DEFAULT_METRICS if m in table.columns]
     table = table[ordered + [c for c in table.columns if c not in ordered]]
     table.attrs["dropped"] = tidy.attrs.get("dropped", [])
+    table.attrs["domains"] = tidy.attrs.get("domains", [])
     table.attrs["similarity"] = similarity
     return table
+
+
+def with_domains(frame: pd.DataFrame, domains: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with the columns n_domains and domains ("peterson:animals, peterson:fruits"):
+    which human datasets its alignment values average."""
+    return frame.assign(n_domains=len(domains), domains=", ".join(domains))
 
 
 def weights_mismatched(robustness: pd.DataFrame) -> list[str]:
@@ -74,14 +88,6 @@ def robustness_per_model(robustness: pd.DataFrame, *, include_mismatched: bool =
     table.columns = [str(c) for c in table.columns]
     table.index = table.index.astype(str)
     return table
-
-
-def model_ids(results: pd.DataFrame) -> pd.Series:
-    """model -> resolved model id (the first non-null one seen), indexed by model."""
-    if "model_id" not in results:
-        return pd.Series(dtype="string")
-    rows = results.dropna(subset=["model_id"]).drop_duplicates("model")
-    return pd.Series(rows["model_id"].astype(str).to_numpy(), index=rows["model"].astype(str).to_numpy())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,36 +166,34 @@ def table2_robustness_correlations(
     random_state: int | None = 0,
     correction: str = "holm",
 ) -> pd.DataFrame:
-    """Table 2: Pearson r between each OOD accuracy and each z^2 alignment metric.
-
-    Also the partial correlation controlling for ImageNet top-1 (when the study has it).
-    p-values are adjusted across the table (``correction``).
+    """Table 2: every alignment metric, raw and z², against each OOD accuracy, and the partial
+    correlation controlling for ImageNet top-1 where the robustness rows have it.
 
     Returns:
-        Tidy: alignment (e.g. "z2 pearson"), robustness ("imagenet-a top1"), n, r, ci_low,
-        ci_high, p, p_adj, boot_low, boot_high [, r_partial, ci_partial_low, ci_partial_high,
-        p_partial, p_partial_adj, boot_partial_low, boot_partial_high].
+        Long form, one row per correlation (:func:`repalign.report.correlations.alignment_correlations`);
+        :func:`repalign.report.correlations.side_by_side` gives the table the report shows.
     """
-    z2 = alignment.apply(stats.z2_transform).add_prefix("z2 ")
-    ys = robustness[[c for c in robustness.columns if c.split(" ")[0] in OOD_DATASETS]]
-    if ys.empty:
-        raise InputError("The robustness rows hold no ImageNet-A/R/Sketch accuracies.")
+    from repalign.report import correlations
+
+    targets = correlations.robustness_targets(robustness)
     covar = robustness[COVARIATE] if COVARIATE in robustness else None
-    table = stats.correlation_table(
-        z2, ys, covar=covar, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction
+    return correlations.alignment_correlations(
+        alignment, targets, covariate=covar, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction
     )
-    return table.rename(columns={"x": "alignment", "y": "robustness"})
 
 
 # ---------------------------------------------------------------------------------------------
-# few-shot (the data behind Figures 3 and 4)
+# few-shot (the data behind Figure 3, left)
 # ---------------------------------------------------------------------------------------------
 def fewshot_group_curves(groups: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
-    """Mean n-shot accuracy of each alignment group: metric, group, head, shots, accuracy, n_models.
+    """Mean n-shot accuracy of each alignment group, with the SD across the group's models.
 
     Args:
         groups: from :func:`repalign.stats.select_groups`.
-        accuracy: from :func:`repalign.report.summaries.fewshot_accuracy` with by=("head", "shots").
+        accuracy: tidy accuracy of ONE few-shot dataset: model, head, shots, value.
+
+    Returns:
+        metric, group, head, shots, accuracy (mean), sd, n_models.
     """
     merged = groups[["metric", "group", "model"]].merge(accuracy, on="model", how="inner")
     curves = (
@@ -197,41 +201,11 @@ def fewshot_group_curves(groups: pd.DataFrame, accuracy: pd.DataFrame) -> pd.Dat
         .agg(accuracy="mean", sd="std", n_models="count")
         .reset_index()
     )
-    return curves
-
-
-def fewshot_alignment_correlations(
-    alignment: pd.DataFrame,
-    accuracy: pd.DataFrame,
-    *,
-    by: Sequence[str] = ("head", "shots"),
-    metrics: Sequence[str] | None = None,
-    n_bootstrap: int = 1000,
-    random_state: int | None = 0,
-    correction: str = "holm",
-) -> pd.DataFrame:
-    """Pearson r (95% CI) between n-shot accuracy and each z^2 alignment metric.
-
-    Args:
-        alignment: per-model alignment (index model, one column per metric).
-        accuracy: tidy few-shot accuracy with columns model, *by, value.
-        by: the settings that each get their own correlation (e.g. head and shots, or
-            dataset, head and shots for Figure 4).
-
-    Returns:
-        Tidy: metric, *by, n, r, ci_low, ci_high, p, p_adj, boot_low, boot_high.
-    """
-    metrics = list(metrics or alignment.columns)
-    z2 = alignment[metrics].apply(stats.z2_transform)
-    keyed = accuracy.assign(_key=accuracy[list(by)].astype(str).agg("|".join, axis=1))
-    ys = keyed.pivot_table(index="model", columns="_key", values="value", aggfunc="mean")
-    ys.index = ys.index.astype(str)
-    table = stats.correlation_table(z2, ys, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction)
-    settings = keyed.drop_duplicates("_key").set_index("_key")[list(by)]
-    table = table.join(settings, on="y").drop(columns="y").rename(columns={"x": "metric"})
-    front = ["metric", *by]
-    table = table[front + [c for c in table.columns if c not in front]]
-    return table.sort_values(front, kind="stable").reset_index(drop=True)
+    order = {g: i for i, g in enumerate(stats.GROUPS)}
+    curves = curves.sort_values(
+        ["metric", "group", "head", "shots"], kind="stable", key=lambda s: s.map(order) if s.name == "group" else s
+    )
+    return curves.reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,37 +235,43 @@ _FAMILY = re.compile(r"res2next|res2net|[a-z]+?v\d+(?=[_\d]|$)|[a-z]+")
 
 @dataclass(frozen=True)
 class Architecture:
-    """What a model id says about the network: family and training variants."""
+    """What a model's name says about the network: family and training variants."""
 
     arch: str
     tag: str
     family: str
-    distilled: bool
-    in21k: bool
-    pruned: bool
+    distilled: bool = False
+    in21k: bool = False
+    pruned: bool = False
+    random: bool = False  # untrained weights (``@random``)
 
     @property
     def variant(self) -> str:
-        marks = [
-            name for name, on in (("distilled", self.distilled), ("in21k", self.in21k), ("pruned", self.pruned)) if on
-        ]
-        return "+".join(marks) or "standard"
+        marks = (
+            ("distilled", self.distilled),
+            ("in21k", self.in21k),
+            ("pruned", self.pruned),
+            ("random", self.random),
+        )
+        return "+".join(name for name, on in marks if on) or "standard"
 
 
 def parse_architecture(model_id: str, *, pretrain: str | None = None) -> Architecture:
-    """Parse a model id ("timm:deit_base_distilled_patch16_224.fb_in1k", "resnet50") into its family.
+    """Parse a timm architecture name ("deit_base_distilled_patch16_224.fb_in1k", "resnet50") into its family.
 
-    The family is the leading word of the architecture name after training-recipe prefixes
-    (``tf_``, ``gluon_``, ``ssl_``, ...): "resnet50d" -> "resnet", "efficientnetv2_rw_s" ->
+    Only for timm names (:func:`model_architecture` decides which names are): the family is
+    the leading word of the architecture name after training-recipe prefixes (``tf_``,
+    ``gluon_``, ``ssl_``, ...): "resnet50d" -> "resnet", "efficientnetv2_rw_s" ->
     "efficientnetv2", "vit_base_patch16_224" -> "vit". Variants: *distilled* (distilled
     architectures or ``dist``/``kd`` tags), *in21k* (pretrained on ImageNet-21k/22k or larger
     weakly-labelled sets before ImageNet-1k fine-tuning, incl. BiT-M), *pruned*. ``pretrain``
     (timm's model_metadata value, e.g. "in21k", "in1k-dist") overrides the name-based guess
-    where given.
+    where given. A ``timm:`` prefix and an ``@random`` suffix are accepted.
     """
     text = str(model_id).strip().lower()
     source = text.split(":", 1)[0] if ":" in text else ""
     text = text.split(":", 1)[1] if ":" in text else text
+    random = "@random" in text
     text = text.split("@", 1)[0].rsplit("/", 1)[-1]
     arch, _, tag = text.partition(".")
     core = arch
@@ -302,58 +282,85 @@ def parse_architecture(model_id: str, *, pretrain: str | None = None) -> Archite
             if core.startswith(prefix) and len(core) > len(prefix):
                 core, stripped = core[len(prefix) :], True
     match = _FAMILY.match(core)
-    family = match.group(0) if match else (source or core)  # "pixels:32" -> "pixels"
+    family = match.group(0) if match else (source or core)
     distilled = bool(_DISTILLED.search(arch) or _DISTILLED.search(tag))
     in21k = bool(_IN21K.search(text))
     if pretrain:
         distilled = distilled or "dist" in pretrain
         in21k = in21k or pretrain.startswith(("in21k", "ig1b", "jft", "yfc"))
-    return Architecture(arch=arch, tag=tag, family=family, distilled=distilled, in21k=in21k, pruned="pruned" in text)
+    return Architecture(
+        arch=arch, tag=tag, family=family, distilled=distilled, in21k=in21k, pruned="pruned" in text, random=random
+    )
+
+
+def model_architecture(model: str, *, pretrain: Mapping[str, str] | None = None) -> Architecture:
+    """Family and variant of a study's model, from the models registry's identity.
+
+    A timm model is resolved (``repalign.models.resolve_model``) and its architecture name
+    parsed (:func:`parse_architecture`); any other source is its own family, with the
+    source's name of the model as ``arch`` ("tflite:mobilenet_v1_0.25_128_quant" -> family
+    "tflite"), because other sources' names do not follow timm's naming. A name the registry
+    cannot resolve (e.g. a model removed since the study ran) is treated the same way by its
+    ``source:`` prefix; a name without one is read as a timm architecture name.
+    """
+    from repalign.errors import RepalignError
+    from repalign.models import resolve_model
+
+    name = str(model).strip()
+    pretrain = pretrain or {}
+    legacy = name.split(":", 1)[-1].split("@", 1)[0]  # timm's metadata is keyed by (legacy) names
+    label = pretrain.get(legacy) or pretrain.get(name)
+    try:
+        spec = resolve_model(name)
+    except (RepalignError, ImportError, ValueError):
+        source, _, rest = name.partition(":") if ":" in name else ("", "", name)
+        if source in ("", "timm"):
+            return parse_architecture(name, pretrain=label)
+        return Architecture(arch=rest, tag="", family=source, random="@random" in rest)
+    if spec.source == "timm":
+        info = parse_architecture(spec.arch, pretrain=label)
+        return replace(info, random=spec.variant == "random")
+    return Architecture(arch=spec.arch, tag="", family=spec.source, random=spec.variant == "random")
 
 
 def family_table(
     alignment: pd.DataFrame,
-    one_shot: pd.Series | None = None,
-    ids: Mapping[str, str] | pd.Series | None = None,
+    fewshot: pd.DataFrame | None = None,
     *,
     pretrain: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Alignment and 1-shot accuracy per architecture family, with variant marks.
+    """Alignment and few-shot accuracy per architecture family, with variant marks.
 
     Args:
         alignment: per-model alignment (index model, one column per metric).
-        one_shot: 1-shot accuracy per model (Series indexed by model), optional.
-        ids: model -> resolved model id used for parsing (defaults to the model name).
+        fewshot: few-shot accuracy per model (index model, one column per dataset/setting,
+            e.g. "1-shot mnist"), optional.
         pretrain: optional model/arch name -> pretraining label (timm model_metadata).
 
     Returns:
         (per_model, per_family): per_model has model, family, arch, variant, distilled, in21k,
-        pruned, the alignment metrics and one_shot_accuracy; per_family aggregates it by
-        (family, variant): n_models, mean of each metric and of one_shot_accuracy.
+        pruned, random, the alignment metrics and the few-shot columns; per_family aggregates
+        it by (family, variant): n_models and the mean of each value column.
     """
-    ids = dict(ids.items()) if ids is not None else {}
-    pretrain = dict(pretrain or {})
     records = []
     for model in alignment.index:
-        model_id = ids.get(model, model)
-        arch_name = str(model).split(":", 1)[-1].split(".", 1)[0]
-        info = parse_architecture(model_id, pretrain=pretrain.get(arch_name) or pretrain.get(str(model)))
+        info = model_architecture(str(model), pretrain=pretrain)
         record = {
             "model": model,
-            "model_id": model_id,
             "family": info.family,
             "arch": info.arch,
             "variant": info.variant,
             "distilled": info.distilled,
             "in21k": info.in21k,
             "pruned": info.pruned,
+            "random": info.random,
         }
         record.update({metric: float(alignment.loc[model, metric]) for metric in alignment.columns})
-        if one_shot is not None:
-            record["one_shot_accuracy"] = float(one_shot.get(model, np.nan))
+        if fewshot is not None:
+            record.update({c: float(fewshot[c].get(model, np.nan)) for c in fewshot.columns})
         records.append(record)
     per_model = pd.DataFrame.from_records(records)
-    value_columns = [*alignment.columns] + (["one_shot_accuracy"] if one_shot is not None else [])
+    value_columns = [*alignment.columns] + ([*fewshot.columns] if fewshot is not None else [])
     per_family = (
         per_model.groupby(["family", "variant"], sort=True)
         .agg(n_models=("model", "count"), **{c: (c, "mean") for c in value_columns})

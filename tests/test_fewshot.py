@@ -15,6 +15,7 @@ from repalign.fewshot import (
     confidence_interval,
     evaluate_fewshot,
     labels_fingerprint,
+    make_dataset_splits,
     make_splits,
 )
 
@@ -118,6 +119,35 @@ def test_split_errors_name_the_problem():
         make_splits(labels, shots=1, seeds=0)
     with pytest.raises(InputError, match="max_eval_per_class"):
         make_splits(labels, shots=1, max_eval_per_class=0)
+
+
+def test_dataset_splits_are_make_splits_on_the_datasets_labels(tmp_path):
+    from PIL import Image
+
+    from repalign.data.fewshot_datasets import load_fewshot_dataset
+
+    for label, count in (("cats", 4), ("dogs", 6), ("emus", 3)):
+        (tmp_path / "pets" / label).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (4, 4), 10 * i).save(tmp_path / "pets" / label / f"{i}.png")
+    data = load_fewshot_dataset(tmp_path / "pets")
+    manifest = make_dataset_splits(tmp_path / "pets", shots=(1, 2), seeds=2, max_eval_per_class=1)
+    oracle = make_splits(data.labels, shots=(1, 2), seeds=2, max_eval_per_class=1)
+    assert manifest.dataset == "pets" and manifest.labels_fingerprint == labels_fingerprint(data.labels)
+    assert sorted(manifest.splits) == sorted(oracle.splits)
+    for key, split in manifest.splits.items():
+        assert np.array_equal(split.train, oracle.splits[key].train)
+        assert np.array_equal(split.eval, oracle.splits[key].eval)
+    # a dataset already loaded gives the same splits
+    again = make_dataset_splits(data, shots=(1, 2), seeds=2, max_eval_per_class=1)
+    assert all(np.array_equal(again.splits[k].train, manifest.splits[k].train) for k in manifest.splits)
+    # errors name the class, not its index, and name the dataset
+    with pytest.raises(InputError, match=r"Class 'emus' has only 3 examples, but shots=3 needs 4"):
+        make_dataset_splits(data, shots=3, seeds=1)
+    with pytest.raises(UnknownNameError, match="Did you mean: mnist"):
+        make_dataset_splits("mnsit", shots=1, seeds=1)
+    with pytest.raises(InputError, match="Unknown split 'val'"):
+        make_dataset_splits(tmp_path / "pets", shots=1, seeds=1, split="val")
 
 
 # ------------------------------------------------------------------------------ statistics

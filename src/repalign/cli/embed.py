@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from repalign.cli._output import add_format_option, emit
-from repalign.errors import InputError, RepalignError, UnknownNameError
+from repalign.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -41,11 +40,15 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
+    from repalign.data import load_dataset_images
     from repalign.embed import extract_embeddings, is_cached
 
     if args.out and not args.out.endswith(".npz"):
         raise InputError(f"--out must name a .npz file; got '{args.out}'")
-    images, extras = load_dataset_images(args.dataset)
+    source = load_dataset_images(args.dataset)
+    images = source.images
+    # saved beside the embeddings: what identifies each row
+    extras = {"stimuli": np.array(source.stimuli)} if source.stimuli is not None else {"labels": source.labels}
     layers = args.layer or None
     cached = (
         False if args.no_cache else is_cached(args.model, images, layer=layers, weights=args.weights, dtype=args.dtype)
@@ -84,45 +87,3 @@ def run(args) -> int:
     ]
     emit(records, args.format)
     return 0
-
-
-def load_dataset_images(spec: str):
-    """An ImageSet for ``spec`` plus extra arrays to save beside the embeddings.
-
-    ``spec`` is, in this order: a folder with image files directly inside (saved names:
-    ``stimuli``); a human dataset name or manifest (its stimulus names as ``stimuli``); a
-    few-shot dataset name or folder (ImageFolder tree, IDX, CIFAR; its ``labels``).
-    """
-    import numpy as np
-
-    from repalign.data.fewshot_datasets import load_fewshot_dataset
-    from repalign.data.human import load_human
-    from repalign.data.images import FileImageSet, list_image_files
-
-    folder = Path(spec).expanduser()
-    if folder.is_dir():
-        files = list_image_files(folder)
-        if files:
-            return FileImageSet(files, name=folder.name), {"stimuli": np.array([p.name for p in files])}
-
-    errors = []
-    try:
-        datasets = load_human(spec)
-    except RepalignError as exc:
-        errors.append(f"not a human dataset ({exc})")
-    else:
-        if len(datasets) != 1:
-            names = ", ".join(d.name for d in datasets)
-            raise InputError(
-                f"'{spec}' holds {len(datasets)} datasets ({names}); pick one, e.g. --dataset {datasets[0].name}"
-            )
-        human = datasets[0]
-        return human.images(), {"stimuli": np.array(human.stimuli)}
-    try:
-        fewshot = load_fewshot_dataset(spec)
-    except RepalignError as exc:
-        errors.append(f"not a few-shot dataset ({exc})")
-    else:
-        return fewshot.images, {"labels": np.asarray(fewshot.labels)}
-    kind = "folder holds no images and is" if folder.is_dir() else "is not an image folder and"
-    raise UnknownNameError(f"Dataset '{spec}' {kind} " + "; ".join(errors))

@@ -104,17 +104,14 @@ def run(args) -> int:
     if args.splits:
         splits = SplitManifest.load(args.splits)
     elif args.save_splits:
-        from repalign.data.fewshot_datasets import load_fewshot_dataset
-        from repalign.fewshot import make_splits
+        from repalign.fewshot import make_dataset_splits
 
-        data = load_fewshot_dataset(args.dataset, split=args.split)
-        splits = make_splits(
-            data.labels,
+        splits = make_dataset_splits(
+            args.dataset,
             shots=shots,
             seeds=args.seeds,
             max_eval_per_class=args.max_eval_per_class,
-            dataset=data.name,
-            class_names=data.class_names,
+            split=args.split,
         )
     if args.save_splits:
         splits.save(args.save_splits)

@@ -5,7 +5,7 @@ examples per class to train a head on the (frozen) embeddings and evaluate on th
 examples; repeat over seeds and report the mean accuracy with a 95% t-interval over seeds.
 
 * :mod:`~repalign.fewshot.splits` -- :func:`make_splits` / :class:`SplitManifest`, the
-  leak-checked, reproducible splits;
+  leak-checked, reproducible splits; :func:`make_dataset_splits` draws them for a dataset;
 * :mod:`~repalign.fewshot.evaluate` -- :func:`evaluate_fewshot` (the whole grid from
   precomputed features) and :func:`run_fewshot` (embeds what the splits use, then evaluates);
 * :mod:`~repalign.fewshot.settings` -- :class:`HeadSettings`, the heads' hyperparameters;
@@ -26,7 +26,14 @@ from repalign.fewshot.evaluate import (
     summarize,
 )
 from repalign.fewshot.settings import HEADS, MLP_PRECISIONS, HeadSettings
-from repalign.fewshot.splits import Split, SplitManifest, check_labels, labels_fingerprint, make_splits
+from repalign.fewshot.splits import (
+    Split,
+    SplitManifest,
+    check_labels,
+    labels_fingerprint,
+    make_dataset_splits,
+    make_splits,
+)
 
 __all__ = [
     "DEFAULT_SHOTS",
@@ -39,6 +46,7 @@ __all__ = [
     "confidence_interval",
     "evaluate_fewshot",
     "labels_fingerprint",
+    "make_dataset_splits",
     "make_splits",
     "run_fewshot",
     "summarize",

@@ -21,6 +21,7 @@ from repalign.fewshot.settings import HEADS, HeadSettings
 from repalign.fewshot.splits import (
     SplitManifest,
     check_labels,
+    make_dataset_splits,
     make_splits,
 )
 
@@ -234,14 +235,7 @@ def run_fewshot(
     heads = _check_heads(heads)  # fail before any embedding work
     data = load_fewshot_dataset(dataset, split=split)
     if splits is None:
-        splits = make_splits(
-            data.labels,
-            shots=shots,
-            seeds=seeds,
-            max_eval_per_class=max_eval_per_class,
-            dataset=data.name,
-            class_names=data.class_names,
-        )
+        splits = make_dataset_splits(data, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class)
     else:
         splits.check_labels(data.labels)
     used = splits.used_indices()

@@ -40,13 +40,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from repalign._options import DEFAULT_ROBUSTNESS_SOURCE as DEFAULT_SOURCE
+from repalign._options import ROBUSTNESS_SOURCES
 from repalign.errors import InputError, MissingDataError, unknown_name
 
 log = logging.getLogger(__name__)
 
 #: snapshot source name -> folder date in the mirror / registry dataset suffix
-SOURCES: dict[str, str] = {"timm-2022-07-27": "2022-07-27", "timm-2025-10-30": "2025-10-30"}
-DEFAULT_SOURCE = "timm-2022-07-27"
+SOURCES: dict[str, str] = {source: source.removeprefix("timm-") for source in ROBUSTNESS_SOURCES}
 
 #: robustness dataset -> results file of timm
 DATASET_FILES: dict[str, str] = {

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from repalign._options import DEFAULT_N_SEEDS, DEFAULT_SHOTS
 from repalign.errors import InputError
 
 MANIFEST_FORMAT = "repalign-fewshot-splits"
@@ -234,8 +235,8 @@ class SplitManifest:
 def make_splits(
     labels,
     *,
-    shots: int | Iterable[int] = (1, 5, 10, 20, 40, 80),
-    seeds: int | Iterable[int] = 5,
+    shots: int | Iterable[int] = DEFAULT_SHOTS,
+    seeds: int | Iterable[int] = DEFAULT_N_SEEDS,
     max_eval_per_class: int | None = None,
     dataset: str = "features",
     class_names: Sequence[str] | None = None,

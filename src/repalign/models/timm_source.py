@@ -19,6 +19,7 @@ import logging
 import os
 from typing import Any
 
+from repalign._options import DEFAULT_DEVICE
 from repalign.errors import InputError, MissingDataError, UnknownNameError, did_you_mean, unknown_name
 from repalign.models import _assets, _hub
 from repalign.models import _timm_legacy as legacy
@@ -240,7 +241,7 @@ class TimmModelHandle(TorchModelHandle):
 
 
 def load(
-    spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options
+    spec: ModelSpec, *, device: str = DEFAULT_DEVICE, weights=None, precision: str = "auto", **_options
 ) -> TimmModelHandle:
     from timm.data import create_transform
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from repalign._io import atomic_path, write_text_atomic
+from repalign._options import DEFAULT_CORRECTION, DEFAULT_N_BOOTSTRAP
 from repalign.errors import InputError, RepalignError
 
 log = logging.getLogger(__name__)
@@ -578,7 +579,11 @@ def render_html(
 
 
 def build_sections(
-    study, *, n_bootstrap: int = 1000, random_state: int | None = None, correction: str = "holm"
+    study,
+    *,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    random_state: int | None = None,
+    correction: str = DEFAULT_CORRECTION,
 ) -> list[Section]:
     """Every section of the report for a loaded study (a :class:`StudyResults`)."""
     inputs = _prepare(study, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction)
@@ -597,9 +602,9 @@ def write_report(
     study_dir: str | os.PathLike,
     *,
     out: str | os.PathLike | None = None,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = None,
-    correction: str = "holm",
+    correction: str = DEFAULT_CORRECTION,
 ) -> Path:
     """Write the study's HTML report (and its tables as CSV, figures as PNG + PDF).
 

@@ -594,6 +594,29 @@ def test_compute_alignment_with_judgments(rng):
         al.compute_alignment(x, make_human("m", np.eye(n)), metrics=("triplet_accuracy",))
 
 
+def test_compute_alignment_default_metrics_are_explicit_none(rng):
+    """``metrics=None`` (or "auto") adapts to the dataset; naming the default metrics
+    explicitly asks for exactly those, so it never behaves like the default by accident."""
+    n = 12
+    x = rng.normal(size=(n, 4))
+    judgments, _, _ = random_judgments(rng, n, 100, "triplet")
+    both = make_human("both", al.similarity_matrix(rng.normal(size=(n, 4))), judgments)
+    only_judgments = make_human("ooo", judgments=judgments)
+
+    def metrics(human, **kwargs):
+        return [r["metric"] for r in al.compute_alignment(x, human, n_bootstrap=0, **kwargs)]
+
+    assert metrics(both) == metrics(both, metrics=None) == metrics(both, metrics="auto")
+    assert metrics(both, metrics=None) == [*al.DEFAULT_METRICS, "triplet_accuracy"]
+    assert metrics(both, metrics=al.DEFAULT_METRICS) == list(al.DEFAULT_METRICS)
+    assert metrics(both, metrics=list(al.DEFAULT_METRICS)) == list(al.DEFAULT_METRICS)
+    assert metrics(only_judgments, metrics=None) == ["triplet_accuracy"]
+    with pytest.raises(InputError, match="no similarity matrix"):
+        metrics(only_judgments, metrics=al.DEFAULT_METRICS)
+    with pytest.raises(InputError, match="metrics is empty"):
+        metrics(both, metrics=())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

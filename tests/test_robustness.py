@@ -394,9 +394,9 @@ def test_study_keeps_weights_match_and_the_report_leaves_other_weights_out(tmp_p
 
     from repalign.report import tables
     from repalign.report.html import write_report
+    from repalign.store import StudyStore, load_study, new_manifest
     from repalign.study.config import parse_config
     from repalign.study.plan import Unit, unit_id
-    from repalign.store import StudyStore, load_study, new_manifest
     from repalign.study.unit import run_unit
 
     models = ["timm:gluon_xception65", "timm:resnet50", "timm:ssl_resnet50", "timm:ig_resnext101_32x16d"]

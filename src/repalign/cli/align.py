@@ -15,15 +15,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from repalign.cli._output import add_format_option, emit
+from repalign import _options as opt
+from repalign.cli._output import add_device_option, add_format_option, emit
 from repalign.errors import InputError, MissingDataError
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    from repalign.alignment import ALIGNMENT_METRICS, DEFAULT_METRICS, SIMILARITY_METRICS, TIE_MODES
-
     parser = subparsers.add_parser(
         "align",
         help="alignment of a model or of precomputed embeddings with human similarity data",
@@ -47,32 +46,34 @@ def register(subparsers) -> None:
         help="human datasets: peterson, peterson:animals, ..., or a user dataset folder/manifest",
     )
     parser.add_argument(
-        "--similarity", choices=SIMILARITY_METRICS, default="cosine", help="model similarity (default: %(default)s)"
+        "--similarity",
+        choices=opt.SIMILARITY_METRICS,
+        default=opt.DEFAULT_SIMILARITY,
+        help="model similarity (default: %(default)s)",
     )
     parser.add_argument(
         "--metrics",
-        default=",".join(DEFAULT_METRICS),
+        default=opt.AUTO,
         metavar="M[,M...]",
-        help=f"comma-separated, from {', '.join(ALIGNMENT_METRICS)} (default: %(default)s; judgment "
-        "datasets add triplet_accuracy)",
+        help=f"comma-separated, from {', '.join(opt.ALIGNMENT_METRICS)}, or auto (the default): "
+        f"{','.join(opt.DEFAULT_METRICS)} where a dataset has a similarity matrix, plus triplet_accuracy "
+        "where it has triplet judgments",
     )
     parser.add_argument(
         "--ties",
-        choices=TIE_MODES,
-        default="exclude",
+        choices=opt.TIE_MODES,
+        default=opt.DEFAULT_TIES,
         help="tied triplets: left out or half credit (default: %(default)s)",
     )
     parser.add_argument(
         "--bootstrap",
         type=int,
-        default=1000,
+        default=opt.DEFAULT_N_BOOTSTRAP,
         metavar="N",
         help="stimulus-bootstrap resamples, 0 = no CI (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
-    parser.add_argument(
-        "--device", default="auto", help="MODEL only: auto, cpu, cuda, cuda:1, mps (default: %(default)s)"
-    )
+    parser.add_argument("--seed", type=int, default=opt.DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
+    add_device_option(parser, note="MODEL only: ")
     parser.add_argument("--layer", default=None, help="MODEL only: layer to read (default: penultimate)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="MODEL only: images per batch")
     add_format_option(parser)
@@ -88,7 +89,9 @@ def run_align(args) -> int:
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     if not metrics:
         raise InputError("--metrics is empty; give e.g. --metrics pearson,spearman,triplet")
-    for metric in metrics:  # before any (slow) embedding extraction
+    if metrics == (opt.AUTO,):
+        metrics = None  # the dataset's defaults
+    for metric in metrics or ():  # before any (slow) embedding extraction
         if metric not in ALIGNMENT_METRICS:
             raise unknown_name("alignment metric", metric, ALIGNMENT_METRICS)
     if args.bootstrap < 0:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from repalign.cli._output import add_format_option, emit
+from repalign import _options as opt
+from repalign.cli._output import add_device_option, add_format_option, emit
 from repalign.errors import InputError
 
 
@@ -26,12 +27,14 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", metavar="FILE.npz", help="also save the arrays (one per layer) to this .npz file")
     parser.add_argument("--weights", metavar="PATH", help="local weights file for the model")
-    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    add_device_option(parser)
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the model's)")
     parser.add_argument(
         "--workers", type=int, help="decode/preprocess processes (default: min(4, CPUs) with a GPU, CPUs/4 on CPU)"
     )
-    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="output dtype")
+    parser.add_argument(
+        "--dtype", choices=opt.EMBEDDING_DTYPES, default=opt.DEFAULT_EMBEDDING_DTYPE, help="output dtype"
+    )
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     add_format_option(parser)
     parser.set_defaults(handler=run)

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from repalign.cli._output import add_format_option, emit
+from repalign import _options as opt
+from repalign.cli._output import add_device_option, add_format_option, emit
 from repalign.errors import InputError
-
-DEFAULT_SHOTS = "1,5,10,20,40,80"
-HEAD_NAMES = (
-    "linear",
-    "mlp1",
-    "mlp2",
-)  # repeated here so `--help` imports nothing heavy
 
 
 def register(subparsers) -> None:
@@ -34,19 +28,19 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--shots",
-        default=DEFAULT_SHOTS,
+        default=",".join(map(str, opt.DEFAULT_SHOTS)),
         help="examples per class, comma-separated (default: %(default)s)",
     )
     parser.add_argument(
         "--heads",
-        default=",".join(HEAD_NAMES),
-        help="heads, comma-separated from linear,mlp1,mlp2 (default: all)",
+        default=",".join(opt.HEADS),
+        help=f"heads, comma-separated from {','.join(opt.HEADS)} (default: all)",
     )
     parser.add_argument(
         "--seeds",
         type=int,
-        default=5,
-        help="number of random splits (seeds 0..N-1; default: 5)",
+        default=opt.DEFAULT_N_SEEDS,
+        help="number of random splits (seeds 0..N-1; default: %(default)s)",
     )
     parser.add_argument(
         "--max-eval-per-class",
@@ -56,9 +50,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--split",
-        choices=("test", "train"),
-        default="test",
-        help="dataset split (default: test)",
+        choices=opt.FEWSHOT_SPLITS,
+        default=opt.DEFAULT_FEWSHOT_SPLIT,
+        help="dataset split (default: %(default)s)",
     )
     parser.add_argument(
         "--splits",
@@ -75,7 +69,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="one row per seed instead of mean and CI",
     )
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    add_device_option(parser)
     parser.add_argument("--batch-size", type=int, help="images per forward pass when embedding")
     add_format_option(parser)
     parser.set_defaults(handler=run)

@@ -12,6 +12,7 @@ Importing this package never imports torch. See docs/embeddings.md.
 
 from __future__ import annotations
 
+from repalign._device import resolve_device
 from repalign.embed.cache import CACHE_DTYPES, EmbeddingCache, cache_key
 from repalign.embed.engine import (
     EXTRACTION_CODE_VERSION,
@@ -19,7 +20,6 @@ from repalign.embed.engine import (
     embedding_cache_key,
     extract_embeddings,
     is_cached,
-    resolve_device,
     usable_cpus,
 )
 from repalign.embed.files import NoMatchingStimuliError, load_embeddings_file, match_stimuli

@@ -18,14 +18,9 @@ Importing this package never imports torch. See docs/fewshot.md.
 
 from __future__ import annotations
 
-from repalign.fewshot.evaluate import (
-    DEFAULT_SHOTS,
-    confidence_interval,
-    evaluate_fewshot,
-    run_fewshot,
-    summarize,
-)
-from repalign.fewshot.settings import HEADS, MLP_PRECISIONS, HeadSettings
+from repalign._options import DEFAULT_SHOTS, HEADS, MLP_PRECISIONS
+from repalign.fewshot.evaluate import confidence_interval, evaluate_fewshot, run_fewshot, summarize
+from repalign.fewshot.settings import HeadSettings
 from repalign.fewshot.splits import (
     Split,
     SplitManifest,

@@ -15,9 +15,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from repalign._device import resolve_device
+from repalign._options import DEFAULT_DEVICE, DEFAULT_FEWSHOT_SPLIT, DEFAULT_N_SEEDS, DEFAULT_SHOTS, HEADS
 from repalign.errors import InputError, unknown_name
 from repalign.fewshot._heads import Task
-from repalign.fewshot.settings import HEADS, HeadSettings
+from repalign.fewshot.settings import HeadSettings
 from repalign.fewshot.splits import (
     SplitManifest,
     check_labels,
@@ -27,8 +29,6 @@ from repalign.fewshot.splits import (
 
 log = logging.getLogger(__name__)
 
-
-DEFAULT_SHOTS = (1, 5, 10, 20, 40, 80)
 RESULT_COLUMNS = (
     "dataset",
     "head",
@@ -62,13 +62,13 @@ def evaluate_fewshot(
     *,
     shots: int | Iterable[int] = DEFAULT_SHOTS,
     heads: str | Iterable[str] = HEADS,
-    seeds: int | Iterable[int] = 5,
+    seeds: int | Iterable[int] = DEFAULT_N_SEEDS,
     max_eval_per_class: int | None = None,
     splits: SplitManifest | None = None,
     per_seed: bool = False,
     dataset: str = "features",
     feature_indices: Sequence[int] | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     settings: HeadSettings | None = None,
 ) -> pd.DataFrame:
     """Few-shot accuracy of precomputed features over the grid shots x heads x seeds.
@@ -84,7 +84,7 @@ def evaluate_fewshot(
         splits: a manifest to reuse (must match ``labels``); drawn from the options otherwise.
         per_seed: one row per seed instead of mean and CI.
         dataset: the name put in the ``dataset`` column.
-        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+        device: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:1", "mps".
         settings: head hyperparameters (defaults documented in docs/fewshot.md).
 
     Returns:
@@ -147,7 +147,7 @@ def evaluate_fewshot(
         tasks.append(Task(seed=seed, shots=n, train_rows=train, eval_rows=evaluate))
     row_targets = targets if rows_of_example is None else targets[np.asarray(feature_indices)]
 
-    torch_device = _torch_device(device)
+    torch_device = torch.device(resolve_device(device))
     x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=torch_device)
     y = torch.as_tensor(row_targets, device=torch_device)
     records = []
@@ -202,12 +202,12 @@ def run_fewshot(
     *,
     shots: int | Iterable[int] = DEFAULT_SHOTS,
     heads: str | Iterable[str] = HEADS,
-    seeds: int | Iterable[int] = 5,
+    seeds: int | Iterable[int] = DEFAULT_N_SEEDS,
     max_eval_per_class: int | None = None,
     splits: SplitManifest | None = None,
     per_seed: bool = False,
-    split: str = "test",
-    device: str = "auto",
+    split: str = DEFAULT_FEWSHOT_SPLIT,
+    device: str = DEFAULT_DEVICE,
     batch_size: int | None = None,
     num_workers: int | None = None,
     progress: bool = False,
@@ -296,17 +296,3 @@ def _check_shots_per_class(splits: SplitManifest, labels: np.ndarray) -> None:
                 f"Split seed={seed}, shots={n} does not hold exactly {n} training examples per class "
                 f"(counts range {counts.min()}..{counts.max()}); the manifest is not a few-shot split of these labels."
             )
-
-
-def _torch_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise InputError(f"Unknown device '{device}': use auto, cpu, cuda or cuda:N.") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"Device '{device}' was requested but CUDA is not available here; use --device cpu.")
-    return resolved

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from repalign._options import DEFAULT_N_SEEDS, DEFAULT_SHOTS
 from repalign.errors import InputError
 
 if TYPE_CHECKING:
@@ -238,8 +239,8 @@ class SplitManifest:
 def make_splits(
     labels,
     *,
-    shots: int | Iterable[int] = (1, 5, 10, 20, 40, 80),
-    seeds: int | Iterable[int] = 5,
+    shots: int | Iterable[int] = DEFAULT_SHOTS,
+    seeds: int | Iterable[int] = DEFAULT_N_SEEDS,
     max_eval_per_class: int | None = None,
     dataset: str = "features",
     class_names: Sequence[str] | None = None,

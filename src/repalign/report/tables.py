@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from repalign import stats
-from repalign._options import DEFAULT_METRICS
+from repalign._options import DEFAULT_CORRECTION, DEFAULT_METRICS, DEFAULT_N_BOOTSTRAP
 from repalign.errors import InputError
 from repalign.report import summaries
 
@@ -123,7 +123,11 @@ def table1_group_robustness(groups: pd.DataFrame, robustness: pd.DataFrame) -> p
 
 
 def table1_bootstrap(
-    groups: pd.DataFrame, robustness: pd.DataFrame, *, n_bootstrap: int = 1000, random_state: int | None = 0
+    groups: pd.DataFrame,
+    robustness: pd.DataFrame,
+    *,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    random_state: int | None = 0,
 ) -> pd.DataFrame:
     """Table 1 in long form with a bootstrap CI of each group mean (resampling the group's models).
 
@@ -156,9 +160,9 @@ def table2_robustness_correlations(
     alignment: pd.DataFrame,
     robustness: pd.DataFrame,
     *,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = 0,
-    correction: str = "holm",
+    correction: str = DEFAULT_CORRECTION,
 ) -> pd.DataFrame:
     """Table 2: Pearson r between each OOD accuracy and each z^2 alignment metric.
 
@@ -206,9 +210,9 @@ def fewshot_alignment_correlations(
     *,
     by: Sequence[str] = ("head", "shots"),
     metrics: Sequence[str] | None = None,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = 0,
-    correction: str = "holm",
+    correction: str = DEFAULT_CORRECTION,
 ) -> pd.DataFrame:
     """Pearson r (95% CI) between n-shot accuracy and each z^2 alignment metric.
 

@@ -131,7 +131,7 @@ def loader_workers(config: StudyConfig) -> int | None:
     (measured: 120 Peterson images through a TFLite model, 4 s without workers vs ~45 s with
     them on a busy 2-core machine). With a GPU, parallel decoding keeps the device fed.
     """
-    from repalign.embed import resolve_device
+    from repalign._device import resolve_device
 
     return 0 if resolve_device(config.execution.device) == "cpu" else None
 
@@ -147,7 +147,7 @@ def _alignment_rows(model: str, human, config: StudyConfig) -> list[dict[str, An
         embeddings,
         human,
         similarity=config.alignment.similarity,
-        metrics=tuple(config.alignment.metrics),
+        metrics=config.alignment.metrics,
         n_bootstrap=config.alignment.n_bootstrap,
         random_state=config.study.seed,
     )

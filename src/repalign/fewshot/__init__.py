@@ -7,7 +7,8 @@ examples; repeat over seeds and report the mean accuracy with a 95% t-interval o
 * :mod:`~repalign.fewshot.splits` -- :func:`make_splits` / :class:`SplitManifest`, the
   leak-checked, reproducible splits;
 * :mod:`~repalign.fewshot.evaluate` -- :func:`evaluate_fewshot` (the whole grid from
-  precomputed features) and :func:`run_fewshot` (embeds what the splits use, then evaluates);
+  precomputed features), :func:`run_fewshot` (embeds what the splits use, then evaluates)
+  and :func:`fewshot_rows` (the same as rows of the study's result store);
 * :mod:`~repalign.fewshot.settings` -- :class:`HeadSettings`, the heads' hyperparameters;
 * private: ``_heads`` (batching tasks into groups, scoring), ``_linear`` (batched L-BFGS
   logistic regression), ``_mlp`` (MLP heads), ``_dropout`` (input dropout as sparsity),
@@ -22,6 +23,7 @@ from repalign.fewshot.evaluate import (
     DEFAULT_SHOTS,
     confidence_interval,
     evaluate_fewshot,
+    fewshot_rows,
     run_fewshot,
     summarize,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "check_labels",
     "confidence_interval",
     "evaluate_fewshot",
+    "fewshot_rows",
     "labels_fingerprint",
     "make_splits",
     "run_fewshot",

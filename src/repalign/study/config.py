@@ -96,7 +96,9 @@ class FewshotSection:
     shots: tuple[int, ...] = (1, 5, 10, 20, 40, 80)
     heads: tuple[str, ...] = HEADS
     seeds: int = 5
-    max_eval_per_class: int = 0  # 0 = all
+    # None = the whole test split. TOML has no null, so the file says 0: translated here at the
+    # config boundary in both directions (_Validator.build, StudyConfig.to_dict), nowhere else.
+    max_eval_per_class: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ class StudyConfig:
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
+        # the file's spelling of "no cap" (TOML has no null); also keeps results_fingerprint stable
+        out["fewshot"]["max_eval_per_class"] = self.fewshot.max_eval_per_class or 0
         return out
 
     @classmethod
@@ -291,7 +295,7 @@ class _Validator:
             shots=tuple(sorted(set(shots))),
             heads=self.choices(f, "fewshot", "heads", HEADS, HEADS),
             seeds=self.integer(f, "fewshot", "seeds", 5, minimum=1),
-            max_eval_per_class=max_eval,
+            max_eval_per_class=max_eval or None,  # 0 in the file = no cap (see FewshotSection)
         )
         r = data.get("robustness", {})
         robustness = RobustnessSection(source=self.choice(r, "robustness", "source", "none", ROBUSTNESS_SOURCES))

@@ -575,6 +575,23 @@ def test_compute_alignment_records(rng):
     assert [r["metric"] for r in no_ci] == list(al.DEFAULT_METRICS) and all(np.isnan(r["ci_low"]) for r in no_ci)
 
 
+def test_alignment_rows_are_the_records_in_the_store_schema(rng):
+    from repalign.schema import RESULT_COLUMNS
+
+    x = rng.normal(size=(15, 4))
+    human = make_human("toy", al.similarity_matrix(x + rng.normal(size=(15, 4))))
+    options = {"similarity": "dot", "metrics": ("spearman", "triplet"), "n_bootstrap": 30, "random_state": 2}
+    records = al.compute_alignment(x, human, **options)
+    rows = al.alignment_rows(x, human, **options)
+    assert list(rows.columns) == list(RESULT_COLUMNS) and dict(rows.dtypes.astype(str)) == RESULT_COLUMNS
+    assert rows["stage"].tolist() == ["alignment", "alignment"] and rows["head"].isna().all()
+    for row, record in zip(rows.to_dict(orient="records"), records):
+        assert row["n"] == record["n_stimuli"] == 15
+        assert {k: row[k] for k in ("dataset", "metric", "similarity", "value", "ci_low", "ci_high")} == {
+            k: record[k] for k in ("dataset", "metric", "similarity", "value", "ci_low", "ci_high")
+        }
+
+
 def test_compute_alignment_with_judgments(rng):
     n = 20
     x = rng.normal(size=(n, 4))

@@ -72,6 +72,19 @@ def test_round_trip_through_toml_and_dict():
     assert as_config(cfg.to_dict()) == cfg
 
 
+def test_no_eval_cap_is_none_inside_and_0_in_the_file():
+    """The one translation of the file's 0 (TOML has no null): None everywhere past the config."""
+    capped = parse_config('[models]\ninclude = ["pixels"]\n[fewshot]\nmax_eval_per_class = 7\n')
+    zero = parse_config('[models]\ninclude = ["pixels"]\n[fewshot]\nmax_eval_per_class = 0\n')
+    left_out = parse_config('[models]\ninclude = ["pixels"]\n')
+    assert capped.fewshot.max_eval_per_class == 7
+    assert zero.fewshot.max_eval_per_class is None and zero == left_out
+    assert zero.to_dict()["fewshot"]["max_eval_per_class"] == 0
+    assert "max_eval_per_class = 0" in zero.to_toml() and parse_config(zero.to_toml()) == zero
+    assert StudyConfig.from_dict(zero.to_dict()) == zero
+    assert zero.results_fingerprint() != capped.results_fingerprint()
+
+
 def test_single_string_is_a_list_of_one_and_shots_are_sorted():
     cfg = parse_config('[models]\ninclude = "pixels"\n[fewshot]\ndatasets = "mnist"\nshots = [10, 1, 5, 1]\n')
     assert cfg.models.include == ("pixels",)

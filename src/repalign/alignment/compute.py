@@ -1,4 +1,4 @@
-"""Alignment of a model's embeddings with one human dataset, as tidy result records."""
+"""Alignment of a model's embeddings with one human dataset, as tidy records or as result rows."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from repalign.alignment.triplets import triplet_accuracy, triplet_alignment
 from repalign.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from repalign.data.human import HumanSimilarity
 
 logger = logging.getLogger(__name__)
@@ -140,3 +142,23 @@ def compute_alignment(
         }
         for metric in chosen
     ]
+
+
+def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFrame:
+    """:func:`compute_alignment` as result rows of the study's store (:mod:`repalign.schema`).
+
+    One row per metric: stage ``"alignment"``, ``n`` = the number of stimuli; the columns a
+    run adds (model, unit, status, timing) are left null.
+
+    Args:
+        embeddings, human: as :func:`compute_alignment`.
+        **options: keyword options of :func:`compute_alignment`.
+    """
+    import pandas as pd  # here, so importing the alignment package does not import pandas
+
+    from repalign.schema import conform
+
+    records = compute_alignment(embeddings, human, **options)
+    columns = ["dataset", "metric", "similarity", "value", "ci_low", "ci_high", "n_stimuli"]
+    frame = pd.DataFrame.from_records(records, columns=columns).rename(columns={"n_stimuli": "n"})
+    return conform(frame.assign(stage="alignment"))

@@ -26,10 +26,12 @@ def register(subparsers) -> None:
         required=True,
         help="mnist, fashion_mnist, cifar10, cifar100, or a dataset folder (ImageFolder)",
     )
+    # --shots and --seeds default to None, not to their values, so that with --splits FILE
+    # "not given" differs from "given": the manifest fixes both, and a value that disagrees
+    # with it is refused (run_fewshot) instead of ignored
     parser.add_argument(
         "--shots",
-        default=",".join(map(str, opt.DEFAULT_SHOTS)),
-        help="examples per class, comma-separated (default: %(default)s)",
+        help=f"examples per class, comma-separated (default: {','.join(map(str, opt.DEFAULT_SHOTS))})",
     )
     parser.add_argument(
         "--heads",
@@ -39,8 +41,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--seeds",
         type=int,
-        default=opt.DEFAULT_N_SEEDS,
-        help="number of random splits (seeds 0..N-1; default: %(default)s)",
+        help=f"number of random splits (seeds 0..N-1; default: {opt.DEFAULT_N_SEEDS})",
     )
     parser.add_argument(
         "--max-eval-per-class",
@@ -88,9 +89,9 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
 def run(args) -> int:
     from repalign.fewshot import SplitManifest, run_fewshot
 
-    shots = parse_int_list(args.shots, "--shots")
+    shots = None if args.shots is None else parse_int_list(args.shots, "--shots")
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         raise InputError(f"--seeds must be at least 1; got {args.seeds}.")
     if args.max_eval_per_class is not None and args.max_eval_per_class < 1:
         raise InputError(f"--max-eval-per-class must be at least 1; got {args.max_eval_per_class}.")

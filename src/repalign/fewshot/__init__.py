@@ -7,7 +7,8 @@ examples; repeat over seeds and report the mean accuracy with a 95% t-interval o
 * :mod:`~repalign.fewshot.splits` -- :func:`make_splits` / :class:`SplitManifest`, the
   leak-checked, reproducible splits; :func:`make_dataset_splits` draws them for a dataset;
 * :mod:`~repalign.fewshot.evaluate` -- :func:`evaluate_fewshot` (the whole grid from
-  precomputed features) and :func:`run_fewshot` (embeds what the splits use, then evaluates);
+  precomputed features), :func:`run_fewshot` (embeds what the splits use, then evaluates)
+  and :func:`fewshot_rows` (the same as rows of the study's result store);
 * :mod:`~repalign.fewshot.settings` -- :class:`HeadSettings`, the heads' hyperparameters;
 * private: ``_heads`` (batching tasks into groups, scoring), ``_linear`` (batched L-BFGS
   logistic regression), ``_mlp`` (MLP heads), ``_dropout`` (input dropout as sparsity),
@@ -19,7 +20,7 @@ Importing this package never imports torch. See docs/fewshot.md.
 from __future__ import annotations
 
 from repalign._options import DEFAULT_SHOTS, HEADS, MLP_PRECISIONS
-from repalign.fewshot.evaluate import confidence_interval, evaluate_fewshot, run_fewshot, summarize
+from repalign.fewshot.evaluate import confidence_interval, evaluate_fewshot, fewshot_rows, run_fewshot, summarize
 from repalign.fewshot.settings import HeadSettings
 from repalign.fewshot.splits import (
     Split,
@@ -40,6 +41,7 @@ __all__ = [
     "check_labels",
     "confidence_interval",
     "evaluate_fewshot",
+    "fewshot_rows",
     "labels_fingerprint",
     "make_dataset_splits",
     "make_splits",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from repalign._options import DEFAULT_N_SEEDS, DEFAULT_SHOTS
+from repalign._options import DEFAULT_FEWSHOT_SPLIT, DEFAULT_N_SEEDS, DEFAULT_SHOTS
 from repalign.errors import InputError
 
 if TYPE_CHECKING:
@@ -298,10 +298,10 @@ def make_splits(
 def make_dataset_splits(
     dataset: str | os.PathLike | FewShotDataset,
     *,
-    shots: int | Iterable[int],
-    seeds: int | Iterable[int],
+    shots: int | Iterable[int] | None = None,
+    seeds: int | Iterable[int] | None = None,
     max_eval_per_class: int | None = None,
-    split: str = "test",
+    split: str = DEFAULT_FEWSHOT_SPLIT,
 ) -> SplitManifest:
     """Draw the splits of a few-shot dataset: the ones :func:`~repalign.fewshot.run_fewshot` draws.
 
@@ -311,7 +311,7 @@ def make_dataset_splits(
     Args:
         dataset: a registered dataset ("mnist", "cifar10", ...), a dataset folder, or a
             :class:`~repalign.data.fewshot_datasets.FewShotDataset` already loaded.
-        shots, seeds, max_eval_per_class: as :func:`make_splits`.
+        shots, seeds, max_eval_per_class: as :func:`make_splits` (None: its defaults).
         split: the dataset split to draw from, when ``dataset`` is a name or folder.
 
     Returns:
@@ -322,8 +322,8 @@ def make_dataset_splits(
     data = dataset if isinstance(dataset, FewShotDataset) else load_fewshot_dataset(dataset, split=split)
     return make_splits(
         data.labels,
-        shots=shots,
-        seeds=seeds,
+        shots=DEFAULT_SHOTS if shots is None else shots,
+        seeds=DEFAULT_N_SEEDS if seeds is None else seeds,
         max_eval_per_class=max_eval_per_class,
         dataset=data.name,
         class_names=data.class_names,

@@ -62,7 +62,9 @@ class FewshotSection:
     shots: tuple[int, ...] = opt.DEFAULT_SHOTS
     heads: tuple[str, ...] = opt.HEADS
     seeds: int = opt.DEFAULT_N_SEEDS
-    max_eval_per_class: int = 0  # 0 = all
+    # None = the whole test split. TOML has no null, so the file says 0: translated here at the
+    # config boundary in both directions (_Validator.build, StudyConfig.to_dict), nowhere else.
+    max_eval_per_class: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class StudyConfig:
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
+        # the file's spelling of "no cap" (TOML has no null); also keeps results_fingerprint stable
+        out["fewshot"]["max_eval_per_class"] = self.fewshot.max_eval_per_class or 0
         return out
 
     @classmethod
@@ -270,7 +274,7 @@ class _Validator:
             shots=tuple(sorted(set(self.integers(f, "shots", minimum=1)))),
             heads=self.choices(f, "heads", opt.HEADS),
             seeds=self.integer(f, "seeds", minimum=1),
-            max_eval_per_class=self.integer(f, "max_eval_per_class", minimum=0),
+            max_eval_per_class=self.cap(f, "max_eval_per_class"),
         )
         r = self.section(data, "robustness")
         robustness = RobustnessSection(source=self.choice(r, "source", ROBUSTNESS_CHOICES))
@@ -319,6 +323,12 @@ class _Validator:
         if nonempty and not value:
             raise self.fail(d.name, key, "must list at least one entry")
         return tuple(dict.fromkeys(value))  # drop duplicates, keep order
+
+    def cap(self, d: _Given, key) -> int | None:
+        """An optional positive cap: the file's 0 (or no key) means none (TOML has no null)."""
+        if key not in d.values:
+            return d.default(key)
+        return self.integer(d, key, minimum=0) or None
 
     def integers(self, d: _Given, key, *, minimum=None) -> tuple[int, ...]:
         value = d.get(key)

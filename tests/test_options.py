@@ -39,11 +39,23 @@ def test_library_functions_default_to_the_options():
     assert default_of(triplet_alignment, "ties") is opt.DEFAULT_TIES
     for function in (compute_alignment, bootstrap_alignment_ci, write_report, correlation_table):
         assert default_of(function, "n_bootstrap") is opt.DEFAULT_N_BOOTSTRAP
-    for function in (evaluate_fewshot, run_fewshot, make_splits):
-        assert default_of(function, "shots") is opt.DEFAULT_SHOTS
-        assert default_of(function, "seeds") is opt.DEFAULT_N_SEEDS
+    assert default_of(make_splits, "shots") is opt.DEFAULT_SHOTS
+    assert default_of(make_splits, "seeds") is opt.DEFAULT_N_SEEDS
+    # None = "not given", so that options beside a split manifest can be checked against it;
+    # splits are then drawn by make_splits, with the options' defaults
+    for function in (evaluate_fewshot, run_fewshot):
+        assert default_of(function, "shots") is None and default_of(function, "seeds") is None
+    import numpy as np
+
+    from repalign.fewshot.evaluate import _splits_for
+
+    drawn = _splits_for(
+        np.repeat(np.arange(3), 100), None, shots=None, seeds=None, max_eval_per_class=None, dataset="x"
+    )
+    assert drawn.shots == opt.DEFAULT_SHOTS and len(drawn.seeds) == opt.DEFAULT_N_SEEDS
     assert default_of(evaluate_fewshot, "heads") is opt.HEADS
-    assert default_of(run_fewshot, "split") is default_of(load_fewshot_dataset, "split") is opt.DEFAULT_FEWSHOT_SPLIT
+    assert default_of(run_fewshot, "split") is None  # the loaded dataset's split, or load_fewshot_dataset's
+    assert default_of(load_fewshot_dataset, "split") is opt.DEFAULT_FEWSHOT_SPLIT
     for function in (evaluate_fewshot, run_fewshot, extract_embeddings, load_model):
         assert default_of(function, "device") is opt.DEFAULT_DEVICE
     assert default_of(extract_embeddings, "dtype") is opt.DEFAULT_EMBEDDING_DTYPE
@@ -123,15 +135,15 @@ def cli_defaults(*argv: str):
 
 
 def test_cli_defaults_are_the_options():
-    from repalign.cli.fewshot import parse_int_list
 
     align = cli_defaults("align", "pixels", "--human", "peterson")
     assert align.similarity == opt.DEFAULT_SIMILARITY and align.metrics == opt.AUTO
     assert align.ties == opt.DEFAULT_TIES and align.bootstrap == opt.DEFAULT_N_BOOTSTRAP
     assert align.seed == opt.DEFAULT_SEED and align.device == opt.DEFAULT_DEVICE
     few = cli_defaults("fewshot", "pixels", "--dataset", "mnist")
-    assert parse_int_list(few.shots, "--shots") == opt.DEFAULT_SHOTS
-    assert tuple(few.heads.split(",")) == opt.HEADS and few.seeds == opt.DEFAULT_N_SEEDS
+    # not given: run_fewshot draws with the options' defaults (and --splits FILE may decide)
+    assert few.shots is None and few.seeds is None
+    assert tuple(few.heads.split(",")) == opt.HEADS
     assert few.split == opt.DEFAULT_FEWSHOT_SPLIT and few.device == opt.DEFAULT_DEVICE
     embed = cli_defaults("embed", "pixels", "--dataset", "mnist")
     assert embed.device == opt.DEFAULT_DEVICE and embed.dtype == opt.DEFAULT_EMBEDDING_DTYPE

@@ -291,7 +291,7 @@ def _ensure_archive(job: _Fetch) -> None:
         archive_path = _ensure_file(job, archive.as_file())
     except _Unavailable as exc:
         _raise_unavailable(job, [exc], 1)
-    _extract_verified_archive(job, archive_path)
+    _extract_verified_archive(archive, job.folder, job.stamps, archive_path)
     # The extracted files carry the archive's verified content; the archive itself is not kept.
     archive_path.unlink(missing_ok=True)
     job.stamps.forget(archive.filename)

@@ -292,13 +292,14 @@ def report(ours, base, ours_times, base_times, heads, loop):
 def main(argv=None) -> None:
     import torch
 
+    from repalign import _options as opt
     from repalign.fewshot import HeadSettings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", default="mnist,cifar100-synthetic")
-    parser.add_argument("--shots", default="1,5,10,20,40,80")
-    parser.add_argument("--heads", default="linear,mlp1,mlp2")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--shots", default=",".join(map(str, opt.DEFAULT_SHOTS)))
+    parser.add_argument("--heads", default=",".join(opt.HEADS))
+    parser.add_argument("--seeds", type=int, default=opt.DEFAULT_N_SEEDS)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--loops",

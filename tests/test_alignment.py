@@ -575,6 +575,23 @@ def test_compute_alignment_records(rng):
     assert [r["metric"] for r in no_ci] == list(al.DEFAULT_METRICS) and all(np.isnan(r["ci_low"]) for r in no_ci)
 
 
+def test_alignment_rows_are_the_records_in_the_store_schema(rng):
+    from repalign.schema import RESULT_COLUMNS
+
+    x = rng.normal(size=(15, 4))
+    human = make_human("toy", al.similarity_matrix(x + rng.normal(size=(15, 4))))
+    options = {"similarity": "dot", "metrics": ("spearman", "triplet"), "n_bootstrap": 30, "random_state": 2}
+    records = al.compute_alignment(x, human, **options)
+    rows = al.alignment_rows(x, human, **options)
+    assert list(rows.columns) == list(RESULT_COLUMNS) and dict(rows.dtypes.astype(str)) == RESULT_COLUMNS
+    assert rows["stage"].tolist() == ["alignment", "alignment"] and rows["head"].isna().all()
+    for row, record in zip(rows.to_dict(orient="records"), records):
+        assert row["n"] == record["n_stimuli"] == 15
+        assert {k: row[k] for k in ("dataset", "metric", "similarity", "value", "ci_low", "ci_high")} == {
+            k: record[k] for k in ("dataset", "metric", "similarity", "value", "ci_low", "ci_high")
+        }
+
+
 def test_compute_alignment_with_judgments(rng):
     n = 20
     x = rng.normal(size=(n, 4))
@@ -592,6 +609,29 @@ def test_compute_alignment_with_judgments(rng):
         al.compute_alignment(x, only_judgments, metrics=("spearman",))
     with pytest.raises(InputError, match="no triplet judgments"):
         al.compute_alignment(x, make_human("m", np.eye(n)), metrics=("triplet_accuracy",))
+
+
+def test_compute_alignment_default_metrics_are_explicit_none(rng):
+    """``metrics=None`` (or "auto") adapts to the dataset; naming the default metrics
+    explicitly asks for exactly those, so it never behaves like the default by accident."""
+    n = 12
+    x = rng.normal(size=(n, 4))
+    judgments, _, _ = random_judgments(rng, n, 100, "triplet")
+    both = make_human("both", al.similarity_matrix(rng.normal(size=(n, 4))), judgments)
+    only_judgments = make_human("ooo", judgments=judgments)
+
+    def metrics(human, **kwargs):
+        return [r["metric"] for r in al.compute_alignment(x, human, n_bootstrap=0, **kwargs)]
+
+    assert metrics(both) == metrics(both, metrics=None) == metrics(both, metrics="auto")
+    assert metrics(both, metrics=None) == [*al.DEFAULT_METRICS, "triplet_accuracy"]
+    assert metrics(both, metrics=al.DEFAULT_METRICS) == list(al.DEFAULT_METRICS)
+    assert metrics(both, metrics=list(al.DEFAULT_METRICS)) == list(al.DEFAULT_METRICS)
+    assert metrics(only_judgments, metrics=None) == ["triplet_accuracy"]
+    with pytest.raises(InputError, match="no similarity matrix"):
+        metrics(only_judgments, metrics=al.DEFAULT_METRICS)
+    with pytest.raises(InputError, match="metrics is empty"):
+        metrics(both, metrics=())
 
 
 @pytest.mark.parametrize(

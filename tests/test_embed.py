@@ -302,7 +302,7 @@ def test_resolve_device():
         assert resolve_device("auto") != "cuda"
         with pytest.raises(InputError, match="CUDA is not available"):
             resolve_device("cuda:0")
-    with pytest.raises(InputError, match="Unknown device 'tpu'"):
+    with pytest.raises(UnknownNameError, match="Unknown device 'tpu'"):
         resolve_device("tpu")
 
 

@@ -15,6 +15,7 @@ from repalign.fewshot import (
     confidence_interval,
     evaluate_fewshot,
     labels_fingerprint,
+    make_dataset_splits,
     make_splits,
 )
 
@@ -106,6 +107,69 @@ def test_manifest_refuses_other_labels_and_leaky_files(tmp_path):
         manifest.save(tmp_path / "splits.txt")
 
 
+def test_options_that_agree_with_a_manifest_change_nothing(rng):
+    features, labels = blobs(rng, n_classes=3, per_class=20, dim=5)
+    manifest = make_splits(labels, shots=(1, 3), seeds=2, max_eval_per_class=5)
+    alone = evaluate_fewshot(features, labels, splits=manifest, heads="linear", per_seed=True)
+    assert sorted(zip(alone.seed, alone.shots)) == sorted(manifest.splits)  # the manifest's grid
+    # the manifest's own values, in any spelling, are accepted beside it
+    same = evaluate_fewshot(
+        features,
+        labels,
+        splits=manifest,
+        heads="linear",
+        per_seed=True,
+        shots=[3, 1],
+        seeds=[1, 0],
+        max_eval_per_class=5,
+    )
+    # and drawing the splits from those options gives the same numbers
+    drawn = evaluate_fewshot(
+        features, labels, heads="linear", per_seed=True, shots=(1, 3), seeds=2, max_eval_per_class=5
+    )
+    assert alone.equals(same) and alone.equals(drawn)
+
+
+@pytest.mark.parametrize(
+    ("option", "shown"),
+    [
+        ({"shots": (1, 5)}, r"shots=\[1, 5\]"),
+        ({"shots": 3}, r"shots=\[3\]"),  # a part of the manifest's grid is refused too
+        ({"seeds": 3}, "seeds=3"),
+        ({"seeds": [0, 2]}, r"seeds=\[0, 2\]"),
+        ({"max_eval_per_class": 6}, "max_eval_per_class=6"),
+        ({"shots": 1, "seeds": 1}, r"shots=\[1\], seeds=1"),
+    ],
+)
+def test_an_option_that_disagrees_with_the_manifest_is_refused(rng, option, shown):
+    features, labels = blobs(rng, n_classes=3, per_class=20, dim=5)
+    manifest = make_splits(labels, shots=(1, 3), seeds=2, max_eval_per_class=5, dataset="toy")
+    expected = rf"manifest of 'toy' has shots \[1, 3\], seeds \[0, 1\] and max_eval_per_class 5, but {shown} was given"
+    with pytest.raises(InputError, match=expected) as error:
+        evaluate_fewshot(features, labels, splits=manifest, heads="linear", **option)
+    assert "\n" not in str(error.value) and "leave those options out" in str(error.value)
+
+
+def test_a_cap_given_with_an_uncapped_manifest_is_refused(rng):
+    features, labels = blobs(rng, n_classes=3, per_class=20, dim=5)
+    manifest = make_splits(labels, shots=1, seeds=1)
+    with pytest.raises(InputError, match="max_eval_per_class none, but max_eval_per_class=5 was given"):
+        evaluate_fewshot(features, labels, splits=manifest, heads="linear", max_eval_per_class=5)
+
+
+def test_run_fewshot_refuses_a_split_other_than_the_loaded_datasets_and_rows_per_seed():
+    """Both refused before any model or image is touched."""
+    from repalign.data.fewshot_datasets import FewShotDataset
+    from repalign.data.images import ArrayImageSet
+    from repalign.fewshot import fewshot_rows, run_fewshot
+
+    data = FewShotDataset("toy", ArrayImageSet(np.zeros((4, 8, 8), dtype=np.uint8)), np.array([0, 0, 1, 1]), ("a", "b"))
+    with pytest.raises(InputError, match=r"split='train' was given, but dataset 'toy' is loaded as its 'test' split"):
+        run_fewshot("pixels", data, split="train", shots=1, seeds=1)
+    with pytest.raises(InputError, match=r"run_fewshot\(\.\.\., per_seed=True\)"):
+        fewshot_rows("pixels", data, per_seed=True)
+
+
 def test_split_errors_name_the_problem():
     labels = np.array([0] * 10 + [1] * 4 + [2] * 10)
     with pytest.raises(InputError, match=r"Class 'dog' has only 4 examples, but shots=5 needs 6"):
@@ -118,6 +182,35 @@ def test_split_errors_name_the_problem():
         make_splits(labels, shots=1, seeds=0)
     with pytest.raises(InputError, match="max_eval_per_class"):
         make_splits(labels, shots=1, max_eval_per_class=0)
+
+
+def test_dataset_splits_are_make_splits_on_the_datasets_labels(tmp_path):
+    from PIL import Image
+
+    from repalign.data.fewshot_datasets import load_fewshot_dataset
+
+    for label, count in (("cats", 4), ("dogs", 6), ("emus", 3)):
+        (tmp_path / "pets" / label).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (4, 4), 10 * i).save(tmp_path / "pets" / label / f"{i}.png")
+    data = load_fewshot_dataset(tmp_path / "pets")
+    manifest = make_dataset_splits(tmp_path / "pets", shots=(1, 2), seeds=2, max_eval_per_class=1)
+    oracle = make_splits(data.labels, shots=(1, 2), seeds=2, max_eval_per_class=1)
+    assert manifest.dataset == "pets" and manifest.labels_fingerprint == labels_fingerprint(data.labels)
+    assert sorted(manifest.splits) == sorted(oracle.splits)
+    for key, split in manifest.splits.items():
+        assert np.array_equal(split.train, oracle.splits[key].train)
+        assert np.array_equal(split.eval, oracle.splits[key].eval)
+    # a dataset already loaded gives the same splits
+    again = make_dataset_splits(data, shots=(1, 2), seeds=2, max_eval_per_class=1)
+    assert all(np.array_equal(again.splits[k].train, manifest.splits[k].train) for k in manifest.splits)
+    # errors name the class, not its index, and name the dataset
+    with pytest.raises(InputError, match=r"Class 'emus' has only 3 examples, but shots=3 needs 4"):
+        make_dataset_splits(data, shots=3, seeds=1)
+    with pytest.raises(UnknownNameError, match="Did you mean: mnist"):
+        make_dataset_splits("mnsit", shots=1, seeds=1)
+    with pytest.raises(InputError, match="Unknown split 'val'"):
+        make_dataset_splits(tmp_path / "pets", shots=1, seeds=1, split="val")
 
 
 # ------------------------------------------------------------------------------ statistics

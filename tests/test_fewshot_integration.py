@@ -96,6 +96,8 @@ def test_run_fewshot_embeds_only_the_images_the_splits_use(mirror):
     assert len(used) <= 2 * 10 * (3 + 5)
     assert is_cached("pixels", SubsetImageSet(data.images, used))
     assert not is_cached("pixels", data.images)
+    # a dataset already loaded (as a study unit passes it) gives the same table
+    assert run_fewshot("pixels", data, heads=("linear", "mlp1"), splits=manifest, num_workers=0).equals(result)
 
 
 def test_linear_head_converges_where_the_span_solve_stalls_in_float32(mirror, monkeypatch, caplog):
@@ -171,9 +173,17 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
         ("mlp1", 2),
     }
     assert all(r["model"] == "pixels" and r["dataset"] == "mnist" and r["n_seeds"] == 2 for r in records)
-    # The saved manifest reproduces the numbers exactly.
+    # The saved manifest reproduces the numbers exactly, alone or with the options it was drawn with.
     assert main([*argv, "--splits", str(splits)]) == 0
     assert json.loads(capsys.readouterr().out) == records
+    alone = ["fewshot", "pixels", "--dataset", "mnist", "--heads", "linear,mlp1", "--format", "json"]
+    assert main([*alone, "--splits", str(splits)]) == 0
+    assert json.loads(capsys.readouterr().out) == records
+    # an option that disagrees with the manifest is refused, not ignored
+    assert main([*alone, "--splits", str(splits), "--shots", "1,3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("repalign: error: The split manifest of 'mnist' has shots [1, 2]") and "\n" not in err
+    assert "but shots=[1, 3] was given with it" in err
     assert (
         main(
             [

@@ -145,7 +145,7 @@ def test_precision_and_device_errors():
         load_model(MODEL, device="cpu", precision="fp8")
     with pytest.raises(InputError, match="needs a CUDA device"):
         load_model(MODEL, device="cpu", precision="float16")
-    with pytest.raises(InputError, match="Unknown device"):
+    with pytest.raises(UnknownNameError, match="Unknown device 'tpu'. Did you mean: cpu"):
         load_model(MODEL, device="tpu")
 
 

@@ -72,6 +72,19 @@ def test_round_trip_through_toml_and_dict():
     assert as_config(cfg.to_dict()) == cfg
 
 
+def test_no_eval_cap_is_none_inside_and_0_in_the_file():
+    """The one translation of the file's 0 (TOML has no null): None everywhere past the config."""
+    capped = parse_config('[models]\ninclude = ["pixels"]\n[fewshot]\nmax_eval_per_class = 7\n')
+    zero = parse_config('[models]\ninclude = ["pixels"]\n[fewshot]\nmax_eval_per_class = 0\n')
+    left_out = parse_config('[models]\ninclude = ["pixels"]\n')
+    assert capped.fewshot.max_eval_per_class == 7
+    assert zero.fewshot.max_eval_per_class is None and zero == left_out
+    assert zero.to_dict()["fewshot"]["max_eval_per_class"] == 0
+    assert "max_eval_per_class = 0" in zero.to_toml() and parse_config(zero.to_toml()) == zero
+    assert StudyConfig.from_dict(zero.to_dict()) == zero
+    assert zero.results_fingerprint() != capped.results_fingerprint()
+
+
 def test_single_string_is_a_list_of_one_and_shots_are_sorted():
     cfg = parse_config('[models]\ninclude = "pixels"\n[fewshot]\ndatasets = "mnist"\nshots = [10, 1, 5, 1]\n')
     assert cfg.models.include == ("pixels",)
@@ -172,23 +185,19 @@ def test_other_errors():
         parse_config("[models\ninclude = 1")
     with pytest.raises(ConfigError, match=r"study\.report \(line 2\): expected true or false"):
         parse_config('[study]\nreport = "yes"\n[models]\ninclude = ["pixels"]\n')
-    with pytest.raises(ConfigError, match=r"execution\.device \(line 4\): 'gpu' is not a device"):
+    with pytest.raises(ConfigError, match=r"execution\.device \(line 4\): Unknown device 'gpu'\. Did you mean: cpu\?"):
         parse_config('[models]\ninclude = ["pixels"]\n[execution]\ndevice = "gpu"\n')
+    for device in ("cuda:", "cuda:x", "cpu:0"):
+        with pytest.raises(ConfigError, match=rf"execution\.device \(line 4\): Unknown device '{device}'"):
+            parse_config(f'[models]\ninclude = ["pixels"]\n[execution]\ndevice = "{device}"\n')
+    with pytest.raises(ConfigError, match=r'alignment\.metrics \(line 2\): "auto" stands alone'):
+        parse_config('[alignment]\nmetrics = ["auto", "kendall"]\n[models]\ninclude = ["pixels"]\n')
     with pytest.raises(ConfigError, match=r"\[study\]: must be a table"):
         parse_config('study = 3\n[models]\ninclude = ["pixels"]\n')
     with pytest.raises(ConfigError, match=r"Config file not found: .*nope\.toml"):
         load_config("nope.toml")
     with pytest.raises(ConfigError, match=r"Expected a StudyConfig, a dict or a path"):
         as_config(42)
-
-
-def test_choices_mirror_the_alignment_module():
-    from repalign import alignment
-    from repalign.study import config
-
-    assert set(config.SIMILARITIES) == set(alignment.SIMILARITY_METRICS)
-    assert set(config.ALIGNMENT_METRICS) == set(alignment.ALIGNMENT_METRICS)
-    assert config.DEFAULT_ALIGNMENT_METRICS == alignment.DEFAULT_METRICS
 
 
 @pytest.mark.parametrize("name", ["quickstart", "paper"])

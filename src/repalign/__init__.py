@@ -42,6 +42,9 @@ _PUBLIC = {
     "expand_model_patterns": "repalign.models",
     "extract_embeddings": "repalign.embed",
     "is_cached": "repalign.embed",
+    "load_embeddings_file": "repalign.embed",
+    "match_stimuli": "repalign.embed",
+    "load_dataset_images": "repalign.data",
     # few-shot
     "run_fewshot": "repalign.fewshot",
     "evaluate_fewshot": "repalign.fewshot",

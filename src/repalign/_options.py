@@ -3,21 +3,79 @@
 Every valid name of an option (similarity functions, alignment metrics, few-shot heads,
 devices, ...) and every default lives here. The functions, the TOML validator and the
 command line all read them from this module, so they cannot drift apart.
+
+This module imports nothing (not numpy, not torch), so validating a study config and
+``repalign --help`` stay cheap.
 """
 
 from __future__ import annotations
 
+#: the option value that lets repalign choose (a device, the metrics a dataset supports, ...)
+AUTO = "auto"
+
 # -- alignment -----------------------------------------------------------------------------
 #: how a model's (n, n) similarity matrix is computed from its embeddings
 SIMILARITY_METRICS = ("cosine", "dot", "neg_euclidean", "pearson")
+DEFAULT_SIMILARITY = "cosine"
 #: correlations of the upper triangles of two similarity matrices
 PAIRWISE_METHODS = ("pearson", "spearman", "kendall")
 #: how a triplet tied on either side counts: left out, half a match, or the paper's strict
 #: bits (Definition 3.5: a tie is bit 0)
 TIE_MODES = ("exclude", "half", "strict")
+DEFAULT_TIES = "exclude"
 #: metrics that compare two similarity matrices
 MATRIX_METRICS = (*PAIRWISE_METHODS, "triplet")
 #: every alignment metric, including agreement with explicit triplet judgments
 ALIGNMENT_METRICS = (*MATRIX_METRICS, "triplet_accuracy")
-#: the paper's three metrics
+#: the paper's three metrics. ``metrics="auto"`` (the default; ``None`` in the library)
+#: means the dataset's defaults: these where it has a similarity matrix, plus
+#: ``triplet_accuracy`` where it has triplet judgments.
 DEFAULT_METRICS = ("pearson", "spearman", "triplet")
+#: resamples of a bootstrap confidence interval (over stimuli for alignment, over models
+#: in the report); 0 = no interval
+DEFAULT_N_BOOTSTRAP = 1000
+#: the seed of every random computation that is not given one
+DEFAULT_SEED = 0
+
+# -- few-shot ------------------------------------------------------------------------------
+HEADS = ("linear", "mlp1", "mlp2")
+#: dtype of the MLP heads' matrix products ("auto": bfloat16 where the hardware has it)
+MLP_PRECISIONS = (AUTO, "float32", "bfloat16")
+#: training examples per class
+DEFAULT_SHOTS = (1, 5, 10, 20, 40, 80)
+#: random splits (seeds 0..N-1) the few-shot accuracy is averaged over
+DEFAULT_N_SEEDS = 5
+#: the dataset split few-shot draws its shots and evaluation examples from
+FEWSHOT_SPLITS = ("test", "train")
+DEFAULT_FEWSHOT_SPLIT = "test"
+
+# -- embeddings and devices ----------------------------------------------------------------
+#: device kinds; ``cuda:N`` names one GPU. ``auto`` picks cuda, then mps, then cpu.
+DEVICES = (AUTO, "cpu", "cuda", "mps")
+DEFAULT_DEVICE = AUTO
+#: dtypes of extracted (and cached) embeddings
+EMBEDDING_DTYPES = ("float32", "float16")
+DEFAULT_EMBEDDING_DTYPE = "float32"
+
+# -- robustness ----------------------------------------------------------------------------
+#: snapshots of timm's published ImageNet robustness results
+ROBUSTNESS_SOURCES = ("timm-2022-07-27", "timm-2025-10-30")
+#: the paper's snapshot: what ``robustness_table`` reads unless told otherwise
+DEFAULT_ROBUSTNESS_SOURCE = "timm-2022-07-27"
+#: the study config's ``[robustness] source`` that switches the stage off (its default)
+NO_ROBUSTNESS = "none"
+
+# -- statistics ----------------------------------------------------------------------------
+#: p-value adjustments across a grid of correlations (pingouin's names)
+CORRECTIONS = ("holm", "fdr_bh", "bonf", "none")
+DEFAULT_CORRECTION = "holm"
+
+# -- study --------------------------------------------------------------------------------
+#: the stages of a study, in the order a unit runs them
+STAGES = ("alignment", "fewshot", "robustness")
+
+# -- study execution -----------------------------------------------------------------------
+EXECUTORS = ("local", "ray")
+DEFAULT_EXECUTOR = "local"
+#: local worker processes
+DEFAULT_JOBS = 1

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from repalign._options import DEFAULT_ROBUSTNESS_SOURCE as DEFAULT_SOURCE
+from repalign._options import ROBUSTNESS_SOURCES
 from repalign.errors import InputError, MissingDataError, OptionalDependencyError, RepalignError, unknown_name
 
 if TYPE_CHECKING:
@@ -51,8 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: snapshot source name -> folder date in the mirror / registry dataset suffix
-SOURCES: dict[str, str] = {"timm-2022-07-27": "2022-07-27", "timm-2025-10-30": "2025-10-30"}
-DEFAULT_SOURCE = "timm-2022-07-27"
+SOURCES: dict[str, str] = {source: source.removeprefix("timm-") for source in ROBUSTNESS_SOURCES}
 
 #: robustness dataset -> results file of timm
 DATASET_FILES: dict[str, str] = {

@@ -30,8 +30,6 @@ RESULT_COLUMNS: dict[str, str] = {
     "unit": "string",  # id of the unit of work that produced the row
 }
 
-STAGES = ("alignment", "fewshot", "robustness")
-
 
 def empty_results() -> pd.DataFrame:
     return conform(pd.DataFrame(columns=list(RESULT_COLUMNS)))

@@ -13,7 +13,8 @@ human triplet judgments:
 * :func:`triplet_accuracy` -- agreement with explicit human triplet / odd-one-out judgments;
 * :func:`linear_cka` -- linear centered kernel alignment between two embeddings;
 * :func:`bootstrap_alignment_ci`, :func:`compute_alignment` -- stimulus-bootstrap
-  confidence intervals and tidy result records.
+  confidence intervals and tidy result records; :func:`alignment_rows` -- the same as rows
+  of the study's result store.
 
 The triplet definitions, tie handling and bootstrap are documented in docs/alignment.md.
 Inputs are validated once at the boundary (``_checks``); the private helpers trust them.
@@ -31,7 +32,7 @@ from repalign._options import (
 )
 from repalign.alignment.bootstrap import bootstrap_alignment_ci
 from repalign.alignment.cka import linear_cka
-from repalign.alignment.compute import compute_alignment
+from repalign.alignment.compute import alignment_rows, compute_alignment
 from repalign.alignment.pairwise import pairwise_alignment
 from repalign.alignment.similarity import similarity_matrix
 from repalign.alignment.triplets import (
@@ -52,6 +53,7 @@ __all__ = [
     "TIE_MODES",
     "SampledEstimate",
     "TripletCounts",
+    "alignment_rows",
     "bootstrap_alignment_ci",
     "compute_alignment",
     "linear_cka",

@@ -11,6 +11,9 @@ import numpy as np
 from repalign._options import (
     ALIGNMENT_METRICS,
     DEFAULT_METRICS,
+    DEFAULT_N_BOOTSTRAP,
+    DEFAULT_SEED,
+    DEFAULT_TIES,
     MATRIX_METRICS,
     PAIRWISE_METHODS,
     TIE_MODES,
@@ -91,10 +94,10 @@ def bootstrap_alignment_ci(
     *,
     judgments: TripletJudgments | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
-    n_bootstrap: int = 1000,
-    random_state=0,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    random_state=DEFAULT_SEED,
     confidence: float = 0.95,
-    ties: str = "exclude",
+    ties: str = DEFAULT_TIES,
 ) -> dict[str, tuple[float, float]]:
     """Stimulus-bootstrap percentile confidence intervals of alignment metrics.
 

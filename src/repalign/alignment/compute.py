@@ -1,4 +1,4 @@
-"""Alignment of a model's embeddings with one human dataset, as tidy result records."""
+"""Alignment of a model's embeddings with one human dataset, as tidy records or as result rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 
 from repalign._options import (
     ALIGNMENT_METRICS,
+    AUTO,
     DEFAULT_METRICS,
+    DEFAULT_N_BOOTSTRAP,
+    DEFAULT_SEED,
+    DEFAULT_SIMILARITY,
+    DEFAULT_TIES,
     MATRIX_METRICS,
     PAIRWISE_METHODS,
     SIMILARITY_METRICS,
@@ -22,17 +27,20 @@ from repalign.alignment.triplets import triplet_accuracy, triplet_alignment
 from repalign.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from repalign.data.human import HumanSimilarity
 
 logger = logging.getLogger(__name__)
 
 
-def _metrics_for(human: HumanSimilarity, metrics: Sequence[str], is_default: bool) -> list[str]:
-    """The metrics to compute for one dataset (the default adapts to what it provides)."""
+def _metrics_for(human: HumanSimilarity, metrics: tuple[str, ...] | None) -> list[str]:
+    """The metrics to compute for one dataset: ``None`` adapts to what it provides; an
+    explicit list must apply to it."""
     has_matrix = human.similarity is not None
     has_judgments = human.judgments is not None
-    if is_default:
-        chosen = list(metrics) if has_matrix else []
+    if metrics is None:
+        chosen = list(DEFAULT_METRICS) if has_matrix else []
         return chosen + (["triplet_accuracy"] if has_judgments else [])
     needs_matrix = [m for m in metrics if m in MATRIX_METRICS]
     if needs_matrix and not has_matrix:
@@ -49,11 +57,11 @@ def compute_alignment(
     embeddings,
     human: HumanSimilarity,
     *,
-    similarity: str = "cosine",
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    n_bootstrap: int = 1000,
-    random_state=0,
-    ties: str = "exclude",
+    similarity: str = DEFAULT_SIMILARITY,
+    metrics: Sequence[str] | str | None = None,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    random_state=DEFAULT_SEED,
+    ties: str = DEFAULT_TIES,
 ) -> list[dict]:
     """Alignment of a model's embeddings with one human dataset, as tidy records.
 
@@ -61,9 +69,11 @@ def compute_alignment(
         embeddings: (n_stimuli, n_features), rows in ``human.stimuli`` order.
         human: a :class:`repalign.data.human.HumanSimilarity`.
         similarity: similarity function of the model matrix (see :func:`similarity_matrix`).
-        metrics: names from ``pearson, spearman, kendall, triplet, triplet_accuracy``. With
-            the default, a judgments-only dataset gets ``triplet_accuracy`` and a dataset
-            with both a matrix and judgments gets ``triplet_accuracy`` as well.
+        metrics: names from ``pearson, spearman, kendall, triplet, triplet_accuracy``, each
+            of which must apply to the dataset. ``None`` (or ``"auto"``, as configs and the
+            command line spell it) means the dataset's defaults: ``pearson, spearman,
+            triplet`` where it has a similarity matrix, plus ``triplet_accuracy`` where it
+            has triplet judgments.
         n_bootstrap: stimulus-bootstrap resamples for the 95% CI (0: no CI, NaN bounds).
         random_state: seed of the bootstrap.
         ties: tie rule of the ``"triplet"`` metric.
@@ -73,10 +83,13 @@ def compute_alignment(
         ci_high, n_stimuli, n_missing_pairs`` (pairs missing on either side).
     """
     if isinstance(metrics, str):
-        metrics = (metrics,)
-    is_default = tuple(metrics) == DEFAULT_METRICS
-    for metric in metrics:
-        _check_choice("alignment metric", metric, ALIGNMENT_METRICS)
+        metrics = None if metrics == AUTO else (metrics,)
+    if metrics is not None:
+        metrics = tuple(metrics)
+        if not metrics:
+            raise InputError("metrics is empty; pass None for the dataset's defaults, or names of alignment metrics")
+        for metric in metrics:
+            _check_choice("alignment metric", metric, ALIGNMENT_METRICS)
     _check_choice("similarity metric", similarity, SIMILARITY_METRICS)
     _check_choice("ties option", ties, TIE_MODES)
     if int(n_bootstrap) != n_bootstrap or n_bootstrap < 0:
@@ -88,7 +101,7 @@ def compute_alignment(
             f"embeddings have {x.shape[0]} rows but dataset {human.name} has {n_stimuli} stimuli; "
             "pass one row per stimulus, in the dataset's stimulus order"
         )
-    chosen = _metrics_for(human, metrics, is_default)
+    chosen = _metrics_for(human, metrics)
     model = similarity_matrix(x, metric=similarity)
     human_sim = None
     if human.similarity is not None:
@@ -129,3 +142,23 @@ def compute_alignment(
         }
         for metric in chosen
     ]
+
+
+def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFrame:
+    """:func:`compute_alignment` as result rows of the study's store (:mod:`repalign.schema`).
+
+    One row per metric: stage ``"alignment"``, ``n`` = the number of stimuli; the columns a
+    run adds (model, unit, status, timing) are left null.
+
+    Args:
+        embeddings, human: as :func:`compute_alignment`.
+        **options: keyword options of :func:`compute_alignment`.
+    """
+    import pandas as pd  # here, so importing the alignment package does not import pandas
+
+    from repalign.schema import conform
+
+    records = compute_alignment(embeddings, human, **options)
+    columns = ["dataset", "metric", "similarity", "value", "ci_low", "ci_high", "n_stimuli"]
+    frame = pd.DataFrame.from_records(records, columns=columns).rename(columns={"n_stimuli": "n"})
+    return conform(frame.assign(stage="alignment"))

@@ -7,9 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from repalign._options import (
-    SIMILARITY_METRICS,
-)
+from repalign._options import DEFAULT_SIMILARITY, SIMILARITY_METRICS
 from repalign.alignment._checks import _as_embeddings, _check_choice
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -18,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def similarity_matrix(embeddings, *, metric: str = "cosine") -> np.ndarray:
+def similarity_matrix(embeddings, *, metric: str = DEFAULT_SIMILARITY) -> np.ndarray:
     """The (n, n) similarity matrix of a model's embeddings (larger = more similar).
 
     Args:

@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from repalign._options import (
-    TIE_MODES,
-)
+from repalign._options import DEFAULT_TIES, TIE_MODES
 from repalign.alignment._checks import _as_similarity, _check_choice, _check_pair
 from repalign.errors import InputError
 
@@ -47,7 +45,7 @@ class TripletCounts(NamedTuple):
     def total(self) -> int:
         return self.agree + self.disagree + self.tied + self.missing
 
-    def alignment(self, ties: str = "exclude") -> float:
+    def alignment(self, ties: str = DEFAULT_TIES) -> float:
         """The triplet alignment these counts give (NaN when no triplet is comparable)."""
         _check_choice("ties option", ties, TIE_MODES)
         if ties == "exclude":
@@ -105,7 +103,7 @@ def triplet_agreement_counts(model_sim, human_sim, *, with_tied_matches: bool = 
     return _triplet_counts(model, human, with_tied_matches=with_tied_matches)
 
 
-def triplet_alignment(model_sim, human_sim, *, ties: str = "exclude") -> float:
+def triplet_alignment(model_sim, human_sim, *, ties: str = DEFAULT_TIES) -> float:
     """Fraction of triplets on which model and humans give the same answer.
 
     ``ties="exclude"``: agree / (agree + disagree), tied and missing triplets left out.
@@ -143,7 +141,7 @@ def _sample_triplets(n: int, size: int, rng: np.random.Generator):
 
 
 def triplet_alignment_sampled(
-    model_sim, human_sim, *, n_triplets: int, random_state=None, ties: str = "exclude"
+    model_sim, human_sim, *, n_triplets: int, random_state=None, ties: str = DEFAULT_TIES
 ) -> SampledEstimate:
     """Unbiased estimate of :func:`triplet_alignment` from ``n_triplets`` sampled triplets.
 

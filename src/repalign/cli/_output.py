@@ -7,6 +7,8 @@ import math
 import sys
 from typing import Any
 
+from repalign._options import DEFAULT_DEVICE
+
 FORMATS = ("table", "json", "csv")
 
 
@@ -29,6 +31,16 @@ def int_at_least(minimum: int):
 
 def add_format_option(parser, default: str = "table") -> None:
     parser.add_argument("--format", choices=FORMATS, default=default, help="output format (default: %(default)s)")
+
+
+def add_device_option(parser, *, note: str = "") -> None:
+    """``--device``, spelled and defaulted the same in every subcommand (names are checked
+    by repalign._device when the handler resolves them)."""
+    parser.add_argument(
+        "--device",
+        default=DEFAULT_DEVICE,
+        help=f"{note}auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: %(default)s)",
+    )
 
 
 def emit(records: list[dict[str, Any]] | Any, fmt: str, *, title: str | None = None, stream=None) -> None:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from repalign.cli._output import add_format_option, emit
+from repalign import _options as opt
+from repalign.cli._output import add_device_option, add_format_option, emit
 from repalign.errors import InputError, MissingDataError
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    from repalign.alignment import ALIGNMENT_METRICS, DEFAULT_METRICS, SIMILARITY_METRICS, TIE_MODES
-
     parser = subparsers.add_parser(
         "align",
         help="alignment of a model or of precomputed embeddings with human similarity data",
@@ -47,32 +46,34 @@ def register(subparsers) -> None:
         help="human datasets: peterson, peterson:animals, ..., or a user dataset folder/manifest",
     )
     parser.add_argument(
-        "--similarity", choices=SIMILARITY_METRICS, default="cosine", help="model similarity (default: %(default)s)"
+        "--similarity",
+        choices=opt.SIMILARITY_METRICS,
+        default=opt.DEFAULT_SIMILARITY,
+        help="model similarity (default: %(default)s)",
     )
     parser.add_argument(
         "--metrics",
-        default=",".join(DEFAULT_METRICS),
+        default=opt.AUTO,
         metavar="M[,M...]",
-        help=f"comma-separated, from {', '.join(ALIGNMENT_METRICS)} (default: %(default)s; judgment "
-        "datasets add triplet_accuracy)",
+        help=f"comma-separated, from {', '.join(opt.ALIGNMENT_METRICS)}, or auto (the default): "
+        f"{','.join(opt.DEFAULT_METRICS)} where a dataset has a similarity matrix, plus triplet_accuracy "
+        "where it has triplet judgments",
     )
     parser.add_argument(
         "--ties",
-        choices=TIE_MODES,
-        default="exclude",
+        choices=opt.TIE_MODES,
+        default=opt.DEFAULT_TIES,
         help="tied triplets: left out or half credit (default: %(default)s)",
     )
     parser.add_argument(
         "--bootstrap",
         type=int,
-        default=1000,
+        default=opt.DEFAULT_N_BOOTSTRAP,
         metavar="N",
         help="stimulus-bootstrap resamples, 0 = no CI (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
-    parser.add_argument(
-        "--device", default="auto", help="MODEL only: auto, cpu, cuda, cuda:1, mps (default: %(default)s)"
-    )
+    parser.add_argument("--seed", type=int, default=opt.DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
+    add_device_option(parser, note="MODEL only: ")
     parser.add_argument("--layer", default=None, help="MODEL only: layer to read (default: penultimate)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="MODEL only: images per batch")
     add_format_option(parser)
@@ -88,7 +89,9 @@ def run_align(args) -> int:
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     if not metrics:
         raise InputError("--metrics is empty; give e.g. --metrics pearson,spearman,triplet")
-    for metric in metrics:  # before any (slow) embedding extraction
+    if metrics == (opt.AUTO,):
+        metrics = None  # the dataset's defaults
+    for metric in metrics or ():  # before any (slow) embedding extraction
         if metric not in ALIGNMENT_METRICS:
             raise unknown_name("alignment metric", metric, ALIGNMENT_METRICS)
     if args.bootstrap < 0:
@@ -177,79 +180,20 @@ class _FileEmbeddings:
     """Precomputed embeddings from an .npy (dataset order) or .npz (rows named) file."""
 
     def __init__(self, path: Path):
-        import numpy as np
+        from repalign.embed import load_embeddings_file
 
-        self.path = path
+        self.source = path.name
         self.identity: dict = {}
-        if not path.is_file():
-            raise MissingDataError(f"Embeddings file not found: {path}")
-        suffix = path.suffix.lower()
-        if suffix not in (".npy", ".npz"):
-            raise InputError(f"--embeddings must be an .npy or .npz file; got '{path.name}'")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-            if suffix == ".npy":
-                self.embeddings, self.names = loaded, None
-            else:
-                with loaded:
-                    missing = {"embeddings", "names"} - set(loaded.files)
-                    if missing:
-                        raise InputError(
-                            f"{path.name} lacks array(s) {', '.join(sorted(missing))}; an .npz needs 'embeddings' "
-                            f"(n, d) and 'names' (n,) (found: {', '.join(loaded.files) or 'nothing'})"
-                        )
-                    self.embeddings, self.names = loaded["embeddings"], loaded["names"]
-        except ValueError as exc:  # object arrays (would need pickle) or a corrupt file
-            raise InputError(f"Cannot read {path.name} without pickle, or it is corrupt ({exc})") from exc
-        except OSError as exc:
-            raise InputError(f"Cannot read {path.name}: {exc}") from exc
-        if self.embeddings.ndim != 2:
-            raise InputError(
-                f"{path.name}: embeddings must be 2-D (n_stimuli, n_features); got shape {self.embeddings.shape}"
-            )
-        if self.names is not None:
-            self.names = [str(n) for n in self.names.reshape(-1)]
-            if len(self.names) != len(self.embeddings):
-                raise InputError(
-                    f"{path.name}: {len(self.names)} names for {len(self.embeddings)} embedding rows; give one name per row"
-                )
-            if len(set(self.names)) != len(self.names):
-                raise InputError(f"{path.name}: names repeat; each row needs a unique stimulus name")
+        self.names, self.embeddings = load_embeddings_file(path)
 
     def for_dataset(self, human, *, many: bool):
-        n = len(human.stimuli)
-        if self.names is None:
-            if len(self.embeddings) != n:
-                raise InputError(
-                    f"{self.path.name} has {len(self.embeddings)} rows but {human.name} has {n} stimuli; give one row "
-                    "per stimulus in the dataset's order, or an .npz with 'embeddings' and 'names'"
-                )
-            return self.embeddings
-        rows = _match_names(self.names, human, self.path.name, skip_if_absent=many)
-        return None if rows is None else self.embeddings[rows]
+        from repalign.embed import NoMatchingStimuliError, match_stimuli
 
-
-def _match_names(names: list[str], human, file_name: str, *, skip_if_absent: bool):
-    """Row of ``names`` for each of the dataset's stimuli: exact names, else file stems.
-
-    With several datasets, one that has no name in the file at all is skipped (None)
-    with a warning; a partial match is always an error.
-    """
-    position = {name: row for row, name in enumerate(names)}
-    rows = [position.get(s) for s in human.stimuli]
-    if None in rows:
-        # "cat.png" in the file vs "animals/cat.png" in the dataset: match on unique stems
-        stems = {Path(name).stem: row for row, name in enumerate(names)}
-        if len(stems) == len(names):
-            rows = [stems.get(Path(s).stem) for s in human.stimuli]
-    unknown = [s for s, row in zip(human.stimuli, rows) if row is None]
-    if skip_if_absent and len(unknown) == len(rows):
-        log.warning("Skipping %s: none of its stimuli is named in %s", human.name, file_name)
-        return None
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise InputError(
-            f"{file_name}: {len(unknown)} of {len(human.stimuli)} stimuli of {human.name} have no row in 'names' "
-            f"(e.g. {shown}); name rows by the dataset's stimulus names"
-        )
-    return rows
+        try:
+            return match_stimuli(self.embeddings, self.names, human, source=self.source)
+        except NoMatchingStimuliError:
+            if not many:
+                raise
+            # one file for several datasets: a dataset it holds nothing of is skipped, said so
+            log.warning("Skipping %s: none of its stimuli is named in %s", human.name, self.source)
+            return None

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from repalign.cli._output import add_format_option, emit
-from repalign.errors import InputError, RepalignError, UnknownNameError
+from repalign import _options as opt
+from repalign.cli._output import add_device_option, add_format_option, emit
+from repalign.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -27,12 +27,14 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", metavar="FILE.npz", help="also save the arrays (one per layer) to this .npz file")
     parser.add_argument("--weights", metavar="PATH", help="local weights file for the model")
-    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    add_device_option(parser)
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the model's)")
     parser.add_argument(
         "--workers", type=int, help="decode/preprocess processes (default: min(4, CPUs) with a GPU, CPUs/4 on CPU)"
     )
-    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="output dtype")
+    parser.add_argument(
+        "--dtype", choices=opt.EMBEDDING_DTYPES, default=opt.DEFAULT_EMBEDDING_DTYPE, help="output dtype"
+    )
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     add_format_option(parser)
     parser.set_defaults(handler=run)
@@ -41,11 +43,15 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
+    from repalign.data import load_dataset_images
     from repalign.embed import extract_embeddings, is_cached
 
     if args.out and not args.out.endswith(".npz"):
         raise InputError(f"--out must name a .npz file; got '{args.out}'")
-    images, extras = load_dataset_images(args.dataset)
+    source = load_dataset_images(args.dataset)
+    images = source.images
+    # saved beside the embeddings: what identifies each row
+    extras = {"stimuli": np.array(source.stimuli)} if source.stimuli is not None else {"labels": source.labels}
     layers = args.layer or None
     cached = (
         False if args.no_cache else is_cached(args.model, images, layer=layers, weights=args.weights, dtype=args.dtype)
@@ -84,45 +90,3 @@ def run(args) -> int:
     ]
     emit(records, args.format)
     return 0
-
-
-def load_dataset_images(spec: str):
-    """An ImageSet for ``spec`` plus extra arrays to save beside the embeddings.
-
-    ``spec`` is, in this order: a folder with image files directly inside (saved names:
-    ``stimuli``); a human dataset name or manifest (its stimulus names as ``stimuli``); a
-    few-shot dataset name or folder (ImageFolder tree, IDX, CIFAR; its ``labels``).
-    """
-    import numpy as np
-
-    from repalign.data.fewshot_datasets import load_fewshot_dataset
-    from repalign.data.human import load_human
-    from repalign.data.images import FileImageSet, list_image_files
-
-    folder = Path(spec).expanduser()
-    if folder.is_dir():
-        files = list_image_files(folder)
-        if files:
-            return FileImageSet(files, name=folder.name), {"stimuli": np.array([p.name for p in files])}
-
-    errors = []
-    try:
-        datasets = load_human(spec)
-    except RepalignError as exc:
-        errors.append(f"not a human dataset ({exc})")
-    else:
-        if len(datasets) != 1:
-            names = ", ".join(d.name for d in datasets)
-            raise InputError(
-                f"'{spec}' holds {len(datasets)} datasets ({names}); pick one, e.g. --dataset {datasets[0].name}"
-            )
-        human = datasets[0]
-        return human.images(), {"stimuli": np.array(human.stimuli)}
-    try:
-        fewshot = load_fewshot_dataset(spec)
-    except RepalignError as exc:
-        errors.append(f"not a few-shot dataset ({exc})")
-    else:
-        return fewshot.images, {"labels": np.asarray(fewshot.labels)}
-    kind = "folder holds no images and is" if folder.is_dir() else "is not an image folder and"
-    raise UnknownNameError(f"Dataset '{spec}' {kind} " + "; ".join(errors))

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from repalign.cli._output import add_format_option, emit
+from repalign import _options as opt
+from repalign.cli._output import add_device_option, add_format_option, emit
 from repalign.errors import InputError
-
-DEFAULT_SHOTS = "1,5,10,20,40,80"
-HEAD_NAMES = (
-    "linear",
-    "mlp1",
-    "mlp2",
-)  # repeated here so `--help` imports nothing heavy
 
 
 def register(subparsers) -> None:
@@ -32,21 +26,22 @@ def register(subparsers) -> None:
         required=True,
         help="mnist, fashion_mnist, cifar10, cifar100, or a dataset folder (ImageFolder)",
     )
+    # --shots and --seeds default to None, not to their values, so that with --splits FILE
+    # "not given" differs from "given": the manifest fixes both, and a value that disagrees
+    # with it is refused (run_fewshot) instead of ignored
     parser.add_argument(
         "--shots",
-        default=DEFAULT_SHOTS,
-        help="examples per class, comma-separated (default: %(default)s)",
+        help=f"examples per class, comma-separated (default: {','.join(map(str, opt.DEFAULT_SHOTS))})",
     )
     parser.add_argument(
         "--heads",
-        default=",".join(HEAD_NAMES),
-        help="heads, comma-separated from linear,mlp1,mlp2 (default: all)",
+        default=",".join(opt.HEADS),
+        help=f"heads, comma-separated from {','.join(opt.HEADS)} (default: all)",
     )
     parser.add_argument(
         "--seeds",
         type=int,
-        default=5,
-        help="number of random splits (seeds 0..N-1; default: 5)",
+        help=f"number of random splits (seeds 0..N-1; default: {opt.DEFAULT_N_SEEDS})",
     )
     parser.add_argument(
         "--max-eval-per-class",
@@ -56,9 +51,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--split",
-        choices=("test", "train"),
-        default="test",
-        help="dataset split (default: test)",
+        choices=opt.FEWSHOT_SPLITS,
+        default=opt.DEFAULT_FEWSHOT_SPLIT,
+        help="dataset split (default: %(default)s)",
     )
     parser.add_argument(
         "--splits",
@@ -75,7 +70,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="one row per seed instead of mean and CI",
     )
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    add_device_option(parser)
     parser.add_argument("--batch-size", type=int, help="images per forward pass when embedding")
     add_format_option(parser)
     parser.set_defaults(handler=run)
@@ -94,9 +89,9 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
 def run(args) -> int:
     from repalign.fewshot import SplitManifest, run_fewshot
 
-    shots = parse_int_list(args.shots, "--shots")
+    shots = None if args.shots is None else parse_int_list(args.shots, "--shots")
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         raise InputError(f"--seeds must be at least 1; got {args.seeds}.")
     if args.max_eval_per_class is not None and args.max_eval_per_class < 1:
         raise InputError(f"--max-eval-per-class must be at least 1; got {args.max_eval_per_class}.")
@@ -104,17 +99,14 @@ def run(args) -> int:
     if args.splits:
         splits = SplitManifest.load(args.splits)
     elif args.save_splits:
-        from repalign.data.fewshot_datasets import load_fewshot_dataset
-        from repalign.fewshot import make_splits
+        from repalign.fewshot import make_dataset_splits
 
-        data = load_fewshot_dataset(args.dataset, split=args.split)
-        splits = make_splits(
-            data.labels,
+        splits = make_dataset_splits(
+            args.dataset,
             shots=shots,
             seeds=args.seeds,
             max_eval_per_class=args.max_eval_per_class,
-            dataset=data.name,
-            class_names=data.class_names,
+            split=args.split,
         )
     if args.save_splits:
         splits.save(args.save_splits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from repalign import _options as opt
 from repalign.cli._output import int_at_least
 
 
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--n-bootstrap",
         type=int_at_least(0),
-        default=1000,
+        default=opt.DEFAULT_N_BOOTSTRAP,
         metavar="N",
         help="bootstrap resamples over models for the CIs (default: %(default)s; 0 = none)",
     )
@@ -28,8 +29,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--correction",
-        choices=("holm", "fdr_bh", "bonf", "none"),
-        default="holm",
+        choices=opt.CORRECTIONS,
+        default=opt.DEFAULT_CORRECTION,
         help="p-value adjustment across each grid of correlations (default: %(default)s)",
     )
     parser.set_defaults(handler=run)

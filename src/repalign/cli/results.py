@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from repalign import _options as opt
 from repalign.cli._output import add_format_option
 
-_STAGES = ("alignment", "fewshot", "robustness", "failures", "all")
+_STAGES = (*opt.STAGES, "failures", "all")
 
 # columns worth showing per stage (the full schema goes out with --stage all)
 _COLUMNS = {

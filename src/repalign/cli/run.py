@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from repalign import _options as opt
 from repalign.cli._output import int_at_least
 
 
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("config", help="study config (TOML), e.g. configs/quickstart.toml")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cache, finished) and exit")
-    parser.add_argument("--executor", choices=("local", "ray"), help="override [execution] executor")
+    parser.add_argument("--executor", choices=opt.EXECUTORS, help="override [execution] executor")
     parser.add_argument(
         "--jobs", type=int_at_least(1), metavar="N", help="local worker processes (override [execution] jobs)"
     )

@@ -7,7 +7,9 @@
 * :mod:`~repalign.data.human` -- human similarity data (:func:`load_human`);
 * :mod:`~repalign.data.judgments` -- explicit human triplet judgments;
 * :mod:`~repalign.data.images` -- image sets; :mod:`~repalign.data.fewshot_datasets` --
-  labelled few-shot datasets.
+  labelled few-shot datasets;
+* :mod:`~repalign.data.sources` -- :func:`load_dataset_images`: the images of an image folder,
+  a human dataset or a few-shot dataset, whichever a name or path means.
 
 Importing this package registers the built-in datasets; it never imports torch.
 """
@@ -18,6 +20,7 @@ from repalign.data import catalogue as _catalogue  # noqa: F401  (registers the 
 from repalign.data._checksums import STAMP_NAME, check_file, npz_content_sha256
 from repalign.data._fetch import dataset_info, dataset_status, fetch, fetch_file, verify
 from repalign.data.catalogue import checksum_record
+from repalign.data.sources import DATASET_KINDS, DatasetImages, load_dataset_images
 from repalign.data.specs import (
     DATASETS,
     ArchiveSpec,
@@ -32,8 +35,10 @@ from repalign.data.specs import (
 
 __all__ = [
     "DATASETS",
+    "DATASET_KINDS",
     "STAMP_NAME",
     "ArchiveSpec",
+    "DatasetImages",
     "DatasetSpec",
     "FileSpec",
     "check_file",
@@ -45,6 +50,7 @@ __all__ = [
     "fetch_file",
     "get_dataset",
     "list_datasets",
+    "load_dataset_images",
     "npz_content_sha256",
     "register_dataset",
     "unregister_dataset",

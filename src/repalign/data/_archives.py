@@ -9,15 +9,11 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from repalign._io import sha256_file, write_json_atomic
 from repalign.data._checksums import EXTRACTED_NAME, _read_json, _Stamps
 from repalign.data.specs import ArchiveSpec
 from repalign.errors import InputError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from repalign.data._fetch import _Fetch
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +30,10 @@ def _check_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]
     return members
 
 
-def _extract_verified_archive(job: _Fetch, archive: Path) -> None:
+def _extract_verified_archive(spec: ArchiveSpec, folder: Path, stamps: _Stamps, archive: Path) -> None:
     """Extract (safely) into a temporary folder, hash every file, then move into place."""
-    spec = job.spec.archive
-    assert spec is not None
-    target = job.folder / spec.extract_to
-    with tempfile.TemporaryDirectory(prefix=".extract-", dir=job.folder) as tmp:
+    target = folder / spec.extract_to
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=folder) as tmp:
         try:
             with tarfile.open(archive, "r:*") as tar:
                 members = _check_members(tar, archive)
@@ -59,9 +53,9 @@ def _extract_verified_archive(job: _Fetch, archive: Path) -> None:
         if target.exists():
             shutil.rmtree(target)
         os.replace(extracted, target)
-    write_json_atomic(job.folder / EXTRACTED_NAME, {"archive_sha256": spec.sha256, "files": files})
+    write_json_atomic(folder / EXTRACTED_NAME, {"archive_sha256": spec.sha256, "files": files})
     for relpath in files:
-        job.stamps.record(relpath, _extracted_key(files[relpath]), job.folder / relpath)
+        stamps.record(relpath, _extracted_key(files[relpath]), folder / relpath)
 
 
 def _extracted_key(sha256: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repalign import __version__
+from repalign._progress import progress_bar
 from repalign.errors import MissingDataError
 
 logger = logging.getLogger(__name__)
@@ -59,30 +60,6 @@ def _temporary_file(directory: Path, name: str, suffix: str) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-def _progress_bar(enabled: bool):
-    """A rich progress bar for byte transfers, drawn on stderr (transient: it disappears when done)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not enabled,
-    )
-
-
 def _stream(url: str, target: Path, *, progress: bool, label: str, timeout: float) -> Downloaded:
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -91,14 +68,13 @@ def _stream(url: str, target: Path, *, progress: bool, label: str, timeout: floa
         with urllib.request.urlopen(request, timeout=timeout) as response, open(target, "wb") as out:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
-            with _progress_bar(progress) as bar:
-                task = bar.add_task(label, total=expected)
+            with progress_bar(label, expected, enabled=progress, unit="bytes") as advance:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     out.write(chunk)
                     sha256.update(chunk)
                     md5.update(chunk)
                     n_bytes += len(chunk)
-                    bar.update(task, advance=len(chunk))
+                    advance(len(chunk))
             out.flush()
             os.fsync(out.fileno())
     except urllib.error.HTTPError as exc:

@@ -34,6 +34,7 @@ from typing import NoReturn
 
 from repalign._io import atomic_path
 from repalign._paths import data_home, mirror_dir
+from repalign._progress import progress_bar
 from repalign.data._archives import _extract_verified_archive, _verify_extracted
 from repalign.data._checksums import EXTRACTED_NAME, _read_json, _Stamps, check_file
 from repalign.data.specs import DATASETS, DatasetSpec, FileSpec, get_dataset, list_datasets
@@ -231,7 +232,8 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             _ensure_archive(job)
             return job.folder
         failures: list[_Unavailable] = []
-        with _FileProgress(progress, spec.name, len(spec.files)) as advance:
+        # a files-done bar for datasets with many files (e.g. 120 images)
+        with progress_bar(spec.name, len(spec.files), enabled=progress and len(spec.files) > 1) as advance:
             for fspec in spec.files:
                 try:
                     _ensure_file(job, fspec)
@@ -269,35 +271,6 @@ def fetch_file(name: str, relpath: str, *, progress: bool = True) -> Path:
         job.stamps.save()
 
 
-class _FileProgress:
-    """A files-done progress bar for datasets with many files (e.g. 120 images)."""
-
-    def __init__(self, enabled: bool, label: str, total: int):
-        self.enabled = enabled and total > 1
-        self.label, self.total = label, total
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self.bar.__enter__()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda: self.bar.update(task, advance=1)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
-
-
 def _ensure_archive(job: _Fetch) -> None:
     archive = job.spec.archive
     assert archive is not None
@@ -318,7 +291,7 @@ def _ensure_archive(job: _Fetch) -> None:
         archive_path = _ensure_file(job, archive.as_file())
     except _Unavailable as exc:
         _raise_unavailable(job, [exc], 1)
-    _extract_verified_archive(job, archive_path)
+    _extract_verified_archive(archive, job.folder, job.stamps, archive_path)
     # The extracted files carry the archive's verified content; the archive itself is not kept.
     archive_path.unlink(missing_ok=True)
     job.stamps.forget(archive.filename)

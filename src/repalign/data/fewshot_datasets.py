@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from repalign._options import DEFAULT_FEWSHOT_SPLIT
+from repalign._options import FEWSHOT_SPLITS as SPLITS
 from repalign.data.images import ArrayImageSet, FileImageSet, ImageSet, list_image_files
 from repalign.errors import InputError, MissingDataError, unknown_name
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("test", "train")
 
 _IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -82,7 +82,7 @@ class FewShotDataset:
         return len(self.labels)
 
 
-def load_fewshot_dataset(name_or_path: str | os.PathLike, *, split: str = "test") -> FewShotDataset:
+def load_fewshot_dataset(name_or_path: str | os.PathLike, *, split: str = DEFAULT_FEWSHOT_SPLIT) -> FewShotDataset:
     """Load a registered dataset by name, or a dataset folder by path.
 
     Args:

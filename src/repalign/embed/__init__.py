@@ -3,6 +3,8 @@
 * :mod:`~repalign.embed.engine` -- :func:`extract_embeddings` (batched, streaming, out-of-memory
   halving, deterministic order) and :func:`is_cached`;
 * :mod:`~repalign.embed.cache` -- the content-addressed embedding cache;
+* :mod:`~repalign.embed.files` -- precomputed embeddings: :func:`load_embeddings_file` (.npy / .npz,
+  never unpickled) and :func:`match_stimuli` (rows in a human dataset's stimulus order);
 * ``_prefetch`` -- the thread pipeline that decodes the next batches during a forward pass.
 
 Importing this package never imports torch. See docs/embeddings.md.
@@ -10,6 +12,7 @@ Importing this package never imports torch. See docs/embeddings.md.
 
 from __future__ import annotations
 
+from repalign._device import resolve_device
 from repalign.embed.cache import CACHE_DTYPES, EmbeddingCache, cache_key
 from repalign.embed.engine import (
     EXTRACTION_CODE_VERSION,
@@ -17,19 +20,22 @@ from repalign.embed.engine import (
     embedding_cache_key,
     extract_embeddings,
     is_cached,
-    resolve_device,
     usable_cpus,
 )
+from repalign.embed.files import NoMatchingStimuliError, load_embeddings_file, match_stimuli
 
 __all__ = [
     "CACHE_DTYPES",
     "EXTRACTION_CODE_VERSION",
     "EmbeddingCache",
+    "NoMatchingStimuliError",
     "cache_key",
     "default_num_workers",
     "embedding_cache_key",
     "extract_embeddings",
     "is_cached",
+    "load_embeddings_file",
+    "match_stimuli",
     "resolve_device",
     "usable_cpus",
 ]

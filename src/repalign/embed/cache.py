@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 
 from repalign._io import atomic_path, write_json_atomic
+from repalign._options import EMBEDDING_DTYPES
 from repalign._paths import cache_home
 from repalign.errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: Storage dtypes an entry may have.
-CACHE_DTYPES = ("float32", "float16")
+#: Storage dtypes an entry may have: the dtypes embeddings are extracted in.
+CACHE_DTYPES = EMBEDDING_DTYPES
 #: Bump when the on-disk layout changes (part of every key, so old entries are ignored).
 CACHE_FORMAT_VERSION = 1
 

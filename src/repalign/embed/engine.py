@@ -38,6 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from repalign._device import mps_available, resolve_device
+from repalign._options import DEFAULT_DEVICE, DEFAULT_EMBEDDING_DTYPE
+from repalign._progress import progress_bar
 from repalign.data.images import ImageSet, SubsetImageSet
 from repalign.embed.cache import CACHE_DTYPES, EmbeddingCache, cache_key
 from repalign.errors import InputError, MissingDataError, RepalignError, unknown_name
@@ -61,14 +64,11 @@ THREAD_PREFETCH_BATCHES = 2
 #: fill the cores' idle moments (see benchmarks/bench_extraction.py).
 CPU_WORKER_NICENESS = int(os.environ.get("REPALIGN_WORKER_NICENESS", "10"))
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-
 __all__ = [
     "EXTRACTION_CODE_VERSION",
     "embedding_cache_key",
     "extract_embeddings",
     "is_cached",
-    "resolve_device",
 ]
 
 
@@ -80,10 +80,10 @@ def extract_embeddings(
     images: ImageSet,
     *,
     layer: str | Sequence[str] | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     batch_size: int | None = None,
     num_workers: int | None = None,
-    dtype: str = "float32",
+    dtype: str = DEFAULT_EMBEDDING_DTYPE,
     cache: bool = True,
     weights: str | os.PathLike | None = None,
     progress: bool = False,
@@ -106,7 +106,7 @@ def extract_embeddings(
         dtype: ``"float32"`` or ``"float16"``: dtype of the returned and cached arrays.
         cache: read and write the embedding cache (``$REPALIGN_CACHE_HOME``).
         weights: a local weights file for the model (see ``repalign models``).
-        progress: show a progress bar.
+        progress: show a progress bar (on stderr, when it is a terminal).
 
     Returns:
         ``(n_images, n_features)`` array for a single layer (``layer`` None or a string),
@@ -172,7 +172,7 @@ def is_cached(
     *,
     layer: str | Sequence[str] | None = None,
     weights: str | os.PathLike | None = None,
-    dtype: str = "float32",
+    dtype: str = DEFAULT_EMBEDDING_DTYPE,
 ) -> bool:
     """True when every requested layer's embeddings are in the cache. Never loads the model."""
     layers, _ = _normalize_layers(layer)
@@ -190,7 +190,7 @@ def embedding_cache_key(
     *,
     layer: str | None = None,
     weights: str | os.PathLike | None = None,
-    dtype: str = "float32",
+    dtype: str = DEFAULT_EMBEDDING_DTYPE,
 ) -> str:
     """The cache key (sha256 hex) of one layer's embeddings, computed without loading the model."""
     layers, single = _normalize_layers(layer)
@@ -200,29 +200,6 @@ def embedding_cache_key(
     if description is None:
         raise InputError(f"Cannot compute a cache key for {model!r} without loading it (no describe_model)")
     return _key_from_description(description, layers[0], images, _check_dtype(dtype))
-
-
-def resolve_device(device: str = "auto") -> str:
-    """A concrete torch device string: ``"auto"`` picks cuda, then mps, then cpu.
-
-    An explicit device that is not available is an error (never a silent switch to cpu).
-    """
-    import torch
-
-    if not isinstance(device, str) or device.split(":")[0] not in DEVICE_CHOICES:
-        raise InputError(f"Unknown device {device!r}; expected one of {', '.join(DEVICE_CHOICES)} (or 'cuda:N')")
-    kind = device.split(":")[0]
-    if kind == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if _mps_available():
-            return "mps"
-        return "cpu"
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"Device {device!r} requested but CUDA is not available here; use --device cpu or auto")
-    if kind == "mps" and not _mps_available():
-        raise InputError("Device 'mps' requested but Apple MPS is not available here; use --device cpu or auto")
-    return device
 
 
 # ---------------------------------------------------------------------------------------
@@ -512,7 +489,7 @@ def _run_batches(
     with (
         contextlib.closing(batches),
         _forward_threads(handle, threaded),
-        _progress_bar(progress, n, f"{handle.spec.name} on {images.name}") as advance,
+        progress_bar(f"{handle.spec.name} on {images.name}", n, enabled=progress) as advance,
     ):
         for batch in batches:
             if isinstance(batch, _ItemFailure):
@@ -692,39 +669,5 @@ def _release_device_memory(device: str) -> None:
 
     if str(device).startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()
-    elif str(device) == "mps" and _mps_available():
+    elif str(device) == "mps" and mps_available():
         torch.mps.empty_cache()
-
-
-def _mps_available() -> bool:
-    import torch
-
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
-class _progress_bar:
-    """Context manager yielding ``advance(k)``; a rich progress bar when enabled."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.enabled = enabled
-        self.total = total
-        self.description = description
-        self._progress = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda k: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-        )
-        self._progress.__enter__()
-        task = self._progress.add_task(self.description, total=self.total)
-        return lambda k: self._progress.advance(task, k)
-
-    def __exit__(self, *exc_info):
-        if self._progress is not None:
-            self._progress.__exit__(*exc_info)
-        return False

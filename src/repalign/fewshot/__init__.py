@@ -5,9 +5,10 @@ examples per class to train a head on the (frozen) embeddings and evaluate on th
 examples; repeat over seeds and report the mean accuracy with a 95% t-interval over seeds.
 
 * :mod:`~repalign.fewshot.splits` -- :func:`make_splits` / :class:`SplitManifest`, the
-  leak-checked, reproducible splits;
+  leak-checked, reproducible splits; :func:`make_dataset_splits` draws them for a dataset;
 * :mod:`~repalign.fewshot.evaluate` -- :func:`evaluate_fewshot` (the whole grid from
-  precomputed features) and :func:`run_fewshot` (embeds what the splits use, then evaluates);
+  precomputed features), :func:`run_fewshot` (embeds what the splits use, then evaluates)
+  and :func:`fewshot_rows` (the same as rows of the study's result store);
 * :mod:`~repalign.fewshot.settings` -- :class:`HeadSettings`, the heads' hyperparameters;
 * private: ``_heads`` (batching tasks into groups, scoring), ``_linear`` (batched L-BFGS
   logistic regression), ``_mlp`` (MLP heads), ``_dropout`` (input dropout as sparsity),
@@ -18,15 +19,17 @@ Importing this package never imports torch. See docs/fewshot.md.
 
 from __future__ import annotations
 
-from repalign.fewshot.evaluate import (
-    DEFAULT_SHOTS,
-    confidence_interval,
-    evaluate_fewshot,
-    run_fewshot,
-    summarize,
+from repalign._options import DEFAULT_SHOTS, HEADS, MLP_PRECISIONS
+from repalign.fewshot.evaluate import confidence_interval, evaluate_fewshot, fewshot_rows, run_fewshot, summarize
+from repalign.fewshot.settings import HeadSettings
+from repalign.fewshot.splits import (
+    Split,
+    SplitManifest,
+    check_labels,
+    labels_fingerprint,
+    make_dataset_splits,
+    make_splits,
 )
-from repalign.fewshot.settings import HEADS, MLP_PRECISIONS, HeadSettings
-from repalign.fewshot.splits import Split, SplitManifest, check_labels, labels_fingerprint, make_splits
 
 __all__ = [
     "DEFAULT_SHOTS",
@@ -38,7 +41,9 @@ __all__ = [
     "check_labels",
     "confidence_interval",
     "evaluate_fewshot",
+    "fewshot_rows",
     "labels_fingerprint",
+    "make_dataset_splits",
     "make_splits",
     "run_fewshot",
     "summarize",

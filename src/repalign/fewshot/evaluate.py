@@ -1,4 +1,5 @@
-"""The few-shot grid: evaluate_fewshot on precomputed features, run_fewshot from a model and a dataset.
+"""The few-shot grid: evaluate_fewshot on precomputed features, run_fewshot from a model and a dataset,
+fewshot_rows: run_fewshot as rows of the study's result store.
 
 Example:
     >>> from repalign.fewshot import run_fewshot
@@ -11,23 +12,30 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from repalign._device import resolve_device
+from repalign._options import DEFAULT_DEVICE, HEADS
 from repalign.errors import InputError, unknown_name
 from repalign.fewshot._heads import Task
-from repalign.fewshot.settings import HEADS, HeadSettings
+from repalign.fewshot.settings import HeadSettings
 from repalign.fewshot.splits import (
     SplitManifest,
     check_labels,
     make_splits,
+    normalize_seeds,
+    normalize_shots,
 )
+from repalign.schema import conform
+
+if TYPE_CHECKING:  # pragma: no cover
+    from repalign.data.fewshot_datasets import FewShotDataset
 
 log = logging.getLogger(__name__)
 
-
-DEFAULT_SHOTS = (1, 5, 10, 20, 40, 80)
 RESULT_COLUMNS = (
     "dataset",
     "head",
@@ -59,15 +67,15 @@ def evaluate_fewshot(
     features,
     labels,
     *,
-    shots: int | Iterable[int] = DEFAULT_SHOTS,
+    shots: int | Iterable[int] | None = None,
     heads: str | Iterable[str] = HEADS,
-    seeds: int | Iterable[int] = 5,
+    seeds: int | Iterable[int] | None = None,
     max_eval_per_class: int | None = None,
     splits: SplitManifest | None = None,
     per_seed: bool = False,
     dataset: str = "features",
     feature_indices: Sequence[int] | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     settings: HeadSettings | None = None,
 ) -> pd.DataFrame:
     """Few-shot accuracy of precomputed features over the grid shots x heads x seeds.
@@ -76,14 +84,17 @@ def evaluate_fewshot(
         features: (n_rows, d) embeddings. Row i belongs to example i, or to example
             ``feature_indices[i]`` when given (features of a subset of the dataset).
         labels: (n_examples,) class of every example of the dataset (defines the splits).
-        shots: training examples per class.
+        shots: training examples per class (None: :func:`make_splits`' default, 1, 5, ..., 80).
         heads: any of "linear", "mlp1", "mlp2".
-        seeds: number of seeds (0..k-1) or the seeds themselves.
-        max_eval_per_class: cap on evaluation examples per class.
-        splits: a manifest to reuse (must match ``labels``); drawn from the options otherwise.
+        seeds: number of seeds (0..k-1) or the seeds themselves (None: :func:`make_splits`' default, 5).
+        max_eval_per_class: cap on evaluation examples per class (None: no cap).
+        splits: a manifest to reuse (must match ``labels``); drawn from the three options above
+            otherwise. A manifest fixes shots, seeds and the cap itself: leave those options
+            out, or give the manifest's own values -- any other value is refused
+            (:class:`~repalign.errors.InputError`) rather than ignored.
         per_seed: one row per seed instead of mean and CI.
         dataset: the name put in the ``dataset`` column.
-        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+        device: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:1", "mps".
         settings: head hyperparameters (defaults documented in docs/fewshot.md).
 
     Returns:
@@ -118,16 +129,9 @@ def evaluate_fewshot(
         bad = int(np.argwhere(~np.isfinite(features))[0][0])
         raise InputError(f"features contain NaN or infinite values (first in row {bad}).")
     heads = _check_heads(heads)
-    if splits is None:
-        splits = make_splits(
-            labels,
-            shots=shots,
-            seeds=seeds,
-            max_eval_per_class=max_eval_per_class,
-            dataset=dataset,
-        )
-    else:
-        splits.check_labels(labels)
+    splits = _splits_for(
+        labels, splits, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class, dataset=dataset
+    )
     _check_shots_per_class(splits, labels)
     settings = settings or HeadSettings()
 
@@ -146,7 +150,7 @@ def evaluate_fewshot(
         tasks.append(Task(seed=seed, shots=n, train_rows=train, eval_rows=evaluate))
     row_targets = targets if rows_of_example is None else targets[np.asarray(feature_indices)]
 
-    torch_device = _torch_device(device)
+    torch_device = torch.device(resolve_device(device))
     x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=torch_device)
     y = torch.as_tensor(row_targets, device=torch_device)
     records = []
@@ -197,16 +201,16 @@ def summarize(per_seed_frame: pd.DataFrame) -> pd.DataFrame:
 
 def run_fewshot(
     model: str,
-    dataset: str | os.PathLike,
+    dataset: str | os.PathLike | FewShotDataset,
     *,
-    shots: int | Iterable[int] = DEFAULT_SHOTS,
+    shots: int | Iterable[int] | None = None,
     heads: str | Iterable[str] = HEADS,
-    seeds: int | Iterable[int] = 5,
+    seeds: int | Iterable[int] | None = None,
     max_eval_per_class: int | None = None,
     splits: SplitManifest | None = None,
     per_seed: bool = False,
-    split: str = "test",
-    device: str = "auto",
+    split: str | None = None,
+    device: str = DEFAULT_DEVICE,
     batch_size: int | None = None,
     num_workers: int | None = None,
     progress: bool = False,
@@ -219,31 +223,31 @@ def run_fewshot(
 
     Args:
         model: a model name, e.g. "pixels", "tflite:mobilenet_v2_1.0_224_quant", "timm:resnet50".
-        dataset: "mnist", "fashion_mnist", "cifar10", "cifar100" or a dataset folder.
-        split: the dataset split the protocol draws from ("test", as in the study).
+        dataset: "mnist", "fashion_mnist", "cifar10", "cifar100", a dataset folder, or a
+            :class:`~repalign.data.fewshot_datasets.FewShotDataset` already loaded (a caller
+            that also draws the splits loads it once and passes it here).
+        split: the dataset split the protocol draws from (None: "test", as in the study). A
+            loaded dataset is one split already: ``split`` may only repeat it.
         batch_size, num_workers, progress: passed to :func:`repalign.embed.extract_embeddings`.
         Other options: as :func:`evaluate_fewshot`.
 
     Returns:
         The :func:`evaluate_fewshot` table with ``model`` and ``model_id`` columns first.
     """
-    from repalign.data.fewshot_datasets import load_fewshot_dataset
     from repalign.data.images import SubsetImageSet
     from repalign.embed import extract_embeddings
 
     heads = _check_heads(heads)  # fail before any embedding work
-    data = load_fewshot_dataset(dataset, split=split)
-    if splits is None:
-        splits = make_splits(
-            data.labels,
-            shots=shots,
-            seeds=seeds,
-            max_eval_per_class=max_eval_per_class,
-            dataset=data.name,
-            class_names=data.class_names,
-        )
-    else:
-        splits.check_labels(data.labels)
+    data = _loaded(dataset, split)
+    splits = _splits_for(
+        data.labels,
+        splits,
+        shots=shots,
+        seeds=seeds,
+        max_eval_per_class=max_eval_per_class,
+        dataset=data.name,
+        class_names=data.class_names,
+    )
     used = splits.used_indices()
     log.info(
         "few-shot %s on %s: embedding %d of %d images",
@@ -276,6 +280,84 @@ def run_fewshot(
     return frame
 
 
+def fewshot_rows(model: str, dataset: str | os.PathLike | FewShotDataset, **options: Any) -> pd.DataFrame:
+    """:func:`run_fewshot` as result rows of the study's store (:mod:`repalign.schema`).
+
+    One row per (head, shots): stage ``"fewshot"``, metric ``"accuracy"``, ``value`` the mean
+    accuracy over seeds with its t-interval in ``ci_low``/``ci_high``, ``n`` the number of
+    seeds; ``model`` and ``model_id`` filled, the columns a run adds (unit, status, timing)
+    left null.
+
+    Args:
+        model, dataset: as :func:`run_fewshot`.
+        **options: keyword options of :func:`run_fewshot`, except ``per_seed`` (a result row
+            summarizes its seeds).
+    """
+    if options.get("per_seed"):
+        raise InputError(
+            "fewshot_rows gives one row per (head, shots) over its seeds; "
+            "call run_fewshot(..., per_seed=True) for one row per seed."
+        )
+    summary = run_fewshot(model, dataset, **options)
+    rows = summary.rename(columns={"accuracy": "value", "n_seeds": "n"})
+    return conform(rows.assign(stage="fewshot", metric="accuracy"))
+
+
+def _loaded(dataset: str | os.PathLike | FewShotDataset, split: str | None) -> FewShotDataset:
+    from repalign.data.fewshot_datasets import FewShotDataset, load_fewshot_dataset
+
+    if not isinstance(dataset, FewShotDataset):
+        return load_fewshot_dataset(dataset) if split is None else load_fewshot_dataset(dataset, split=split)
+    if split is not None and split != dataset.split:
+        raise InputError(
+            f"split='{split}' was given, but dataset '{dataset.name}' is loaded as its '{dataset.split}' split; "
+            f"leave split out, or pass load_fewshot_dataset('{dataset.name}', split='{split}')."
+        )
+    return dataset
+
+
+def _splits_for(
+    labels: np.ndarray,
+    splits: SplitManifest | None,
+    *,
+    shots: int | Iterable[int] | None,
+    seeds: int | Iterable[int] | None,
+    max_eval_per_class: int | None,
+    dataset: str,
+    class_names: Sequence[str] | None = None,
+) -> SplitManifest:
+    """The splits to evaluate: ``splits`` when given (checked), else drawn from the options.
+
+    A manifest decides the grid by itself; an option given beside it must say the same,
+    because ignoring it would report a grid other than the one the caller asked for.
+    """
+    if splits is None:
+        given = {k: v for k, v in (("shots", shots), ("seeds", seeds)) if v is not None}
+        return make_splits(
+            labels,
+            **given,  # the defaults of what is not given are make_splits' own
+            max_eval_per_class=max_eval_per_class,
+            dataset=dataset,
+            class_names=class_names,
+        )
+    splits.check_labels(labels)
+    disagreeing = []
+    if shots is not None and (given_shots := normalize_shots(shots)) != splits.shots:
+        disagreeing.append(f"shots={list(given_shots)}")
+    if seeds is not None and tuple(sorted(given_seeds := normalize_seeds(seeds))) != splits.seeds:
+        disagreeing.append(f"seeds={seeds if isinstance(seeds, (int, np.integer)) else list(given_seeds)}")
+    if max_eval_per_class is not None and max_eval_per_class != splits.max_eval_per_class:
+        disagreeing.append(f"max_eval_per_class={max_eval_per_class!r}")
+    if disagreeing:
+        cap = "none" if splits.max_eval_per_class is None else splits.max_eval_per_class
+        raise InputError(
+            f"The split manifest of '{splits.dataset}' has shots {list(splits.shots)}, seeds {list(splits.seeds)} "
+            f"and max_eval_per_class {cap}, but {', '.join(disagreeing)} was given with it; leave those options "
+            "out when passing splits, or draw new splits with make_splits."
+        )
+    return splits
+
+
 def _model_id(model: str) -> str:
     from repalign.models import resolve_model
 
@@ -302,17 +384,3 @@ def _check_shots_per_class(splits: SplitManifest, labels: np.ndarray) -> None:
                 f"Split seed={seed}, shots={n} does not hold exactly {n} training examples per class "
                 f"(counts range {counts.min()}..{counts.max()}); the manifest is not a few-shot split of these labels."
             )
-
-
-def _torch_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise InputError(f"Unknown device '{device}': use auto, cpu, cuda or cuda:N.") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"Device '{device}' was requested but CUDA is not available here; use --device cpu.")
-    return resolved

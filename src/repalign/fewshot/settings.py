@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from repalign._options import AUTO, HEADS, MLP_PRECISIONS
 from repalign.errors import InputError
 
-HEADS = ("linear", "mlp1", "mlp2")
-MLP_PRECISIONS = ("auto", "float32", "bfloat16")
+__all__ = ["HEADS", "MLP_PRECISIONS", "HeadSettings"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class HeadSettings:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    mlp_precision: str = "auto"
+    mlp_precision: str = AUTO
 
     def __post_init__(self) -> None:
         if self.mlp_precision not in MLP_PRECISIONS:

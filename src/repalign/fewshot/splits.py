@@ -20,10 +20,15 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from repalign._options import DEFAULT_FEWSHOT_SPLIT, DEFAULT_N_SEEDS, DEFAULT_SHOTS
 from repalign.errors import InputError
+
+if TYPE_CHECKING:
+    from repalign.data.fewshot_datasets import FewShotDataset
 
 MANIFEST_FORMAT = "repalign-fewshot-splits"
 MANIFEST_VERSION = 1
@@ -234,8 +239,8 @@ class SplitManifest:
 def make_splits(
     labels,
     *,
-    shots: int | Iterable[int] = (1, 5, 10, 20, 40, 80),
-    seeds: int | Iterable[int] = 5,
+    shots: int | Iterable[int] = DEFAULT_SHOTS,
+    seeds: int | Iterable[int] = DEFAULT_N_SEEDS,
     max_eval_per_class: int | None = None,
     dataset: str = "features",
     class_names: Sequence[str] | None = None,
@@ -287,6 +292,41 @@ def make_splits(
         n_examples=len(labels),
         max_eval_per_class=None if max_eval_per_class is None else int(max_eval_per_class),
         splits=splits,
+    )
+
+
+def make_dataset_splits(
+    dataset: str | os.PathLike | FewShotDataset,
+    *,
+    shots: int | Iterable[int] | None = None,
+    seeds: int | Iterable[int] | None = None,
+    max_eval_per_class: int | None = None,
+    split: str = DEFAULT_FEWSHOT_SPLIT,
+) -> SplitManifest:
+    """Draw the splits of a few-shot dataset: the ones :func:`~repalign.fewshot.run_fewshot` draws.
+
+    With the same options as ``run_fewshot``, the manifest holds exactly the splits that call
+    would draw, so it can be saved (:meth:`SplitManifest.save`) and passed back as ``splits=``.
+
+    Args:
+        dataset: a registered dataset ("mnist", "cifar10", ...), a dataset folder, or a
+            :class:`~repalign.data.fewshot_datasets.FewShotDataset` already loaded.
+        shots, seeds, max_eval_per_class: as :func:`make_splits` (None: its defaults).
+        split: the dataset split to draw from, when ``dataset`` is a name or folder.
+
+    Returns:
+        A :class:`SplitManifest` named after the dataset; class names appear in its errors.
+    """
+    from repalign.data.fewshot_datasets import FewShotDataset, load_fewshot_dataset
+
+    data = dataset if isinstance(dataset, FewShotDataset) else load_fewshot_dataset(dataset, split=split)
+    return make_splits(
+        data.labels,
+        shots=DEFAULT_SHOTS if shots is None else shots,
+        seeds=DEFAULT_N_SEEDS if seeds is None else seeds,
+        max_eval_per_class=max_eval_per_class,
+        dataset=data.name,
+        class_names=data.class_names,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from repalign._device import resolve_device
 from repalign.models import _torch_runtime as rt
 from repalign.models.base import PENULTIMATE, ModelHandle, ModelSpec
 
@@ -55,7 +56,7 @@ class TorchModelHandle(ModelHandle):
         named_layers: bool = True,
     ):
         self.spec = spec
-        self.device = rt.resolve_device(device)
+        self.device = resolve_device(device)
         self._autocast = rt.resolve_autocast_dtype(precision, self.device)
         self.precision = precision
         self.module = rt.place_module(module, self.device)

@@ -1,7 +1,7 @@
 """Device placement, autocast and feature flattening shared by the torch-based sources.
 
-Kept in one place so every torch source makes the same choices: ``device="auto"`` picks
-cuda, then mps, then cpu; ``precision="auto"`` uses bf16 autocast on CUDA when supported
+Kept in one place so every torch source makes the same choices (devices themselves are
+resolved by :func:`repalign._device.resolve_device`): ``precision="auto"`` uses bf16 autocast on CUDA when supported
 (else fp16), and float32 elsewhere; outputs are always float32 numpy arrays.
 """
 
@@ -16,27 +16,6 @@ from repalign.errors import InputError, unknown_name
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 PENULTIMATE_NAME = "penultimate"  # == repalign.models.base.PENULTIMATE (not imported: keeps this module light)
-
-
-def resolve_device(device: str = "auto") -> str:
-    """A concrete torch device string; an explicit device that is not available is an error."""
-    import torch
-
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
-    kind = str(device).split(":")[0]
-    if kind not in ("cpu", "cuda", "mps"):
-        raise InputError(f"Unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"Device {device!r} requested but CUDA is not available; use --device cpu")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError(f"Device {device!r} requested but MPS is not available; use --device cpu")
-    return str(device)
 
 
 def resolve_autocast_dtype(precision: str, device: str):

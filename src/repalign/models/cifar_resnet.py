@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from repalign._options import DEFAULT_DEVICE
 from repalign.errors import InputError, unknown_name
 from repalign.models import _assets
 from repalign.models._layers import one_line as _one_line
@@ -162,7 +163,7 @@ def load_checkpoint(module, path: str | os.PathLike) -> None:
         raise InputError(f"Weights file {path} does not fit this CIFAR ResNet: {_one_line(exc)}") from exc
 
 
-def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options):
+def load(spec: ModelSpec, *, device: str = DEFAULT_DEVICE, weights=None, precision: str = "auto", **_options):
     import torch
     from torchvision import transforms
 

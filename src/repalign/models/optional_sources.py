@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from repalign._options import DEFAULT_DEVICE
 from repalign.errors import InputError, MissingDataError, OptionalDependencyError
 from repalign.models import _assets
 from repalign.models.base import PENULTIMATE, ModelHandle, ModelSpec
@@ -137,14 +138,14 @@ class TorchScriptSource(_FileSource):
 
     SOURCE = "torchscript"
 
-    def load(self, spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options):
+    def load(self, spec: ModelSpec, *, device: str = DEFAULT_DEVICE, weights=None, precision: str = "auto", **_options):
         import torch
 
-        from repalign.models import _torch_runtime as rt
+        from repalign._device import resolve_device
         from repalign.models._torch_handle import TorchModelHandle
 
         info = self.describe(spec, weights=weights)
-        target = rt.resolve_device(device)
+        target = resolve_device(device)
         try:
             module = torch.jit.load(spec.arch, map_location=target)
         except RuntimeError as exc:
@@ -169,7 +170,7 @@ class OnnxSource(_FileSource):
     SOURCE = "onnx"
     uses_torch = False
 
-    def load(self, spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options):
+    def load(self, spec: ModelSpec, *, device: str = DEFAULT_DEVICE, weights=None, precision: str = "auto", **_options):
         info = self.describe(spec, weights=weights)
         return OnnxModelHandle(spec, info, device=device)
 
@@ -180,7 +181,7 @@ class OnnxModelHandle(ModelHandle):
     uses_torch = False
     default_batch_size = 32
 
-    def __init__(self, spec: ModelSpec, info: dict[str, Any], *, device: str = "auto"):
+    def __init__(self, spec: ModelSpec, info: dict[str, Any], *, device: str = DEFAULT_DEVICE):
         try:
             import onnxruntime
         except ImportError as exc:
@@ -258,7 +259,7 @@ class _PackageSource:
     def weights_status(self, spec: ModelSpec, weights=None) -> str:
         return "download"
 
-    def load(self, spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options):
+    def load(self, spec: ModelSpec, *, device: str = DEFAULT_DEVICE, weights=None, precision: str = "auto", **_options):
         self._require()
         if weights is not None:
             raise InputError(f"{self.SOURCE} models load their own weights; drop --weights")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from repalign._options import DEFAULT_DEVICE
 from repalign.errors import InputError
 from repalign.models.base import PENULTIMATE, ModelHandle, ModelSpec
 
@@ -93,6 +94,8 @@ class PixelsHandle(ModelHandle):
         return {PENULTIMATE: array.reshape(len(array), -1)}
 
 
-def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options) -> PixelsHandle:
+def load(
+    spec: ModelSpec, *, device: str = DEFAULT_DEVICE, weights=None, precision: str = "auto", **_options
+) -> PixelsHandle:
     describe(spec, weights=weights)  # rejects a weights file
     return PixelsHandle(spec)

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from repalign._options import DEFAULT_DEVICE
 from repalign.errors import InputError, RepalignError, UnknownNameError, did_you_mean, unknown_name
 from repalign.models.base import ModelHandle, ModelSpec
 
@@ -137,7 +138,7 @@ def _spec(name: str | ModelSpec) -> ModelSpec:
 def load_model(
     name: str | ModelSpec,
     *,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     weights: str | os.PathLike | None = None,
     precision: str = "auto",
     **options: Any,

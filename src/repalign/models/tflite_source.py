@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from repalign._options import DEFAULT_DEVICE
 from repalign.errors import InputError, OptionalDependencyError, unknown_name
 from repalign.models import _assets
 from repalign.models._layers import unknown_layer
@@ -407,7 +408,7 @@ class _Runner:
 def load(
     spec: ModelSpec,
     *,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     weights=None,
     precision: str = "auto",
     num_threads: int | None = None,

@@ -20,6 +20,7 @@ import logging
 import os
 from typing import Any
 
+from repalign._options import DEFAULT_DEVICE
 from repalign.errors import (
     InputError,
     MissingDataError,
@@ -292,7 +293,7 @@ class TimmModelHandle(TorchModelHandle):
 
 
 def load(
-    spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options
+    spec: ModelSpec, *, device: str = DEFAULT_DEVICE, weights=None, precision: str = "auto", **_options
 ) -> TimmModelHandle:
     from timm.data import create_transform
 

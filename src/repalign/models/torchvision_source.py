@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from repalign._options import DEFAULT_DEVICE
 from repalign.errors import InputError, MissingDataError, unknown_name
 from repalign.models import _assets, _hub
 from repalign.models._layers import one_line as _one_line
@@ -156,7 +157,7 @@ def build_module(spec: ModelSpec, weights=None):
     return models.get_model(base, weights=enum), weights_id
 
 
-def load(spec: ModelSpec, *, device: str = "auto", weights=None, precision: str = "auto", **_options):
+def load(spec: ModelSpec, *, device: str = DEFAULT_DEVICE, weights=None, precision: str = "auto", **_options):
     from repalign.models._torch_handle import TorchModelHandle
 
     module, weights_id = build_module(spec, weights)

@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from repalign._options import DEFAULT_CORRECTION, DEFAULT_N_BOOTSTRAP
 from repalign.errors import InputError, RepalignError
 from repalign.report.captions import caption
 
@@ -707,9 +708,9 @@ def _define_z2(sections: list[Section]) -> None:
 def analyze_study(
     study: Any,
     *,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = None,
-    correction: str = "holm",
+    correction: str = DEFAULT_CORRECTION,
 ) -> ReportData:
     """Every section of the report for a study, computed but not rendered.
 

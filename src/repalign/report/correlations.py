@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from repalign import stats
+from repalign._options import DEFAULT_CORRECTION, DEFAULT_METRICS, DEFAULT_N_BOOTSTRAP
 from repalign.errors import InputError
 
 #: the columns of correlations.csv, in order (one row per correlation the report shows)
@@ -146,9 +147,9 @@ def alignment_correlations(
     covariate: pd.Series | None = None,
     metrics: Sequence[str] | None = None,
     transforms: Sequence[str] = TRANSFORMS,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = 0,
-    correction: str = "holm",
+    correction: str = DEFAULT_CORRECTION,
 ) -> pd.DataFrame:
     """Every alignment metric, raw and z², against every outcome, without and with the covariate.
 
@@ -269,8 +270,6 @@ def side_by_side(long: pd.DataFrame, *, drop: Sequence[str] = ()) -> pd.DataFram
 
 def _sort_key(column: pd.Series) -> pd.Series:
     if column.name == "x_metric":
-        from repalign._options import DEFAULT_METRICS
-
         return column.map({m: i for i, m in enumerate(DEFAULT_METRICS)}).fillna(len(DEFAULT_METRICS))
     return column
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from repalign._io import atomic_path, write_text_atomic
+from repalign._options import DEFAULT_CORRECTION, DEFAULT_N_BOOTSTRAP
 from repalign.errors import InputError
 from repalign.report.analysis import ReportData, analyze_study
 
@@ -163,9 +164,9 @@ def write_report(
     study_dir: str | os.PathLike,
     *,
     out: str | os.PathLike | None = None,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = None,
-    correction: str = "holm",
+    correction: str = DEFAULT_CORRECTION,
 ) -> Path:
     """Write the study's HTML report (and its tables as CSV, figures as PNG + PDF).
 

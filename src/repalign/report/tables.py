@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from repalign import stats
-from repalign._options import DEFAULT_METRICS
+from repalign._options import DEFAULT_CORRECTION, DEFAULT_METRICS, DEFAULT_N_BOOTSTRAP
 from repalign.errors import InputError
 from repalign.report import summaries
 from repalign.report.correlations import ACCURACY_METRICS, OOD_DATASETS
@@ -129,7 +129,11 @@ def table1_group_robustness(groups: pd.DataFrame, robustness: pd.DataFrame) -> p
 
 
 def table1_bootstrap(
-    groups: pd.DataFrame, robustness: pd.DataFrame, *, n_bootstrap: int = 1000, random_state: int | None = 0
+    groups: pd.DataFrame,
+    robustness: pd.DataFrame,
+    *,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    random_state: int | None = 0,
 ) -> pd.DataFrame:
     """Table 1 in long form with a bootstrap CI of each group mean (resampling the group's models).
 
@@ -162,9 +166,9 @@ def table2_robustness_correlations(
     alignment: pd.DataFrame,
     robustness: pd.DataFrame,
     *,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = 0,
-    correction: str = "holm",
+    correction: str = DEFAULT_CORRECTION,
 ) -> pd.DataFrame:
     """Table 2: every alignment metric, raw and z², against each OOD accuracy, and the partial
     correlation controlling for ImageNet top-1 where the robustness rows have it.

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats as _sps
 
+from repalign._options import DEFAULT_N_BOOTSTRAP
 from repalign.stats.correlations import MIN_MODELS
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def bootstrap_correlation_ci(
     covar=None,
     *,
     method: str = "pearson",
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state=0,
     confidence: float = 0.95,
 ) -> tuple[float, float]:
@@ -66,7 +67,11 @@ def bootstrap_correlation_ci(
 
 
 def bootstrap_ci(
-    statistic: Callable[..., float], *samples, n_bootstrap: int = 1000, random_state=0, confidence: float = 0.95
+    statistic: Callable[..., float],
+    *samples,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    random_state=0,
+    confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of any statistic of paired per-model samples.
 

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
+from repalign._options import CORRECTIONS, DEFAULT_CORRECTION
 from repalign.errors import InputError, RepalignError, unknown_name
 
 log = logging.getLogger(__name__)
 
 
-CORRECTIONS = ("holm", "fdr_bh", "bonf", "none")
 #: Fewer models than this and correlations / Fisher CIs are meaningless (n - 3 > 0 needed).
 MIN_MODELS = 4
 
@@ -162,7 +162,7 @@ def check_pingouin_columns(frame: pd.DataFrame, expected: Sequence[str] = PINGOU
         )
 
 
-def adjust_pvalues(pvalues, *, method: str = "holm") -> np.ndarray:
+def adjust_pvalues(pvalues, *, method: str = DEFAULT_CORRECTION) -> np.ndarray:
     """Family-wise (Holm, Bonferroni) or false-discovery-rate (Benjamini-Hochberg) adjustment.
 
     NaN p-values are kept as NaN and do not count toward the family size.

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from repalign._options import DEFAULT_CORRECTION, DEFAULT_N_BOOTSTRAP
 from repalign.stats.bootstrap import bootstrap_correlation_ci
 from repalign.stats.correlations import adjust_pvalues, correlation, partial_correlation
 
@@ -20,8 +21,8 @@ def correlation_table(
     *,
     covar: pd.Series | None = None,
     method: str = "pearson",
-    correction: str = "holm",
-    n_bootstrap: int = 1000,
+    correction: str = DEFAULT_CORRECTION,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = 0,
     confidence: float = 0.95,
 ) -> pd.DataFrame:
@@ -84,7 +85,7 @@ def correlation_table(
 
 
 def metric_correlations(
-    per_model: pd.DataFrame, *, n_bootstrap: int = 1000, random_state: int | None = 0
+    per_model: pd.DataFrame, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, random_state: int | None = 0
 ) -> pd.DataFrame:
     """Correlation between the alignment metrics themselves across models.
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from repalign._options import DEFAULT_N_BOOTSTRAP
 from repalign.errors import InputError, unknown_name
 from repalign.stats.bootstrap import bootstrap_ci
 from repalign.stats.correlations import PINGOUIN_REGRESSION_COLUMNS, _paired, check_pingouin_columns
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def quadratic_fit(
-    x, y, *, n_bootstrap: int = 1000, random_state: int | None = 0, confidence: float = 0.95
+    x, y, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, random_state: int | None = 0, confidence: float = 0.95
 ) -> dict[str, Any]:
     """OLS fit ``y = b0 + b1 x + b2 x^2``: the curvature b2 with its CI and the vertex.
 
@@ -188,7 +189,9 @@ def two_lines_test(x, y, *, breakpoint: str | float = "robin-hood", alpha: float
     return {"method": method, **result, "u_shape": u_shape, "shape": shape, "reason": reason}
 
 
-def u_shape_table(x, y, *, n_bootstrap: int = 1000, random_state: int | None = 0, alpha: float = 0.05) -> pd.DataFrame:
+def u_shape_table(
+    x, y, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, random_state: int | None = 0, alpha: float = 0.05
+) -> pd.DataFrame:
     """Both U-shape tests in one tidy table: one row per test with its key numbers."""
     quad = quadratic_fit(x, y, n_bootstrap=n_bootstrap, random_state=random_state, confidence=1 - alpha)
     lines = two_lines_test(x, y, alpha=alpha)

@@ -1,41 +1,10 @@
 """Study configuration: a TOML file parsed into frozen dataclasses, validated once.
 
-Every section and key, with its default (a section that is left out takes all defaults;
-a stage whose inputs are empty is switched off)::
-
-    [study]
-    name = "quickstart"            # required-ish: defaults to the config file's stem
-    output = "studies/<name>"      # study directory; relative paths are relative to the
-                                   # current working directory (like every CLI path)
-    seed = 0                       # seeds every random computation (bootstrap, splits, heads)
-    report = true                  # write the HTML report when the run ends
-
-    [models]
-    include = [...]                # required: names, globs ("tflite:*"), presets "paper" / "offline"
-    exclude = []                   # names or globs removed from the expansion
-
-    [alignment]                    # off when `human` is empty
-    human = []                     # e.g. ["peterson:animals", "peterson:fruits"] or "peterson"
-    similarity = "cosine"          # model similarity: cosine, dot, neg_euclidean, pearson
-    metrics = ["pearson", "spearman", "triplet"]   # also: kendall, triplet_accuracy
-    n_bootstrap = 1000             # stimulus-bootstrap resamples for the CIs (0 = no CI)
-
-    [fewshot]                      # off when `datasets` is empty
-    datasets = []                  # e.g. ["mnist", "fashion_mnist", "cifar100"]
-    shots = [1, 5, 10, 20, 40, 80]
-    heads = ["linear", "mlp1", "mlp2"]
-    seeds = 5
-    max_eval_per_class = 0         # 0 = the whole test split
-
-    [robustness]
-    source = "none"                # "timm-2022-07-27" (the paper), "timm-2025-10-30" or "none"
-
-    [execution]                    # how, not what: never changes a result value
-    executor = "local"             # "local" or "ray"
-    jobs = 1                       # local worker processes
-    address = ""                   # ray: "" starts a local cluster, "auto" or "HOST:PORT" joins one
-    threads = 0                    # torch/BLAS threads per unit; 0 = CPU cores // jobs
-    device = "auto"                # "auto", "cpu", "cuda", "cuda:1", "mps"
+Sections ``[study]``, ``[models]``, ``[alignment]``, ``[fewshot]``, ``[robustness]`` and
+``[execution]``; a section that is left out takes all defaults, and a stage whose inputs
+are empty is switched off. docs/study.md lists every key with its default (a test keeps
+that list equal to the defaults of the dataclasses below). The defaults and the valid
+names come from :mod:`repalign._options`, shared with the library functions and the CLI.
 
 Unknown keys, wrong types and impossible values raise :class:`~repalign.errors.ConfigError`
 naming the key and, when parsed from a file, its line. Configs round-trip through
@@ -54,25 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repalign import _options as opt
+from repalign._device import check_device
 from repalign._io import tomllib
-from repalign.errors import ConfigError
+from repalign.errors import ConfigError, RepalignError, did_you_mean
 
-# Mirrors repalign.alignment.SIMILARITY_METRICS / ALIGNMENT_METRICS (a test keeps them equal);
-# repeated here so validating a config does not import numba.
-SIMILARITIES = ("cosine", "dot", "neg_euclidean", "pearson")
-ALIGNMENT_METRICS = ("pearson", "spearman", "kendall", "triplet", "triplet_accuracy")
-DEFAULT_ALIGNMENT_METRICS = ("pearson", "spearman", "triplet")
-HEADS = ("linear", "mlp1", "mlp2")
-ROBUSTNESS_SOURCES = ("none", "timm-2022-07-27", "timm-2025-10-30")
-EXECUTORS = ("local", "ray")
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+#: ``[alignment] metrics``: "auto" (the dataset's defaults) or a list of metric names
+METRIC_CHOICES = (opt.AUTO, *opt.ALIGNMENT_METRICS)
+#: ``[robustness] source``: a snapshot, or "none" to switch the stage off
+ROBUSTNESS_CHOICES = (opt.NO_ROBUSTNESS, *opt.ROBUSTNESS_SOURCES)
 
 
 @dataclass(frozen=True)
 class StudySection:
-    name: str = "study"
+    name: str = "study"  # a config file's name (stem) when loaded from a file
     output: str = ""  # "" -> studies/<name>
-    seed: int = 0
+    seed: int = opt.DEFAULT_SEED
     report: bool = True
 
 
@@ -85,32 +51,34 @@ class ModelsSection:
 @dataclass(frozen=True)
 class AlignmentSection:
     human: tuple[str, ...] = ()
-    similarity: str = "cosine"
-    metrics: tuple[str, ...] = DEFAULT_ALIGNMENT_METRICS
-    n_bootstrap: int = 1000
+    similarity: str = opt.DEFAULT_SIMILARITY
+    metrics: str | tuple[str, ...] = opt.AUTO  # "auto": the dataset's defaults
+    n_bootstrap: int = opt.DEFAULT_N_BOOTSTRAP
 
 
 @dataclass(frozen=True)
 class FewshotSection:
     datasets: tuple[str, ...] = ()
-    shots: tuple[int, ...] = (1, 5, 10, 20, 40, 80)
-    heads: tuple[str, ...] = HEADS
-    seeds: int = 5
-    max_eval_per_class: int = 0  # 0 = all
+    shots: tuple[int, ...] = opt.DEFAULT_SHOTS
+    heads: tuple[str, ...] = opt.HEADS
+    seeds: int = opt.DEFAULT_N_SEEDS
+    # None = the whole test split. TOML has no null, so the file says 0: translated here at the
+    # config boundary in both directions (_Validator.build, StudyConfig.to_dict), nowhere else.
+    max_eval_per_class: int | None = None
 
 
 @dataclass(frozen=True)
 class RobustnessSection:
-    source: str = "none"
+    source: str = opt.NO_ROBUSTNESS
 
 
 @dataclass(frozen=True)
 class ExecutionSection:
-    executor: str = "local"
-    jobs: int = 1
+    executor: str = opt.DEFAULT_EXECUTOR
+    jobs: int = opt.DEFAULT_JOBS
     address: str = ""
     threads: int = 0
-    device: str = "auto"
+    device: str = opt.DEFAULT_DEVICE
 
 
 @dataclass(frozen=True)
@@ -138,7 +106,7 @@ class StudyConfig:
             stages.append("alignment")
         if self.fewshot.datasets:
             stages.append("fewshot")
-        if self.robustness.source != "none":
+        if self.robustness.source != opt.NO_ROBUSTNESS:
             stages.append("robustness")
         return tuple(stages)
 
@@ -149,7 +117,7 @@ class StudyConfig:
         is computed again on resume.
         """
         d = self.to_dict()
-        relevant = {k: d[k] for k in ("alignment", "fewshot", "robustness")}
+        relevant = {k: d[k] for k in opt.STAGES}  # the sections that set result values
         relevant["seed"] = d["study"]["seed"]
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
@@ -166,6 +134,8 @@ class StudyConfig:
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
+        # the file's spelling of "no cap" (TOML has no null); also keeps results_fingerprint stable
+        out["fewshot"]["max_eval_per_class"] = self.fewshot.max_eval_per_class or 0
         return out
 
     @classmethod
@@ -233,6 +203,26 @@ _SECTIONS = {
 }
 
 
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class _Given:
+    """The keys given for one section, and the defaults of its dataclass."""
+
+    name: str
+    values: dict[str, Any]
+    cls: type
+
+    def default(self, key: str) -> Any:
+        return next(f.default for f in dataclasses.fields(self.cls) if f.name == key)
+
+    def get(self, key: str, default: Any = _UNSET) -> Any:
+        if key in self.values:
+            return self.values[key]
+        return self.default(key) if default is _UNSET else default
+
+
 class _Validator:
     def __init__(self, text: str | None):
         self.text = text
@@ -255,94 +245,93 @@ class _Validator:
             valid = {f.name for f in dataclasses.fields(cls)}
             for key in data.get(section, {}):
                 if key not in valid:
-                    from repalign.errors import did_you_mean
-
                     hint = did_you_mean(key, valid) or f" Valid keys: {', '.join(sorted(valid))}."
                     raise self.fail(section, key, f"unknown key.{hint}")
 
-        s = data.get("study", {})
+        s = self.section(data, "study")
         study = StudySection(
-            name=self.string(s, "study", "name", default_name or "study", nonempty=True),
-            output=self.string(s, "study", "output", ""),
-            seed=self.integer(s, "study", "seed", 0, minimum=0),
-            report=self.boolean(s, "study", "report", True),
+            name=self.string(s, "name", default_name or s.default("name"), nonempty=True),
+            output=self.string(s, "output"),
+            seed=self.integer(s, "seed", minimum=0),
+            report=self.boolean(s, "report"),
         )
-        m = data.get("models", {})
-        if "include" not in m:
+        m = self.section(data, "models")
+        if "include" not in m.values:
             raise self.fail(
                 "models", "include", 'is required: list the models to study, e.g. include = ["pixels", "tflite:*"]'
             )
-        models = ModelsSection(
-            include=self.strings(m, "models", "include", (), nonempty=True),
-            exclude=self.strings(m, "models", "exclude", ()),
-        )
-        a = data.get("alignment", {})
+        models = ModelsSection(include=self.strings(m, "include", nonempty=True), exclude=self.strings(m, "exclude"))
+        a = self.section(data, "alignment")
         alignment = AlignmentSection(
-            human=self.strings(a, "alignment", "human", ()),
-            similarity=self.choice(a, "alignment", "similarity", "cosine", SIMILARITIES),
-            metrics=self.choices(a, "alignment", "metrics", DEFAULT_ALIGNMENT_METRICS, ALIGNMENT_METRICS),
-            n_bootstrap=self.integer(a, "alignment", "n_bootstrap", 1000, minimum=0),
+            human=self.strings(a, "human"),
+            similarity=self.choice(a, "similarity", opt.SIMILARITY_METRICS),
+            metrics=self.metrics(a, "metrics"),
+            n_bootstrap=self.integer(a, "n_bootstrap", minimum=0),
         )
-        f = data.get("fewshot", {})
-        shots = self.integers(f, "fewshot", "shots", (1, 5, 10, 20, 40, 80), minimum=1)
-        max_eval = self.integer(f, "fewshot", "max_eval_per_class", 0, minimum=0)
+        f = self.section(data, "fewshot")
         fewshot = FewshotSection(
-            datasets=self.strings(f, "fewshot", "datasets", ()),
-            shots=tuple(sorted(set(shots))),
-            heads=self.choices(f, "fewshot", "heads", HEADS, HEADS),
-            seeds=self.integer(f, "fewshot", "seeds", 5, minimum=1),
-            max_eval_per_class=max_eval,
+            datasets=self.strings(f, "datasets"),
+            shots=tuple(sorted(set(self.integers(f, "shots", minimum=1)))),
+            heads=self.choices(f, "heads", opt.HEADS),
+            seeds=self.integer(f, "seeds", minimum=1),
+            max_eval_per_class=self.cap(f, "max_eval_per_class"),
         )
-        r = data.get("robustness", {})
-        robustness = RobustnessSection(source=self.choice(r, "robustness", "source", "none", ROBUSTNESS_SOURCES))
-        e = data.get("execution", {})
-        device = self.string(e, "execution", "device", "auto")
-        if not _DEVICE_RE.match(device):
-            raise self.fail("execution", "device", f"'{device}' is not a device. Use auto, cpu, cuda, cuda:N or mps")
+        r = self.section(data, "robustness")
+        robustness = RobustnessSection(source=self.choice(r, "source", ROBUSTNESS_CHOICES))
+        e = self.section(data, "execution")
         execution = ExecutionSection(
-            executor=self.choice(e, "execution", "executor", "local", EXECUTORS),
-            jobs=self.integer(e, "execution", "jobs", 1, minimum=1),
-            address=self.string(e, "execution", "address", ""),
-            threads=self.integer(e, "execution", "threads", 0, minimum=0),
-            device=device,
+            executor=self.choice(e, "executor", opt.EXECUTORS),
+            jobs=self.integer(e, "jobs", minimum=1),
+            address=self.string(e, "address"),
+            threads=self.integer(e, "threads", minimum=0),
+            device=self.device(e, "device"),
         )
         return StudyConfig(study, models, alignment, fewshot, robustness, execution)
 
-    # -- typed getters -----------------------------------------------------------------
-    def string(self, d, section, key, default, *, nonempty=False) -> str:
+    # -- typed getters: each reads one key of a section, or the dataclass's default -----
+    def section(self, data: dict[str, Any], name: str) -> _Given:
+        return _Given(name, data.get(name, {}), _SECTIONS[name])
+
+    def string(self, d: _Given, key, default=_UNSET, *, nonempty=False) -> str:
         value = d.get(key, default)
         if not isinstance(value, str):
-            raise self.fail(section, key, f"expected a string, got {_type(value)}")
+            raise self.fail(d.name, key, f"expected a string, got {_type(value)}")
         if nonempty and not value.strip():
-            raise self.fail(section, key, "must not be empty")
+            raise self.fail(d.name, key, "must not be empty")
         return value
 
-    def boolean(self, d, section, key, default) -> bool:
-        value = d.get(key, default)
+    def boolean(self, d: _Given, key) -> bool:
+        value = d.get(key)
         if not isinstance(value, bool):
-            raise self.fail(section, key, f"expected true or false, got {_type(value)}")
+            raise self.fail(d.name, key, f"expected true or false, got {_type(value)}")
         return value
 
-    def integer(self, d, section, key, default, *, minimum=None) -> int:
-        value = d.get(key, default)
+    def integer(self, d: _Given, key, *, minimum=None) -> int:
+        value = d.get(key)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(section, key, f"expected an integer, got {_type(value)}")
+            raise self.fail(d.name, key, f"expected an integer, got {_type(value)}")
         if minimum is not None and value < minimum:
-            raise self.fail(section, key, f"must be >= {minimum}, got {value}")
+            raise self.fail(d.name, key, f"must be >= {minimum}, got {value}")
         return value
 
-    def strings(self, d, section, key, default, *, nonempty=False) -> tuple[str, ...]:
-        value = d.get(key, default)
+    def strings(self, d: _Given, key, *, nonempty=False) -> tuple[str, ...]:
+        value = d.get(key)
         if isinstance(value, str):  # a single name is a list of one
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise self.fail(section, key, f"expected a list of non-empty strings, got {_type(value)}")
+            raise self.fail(d.name, key, f"expected a list of non-empty strings, got {_type(value)}")
         if nonempty and not value:
-            raise self.fail(section, key, "must list at least one entry")
+            raise self.fail(d.name, key, "must list at least one entry")
         return tuple(dict.fromkeys(value))  # drop duplicates, keep order
 
-    def integers(self, d, section, key, default, *, minimum=None) -> tuple[int, ...]:
-        value = d.get(key, default)
+    def cap(self, d: _Given, key) -> int | None:
+        """An optional positive cap: the file's 0 (or no key) means none (TOML has no null)."""
+        if key not in d.values:
+            return d.default(key)
+        return self.integer(d, key, minimum=0) or None
+
+    def integers(self, d: _Given, key, *, minimum=None) -> tuple[int, ...]:
+        value = d.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         if (
@@ -350,30 +339,43 @@ class _Validator:
             or not value
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
-            raise self.fail(section, key, f"expected a non-empty list of integers, got {_type(value)}")
+            raise self.fail(d.name, key, f"expected a non-empty list of integers, got {_type(value)}")
         bad = [v for v in value if minimum is not None and v < minimum]
         if bad:
-            raise self.fail(section, key, f"every entry must be >= {minimum}, got {bad[0]}")
+            raise self.fail(d.name, key, f"every entry must be >= {minimum}, got {bad[0]}")
         return tuple(value)
 
-    def choice(self, d, section, key, default, valid) -> str:
-        value = self.string(d, section, key, default)
-        if value not in valid:
-            from repalign.errors import did_you_mean
-
-            hint = did_you_mean(value, valid) or ""
-            raise self.fail(section, key, f"unknown value '{value}'.{hint} Valid: {', '.join(valid)}")
+    def choice(self, d: _Given, key, valid) -> str:
+        value = self.string(d, key)
+        self.check_choice(d, key, value, valid)
         return value
 
-    def choices(self, d, section, key, default, valid) -> tuple[str, ...]:
-        values = self.strings(d, section, key, default, nonempty=True)
+    def choices(self, d: _Given, key, valid) -> tuple[str, ...]:
+        values = self.strings(d, key, nonempty=True)
         for value in values:
-            if value not in valid:
-                from repalign.errors import did_you_mean
-
-                hint = did_you_mean(value, valid) or ""
-                raise self.fail(section, key, f"unknown value '{value}'.{hint} Valid: {', '.join(valid)}")
+            self.check_choice(d, key, value, valid)
         return values
+
+    def check_choice(self, d: _Given, key, value, valid) -> None:
+        if value not in valid:
+            hint = did_you_mean(value, valid) or ""
+            raise self.fail(d.name, key, f"unknown value '{value}'.{hint} Valid: {', '.join(valid)}")
+
+    def metrics(self, d: _Given, key) -> str | tuple[str, ...]:
+        """Either "auto" (alone: a string or a list of one) or a list of metric names."""
+        values = self.choices(d, key, METRIC_CHOICES)
+        if opt.AUTO not in values:
+            return values
+        if len(values) > 1:
+            raise self.fail(d.name, key, f'"{opt.AUTO}" stands alone: give "auto" or a list of metric names')
+        return opt.AUTO
+
+    def device(self, d: _Given, key) -> str:
+        value = self.string(d, key)
+        try:
+            return check_device(value)
+        except RepalignError as exc:
+            raise self.fail(d.name, key, str(exc)) from None
 
 
 def _type(value: Any) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from repalign._options import DEFAULT_JOBS, EXECUTORS
 from repalign.errors import OptionalDependencyError
 from repalign.store import STATUS_FAILED, utc_now
 from repalign.study.plan import Unit
@@ -135,7 +136,7 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, jobs: int = 1, threads: int = 0):
+    def __init__(self, jobs: int = DEFAULT_JOBS, threads: int = 0):
         self.jobs = max(1, jobs)
         self.threads = threads or default_threads(self.jobs)
 
@@ -309,11 +310,11 @@ def _ray_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[-1] if text else ''}"[:2000]
 
 
-def make_executor(name: str, *, jobs: int = 1, threads: int = 0, address: str = ""):
+def make_executor(name: str, *, jobs: int = DEFAULT_JOBS, threads: int = 0, address: str = ""):
     if name == "local":
         return LocalExecutor(jobs=jobs, threads=threads)
     if name == "ray":
         return RayExecutor(address=address, threads=threads)
     from repalign.errors import unknown_name
 
-    raise unknown_name("executor", name, ("local", "ray"))
+    raise unknown_name("executor", name, EXECUTORS)

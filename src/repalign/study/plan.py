@@ -108,14 +108,13 @@ def _alignment_image_sets(config: StudyConfig) -> dict[str, Any]:
     return sets
 
 
-def fewshot_image_set(name: str, config: StudyConfig):
-    """The images of few-shot dataset ``name`` that the study's splits use (an ImageSet).
+def fewshot_inputs(name: str, config: StudyConfig):
+    """Few-shot dataset ``name`` and the study's splits of it: ``(FewShotDataset, SplitManifest)``.
 
-    The splits are seeded, so this is exactly the subset ``run_fewshot`` embeds: the same
-    embedding cache entry.
+    The one place a study loads a few-shot dataset and draws its splits: a unit passes both
+    to the few-shot stage, and the dry run checks the cache for exactly the images they use.
     """
     from repalign.data.fewshot_datasets import load_fewshot_dataset
-    from repalign.data.images import SubsetImageSet
     from repalign.fewshot import make_splits
 
     fs = config.fewshot
@@ -124,23 +123,27 @@ def fewshot_image_set(name: str, config: StudyConfig):
         data.labels,
         shots=fs.shots,
         seeds=fs.seeds,
-        max_eval_per_class=fs.max_eval_per_class or None,
+        max_eval_per_class=fs.max_eval_per_class,
         dataset=data.name,
         class_names=data.class_names,
     )
-    return SubsetImageSet(data.images, splits.used_indices())
+    return data, splits
 
 
 def _fewshot_image_sets(config: StudyConfig) -> dict[str, Any]:
-    """{few-shot dataset: the images its splits use, or why it is unavailable}."""
+    """{few-shot dataset: the images its splits use (what a unit embeds), or why it is unavailable}."""
     if "fewshot" not in config.stages:
         return {}
+    from repalign.data.images import SubsetImageSet
+
     sets: dict[str, Any] = {}
     for name in config.fewshot.datasets:
         try:
-            sets[f"fewshot:{name}"] = fewshot_image_set(name, config)
+            data, splits = fewshot_inputs(name, config)
         except Exception as exc:  # e.g. CIFAR-100 offline: shown in the plan, not fatal
             sets[f"fewshot:{name}"] = f"unavailable ({type(exc).__name__})"
+            continue
+        sets[f"fewshot:{name}"] = SubsetImageSet(data.images, splits.used_indices())
     return sets
 
 

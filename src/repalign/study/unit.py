@@ -1,9 +1,13 @@
 """Compute one unit of work (one model through every stage) -> result rows.
 
-This is what runs inside a worker process or a Ray task. Each (stage, dataset) is guarded
-on its own: an exception becomes a ``failed`` row carrying the error, and the remaining
-datasets still run. Crashes that kill the process (segfault, ``os._exit``, the OOM killer)
-cannot be caught here; the executor turns those into failed rows.
+This is what runs inside a worker process or a Ray task. Each stage returns its rows in the
+store's schema itself (``alignment_rows``, ``fewshot_rows``, ``robustness.to_result_rows``);
+the unit only adds what it knows: model, unit, status, timing. Data flows once: a few-shot
+dataset is loaded and its splits drawn once (``plan.fewshot_inputs``), then handed to the
+stage. Each (stage, dataset) is guarded on its own: an exception becomes a ``failed`` row
+carrying the error, and the remaining datasets still run. Crashes that kill the process
+(segfault, ``os._exit``, the OOM killer) cannot be caught here; the executor turns those
+into failed rows.
 
 Every random computation is seeded from the config (``[study] seed`` for the bootstrap;
 few-shot splits and heads are seeded by their seed index), so recomputing a unit -- after
@@ -64,17 +68,19 @@ def run_unit(unit: Unit, config: StudyConfig, report: Reporter | None = None) ->
         started = time.perf_counter()
         try:
             inject_fault(unit.model, stage)
-            new_rows = step()
-            duration = time.perf_counter() - started
-            for row in new_rows:
-                row.update(base, stage=stage, duration_s=duration, timestamp=utc_now())
-                row.setdefault("status", STATUS_OK)
+            frame = step().assign(**base, duration_s=time.perf_counter() - started, timestamp=utc_now())
+            new_rows = _records(frame.assign(status=frame["status"].fillna(STATUS_OK)))
         except Exception as exc:  # recorded, the study goes on
             log.warning("%s %s %s failed: %s", unit.model, stage, dataset or "", exc)
             new_rows = [_failed_row(base, stage, dataset, exc, time.perf_counter() - started)]
         report("rows", new_rows)
         rows.extend(new_rows)
     return pd.DataFrame(rows)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as plain dicts (nulls as None): how they travel to the driver."""
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
 
 
 def _failed_row(base: dict, stage: str, dataset: str | None, exc: BaseException, duration: float) -> dict[str, Any]:
@@ -131,83 +137,49 @@ def loader_workers(config: StudyConfig) -> int | None:
     (measured: 120 Peterson images through a TFLite model, 4 s without workers vs ~45 s with
     them on a busy 2-core machine). With a GPU, parallel decoding keeps the device fed.
     """
-    from repalign.embed import resolve_device
+    from repalign._device import resolve_device
 
     return 0 if resolve_device(config.execution.device) == "cpu" else None
 
 
-def _alignment_rows(model: str, human, config: StudyConfig) -> list[dict[str, Any]]:
-    from repalign.alignment import compute_alignment
+def _alignment_rows(model: str, human, config: StudyConfig) -> pd.DataFrame:
+    from repalign.alignment import alignment_rows
     from repalign.embed import extract_embeddings
 
     embeddings = extract_embeddings(
         model, human.images(), device=config.execution.device, num_workers=loader_workers(config)
     )
-    records = compute_alignment(
+    return alignment_rows(
         embeddings,
         human,
         similarity=config.alignment.similarity,
-        metrics=tuple(config.alignment.metrics),
+        metrics=config.alignment.metrics,
         n_bootstrap=config.alignment.n_bootstrap,
         random_state=config.study.seed,
     )
-    return [
-        {
-            "dataset": r.get("dataset", human.name),
-            "metric": r["metric"],
-            "similarity": r.get("similarity", config.alignment.similarity),
-            "value": r["value"],
-            "ci_low": r.get("ci_low"),
-            "ci_high": r.get("ci_high"),
-            "n": r.get("n_stimuli"),
-        }
-        for r in records
-    ]
 
 
-def _fewshot_rows(model: str, dataset: str, config: StudyConfig) -> list[dict[str, Any]]:
-    from repalign.embed import extract_embeddings
-    from repalign.fewshot import run_fewshot
-    from repalign.study.plan import fewshot_image_set
+def _fewshot_rows(model: str, dataset: str, config: StudyConfig) -> pd.DataFrame:
+    from repalign.fewshot import fewshot_rows
+    from repalign.study.plan import fewshot_inputs
 
-    fs = config.fewshot
-    workers = loader_workers(config)
-    if workers == 0:
-        # fill the embedding cache without DataLoader workers (see loader_workers);
-        # run_fewshot then reads exactly these embeddings from the cache
-        extract_embeddings(model, fewshot_image_set(dataset, config), device=config.execution.device, num_workers=0)
-    table = run_fewshot(
+    data, splits = fewshot_inputs(dataset, config)
+    return fewshot_rows(
         model,
-        dataset,
-        shots=tuple(fs.shots),
-        heads=tuple(fs.heads),
-        seeds=fs.seeds,
-        max_eval_per_class=fs.max_eval_per_class or None,
+        data,
+        splits=splits,
+        heads=config.fewshot.heads,
         device=config.execution.device,
+        num_workers=loader_workers(config),
     )
-    return [
-        {
-            "dataset": r.get("dataset", dataset),
-            "metric": "accuracy",
-            "head": r["head"],
-            "shots": int(r["shots"]),
-            "value": r["accuracy"],
-            "ci_low": r.get("ci_low"),
-            "ci_high": r.get("ci_high"),
-            "n": int(r["n_seeds"]) if pd.notna(r.get("n_seeds")) else None,
-        }
-        for r in table.to_dict(orient="records")
-    ]
 
 
-def _robustness_rows(model: str, config: StudyConfig) -> list[dict[str, Any]]:
+def _robustness_rows(model: str, config: StudyConfig) -> pd.DataFrame:
     """Published rows; a model without any (e.g. TFLite, ``@random``) gets one ``skipped``
     row giving the reason -- that is not a failure."""
     from repalign.robustness import robustness_table, to_result_rows
 
-    rows = to_result_rows(robustness_table([model], source=config.robustness.source))
-    keep = ["dataset", "metric", "value", "weights_match", "status", "error"]
-    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows[keep].to_dict(orient="records")]
+    return to_result_rows(robustness_table([model], source=config.robustness.source))
 
 
 # ---------------------------------------------------------------------------------------

@@ -559,6 +559,7 @@ def test_compute_alignment_records(rng):
             "dataset",
             "metric",
             "similarity",
+            "ties",
             "value",
             "ci_low",
             "ci_high",
@@ -566,6 +567,8 @@ def test_compute_alignment_records(rng):
             "n_missing_pairs",
         }
         assert record["dataset"] == "toy" and record["n_stimuli"] == 30 and record["n_missing_pairs"] == 1
+        # the tie rule is recorded where it applies: on the triplet record only
+        assert record["ties"] == ("exclude" if record["metric"] == "triplet" else None)
         assert record["ci_low"] < record["value"] < record["ci_high"]
     assert records[0]["value"] == al.pairwise_alignment(model, human_sim)
     assert records[2]["value"] == al.triplet_alignment(model, human_sim)
@@ -580,11 +583,18 @@ def test_alignment_rows_are_the_records_in_the_store_schema(rng):
 
     x = rng.normal(size=(15, 4))
     human = make_human("toy", al.similarity_matrix(x + rng.normal(size=(15, 4))))
-    options = {"similarity": "dot", "metrics": ("spearman", "triplet"), "n_bootstrap": 30, "random_state": 2}
+    options = {
+        "similarity": "dot",
+        "metrics": ("spearman", "triplet"),
+        "n_bootstrap": 30,
+        "random_state": 2,
+        "ties": "strict",
+    }
     records = al.compute_alignment(x, human, **options)
     rows = al.alignment_rows(x, human, **options)
     assert list(rows.columns) == list(RESULT_COLUMNS) and dict(rows.dtypes.astype(str)) == RESULT_COLUMNS
     assert rows["stage"].tolist() == ["alignment", "alignment"] and rows["head"].isna().all()
+    assert rows["ties"].tolist()[1] == "strict" and rows["ties"].isna().tolist() == [True, False]
     for row, record in zip(rows.to_dict(orient="records"), records):
         assert row["n"] == record["n_stimuli"] == 15
         assert {k: row[k] for k in ("dataset", "metric", "similarity", "value", "ci_low", "ci_high")} == {

@@ -99,6 +99,7 @@ def test_table_and_csv_formats(tmp_path, capsys):
     )
     table = capsys.readouterr().out
     assert "peterson:fruits" in table and "triplet" in table and "similarity=cosine" in table
+    assert "ties=exclude (triplet)" in table  # one tie rule: said once, in the title
     assert (
         main(
             [
@@ -118,8 +119,30 @@ def test_table_and_csv_formats(tmp_path, capsys):
         == 0
     )
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "dataset,metric,similarity,value,ci_low,ci_high,n_stimuli,n_missing_pairs"
+    assert lines[0] == "dataset,metric,similarity,ties,value,ci_low,ci_high,n_stimuli,n_missing_pairs"
     assert len(lines) == 4 and all(",neg_euclidean," in line for line in lines[1:])
+    assert [line.split(",")[3] for line in lines[1:]] == ["", "", "exclude"]  # the triplet row's tie rule
+
+
+def test_ties_option_reaches_the_triplet_metric(tmp_path, fruits, capsys):
+    """--ties strict gives the paper's Definition 3.5 value and says so in the output."""
+    x = embeddings_for(120)
+    np.save(tmp_path / "emb.npy", x)
+    records = run_json(
+        capsys,
+        "--embeddings",
+        str(tmp_path / "emb.npy"),
+        "--human",
+        "peterson:fruits",
+        "--bootstrap",
+        "0",
+        "--ties",
+        "strict",
+    )
+    triplet = next(r for r in records if r["metric"] == "triplet")
+    assert triplet["ties"] == "strict"
+    assert triplet["value"] == al.triplet_alignment(al.similarity_matrix(x), fruits.similarity, ties="strict")
+    assert all(r["ties"] is None for r in records if r["metric"] != "triplet")
 
 
 def test_judgment_dataset_scores_triplet_accuracy(tmp_path, animals, capsys):

@@ -396,6 +396,59 @@ def test_archive_is_verified_extracted_and_recorded(homes, server, register):
     assert {r["status"] for r in registry.verify("toy-cifar")} == {"ok"}
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_read_only_uses_files_in_place_and_writes_nothing(homes, server, register):
+    """Inside read_only(), fetch finds files where they are -- data home, else mirror -- and
+    neither copies, downloads, extracts nor stamps anything; what is in neither is missing."""
+    home, mirror = homes
+    payload = b"in the mirror"
+    (mirror / "toy").mkdir()
+    (mirror / "toy" / "m.txt").write_bytes(payload)
+    register(_spec("toy-ro-mirror", [FileSpec("m.txt", sha256=sha256(payload))]))
+    url = server.put("d.bin", b"x" * 2_500_000)
+    register(_spec("toy-ro-dl", [FileSpec("d.bin", sha256=sha256(b"x" * 2_500_000), urls=(url,), size=2_500_000)]))
+    data = _cifar_like_tarball()
+    register(_archive_spec("toy-ro-cifar", data, server.put("cifar-10-python.tar.gz", data)))
+    (mirror / "toy" / "bad.txt").write_bytes(b"corrupt")
+    register(_spec("toy-ro-bad", [FileSpec("bad.txt", sha256=sha256(b"good"))]))
+
+    with registry.read_only():
+        assert registry.fetch("toy-ro-mirror") == mirror / "toy"  # the mirror's folder, read in place
+        assert registry.fetch_file("toy-ro-mirror", "m.txt") == mirror / "toy" / "m.txt"
+        with pytest.raises(MissingDataError, match=r"not downloaded yet \(2\.5 MB from upstream\)") as err:
+            registry.fetch_file("toy-ro-dl", "d.bin")
+        assert err.value.dataset == "toy-ro-dl"
+        with pytest.raises(MissingDataError, match="not downloaded yet") as err:
+            registry.fetch("toy-ro-cifar")  # an archive is usable only once extracted
+        assert err.value.dataset == "toy-ro-cifar"
+        with pytest.raises(ChecksumError, match="mirror file"):
+            registry.fetch("toy-ro-bad")  # verified in place: a corrupt copy is never used
+    assert not home.exists() and server.hits == {}
+    assert registry.describe_status("toy-ro-dl") == "not downloaded yet (2.5 MB from upstream)"
+
+    # fetched normally, the data home's copy is what read_only() finds -- and leaves unchanged
+    registry.fetch("toy-ro-mirror", progress=False)
+    registry.fetch("toy-ro-cifar", progress=False)
+    before = _tree(home)
+    (home / "toy-ro-mirror" / registry.STAMP_NAME).unlink()  # unstamped: hashed, but not stamped again
+    before.pop(f"toy-ro-mirror/{registry.STAMP_NAME}")
+    with registry.read_only():
+        assert registry.fetch("toy-ro-mirror") == home / "toy-ro-mirror"
+        assert registry.fetch_file("toy-ro-cifar", "cifar-10-batches-py/test_batch").is_file()
+    assert _tree(home) == before
+
+
+def test_read_only_with_downloads_off_says_so(homes, register, monkeypatch):
+    monkeypatch.setenv("REPALIGN_OFFLINE", "1")
+    register(_spec("toy-ro-off", [FileSpec("f.bin", sha256=sha256(b"x"), urls=("http://example.invalid/f",))]))
+    assert registry.describe_status("toy-ro-off") == (
+        "not downloaded yet; downloads are off (REPALIGN_OFFLINE) and no mirror holds it"
+    )
+
+
 def test_archive_checksum_is_checked_before_extraction(homes, server, register):
     home, _ = homes
     data = _cifar_like_tarball()

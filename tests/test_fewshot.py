@@ -225,6 +225,15 @@ def test_confidence_interval_is_the_t_interval():
     assert np.isnan(confidence_interval([0.5])[1])
 
 
+@pytest.mark.parametrize("values", [[0.2, 1.0, 1.0], [0.0, 0.0, 0.7], [0.0, 1.0], [0.4, 0.5, 0.6]])
+def test_confidence_interval_is_clipped_to_the_range_of_accuracy(values):
+    mean, low, high = confidence_interval(values)
+    t_low, t_high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert (low, high) == pytest.approx((max(t_low, 0.0), min(t_high, 1.0)))
+    assert 0.0 <= low <= mean <= high <= 1.0
+    assert confidence_interval([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)  # no spread: the point itself
+
+
 # ------------------------------------------------------------------------------------ heads
 
 

@@ -81,8 +81,9 @@ def test_library_vocabularies_are_the_options():
 
 def test_a_default_config_takes_the_options():
     cfg = parse_config('[models]\ninclude = ["pixels"]\n')
-    assert cfg.alignment.similarity == opt.DEFAULT_SIMILARITY
+    assert cfg.alignment.similarity == (opt.DEFAULT_SIMILARITY,)
     assert cfg.alignment.metrics == opt.AUTO
+    assert cfg.alignment.ties == opt.DEFAULT_TIES
     assert cfg.alignment.n_bootstrap == opt.DEFAULT_N_BOOTSTRAP
     assert cfg.study.seed == opt.DEFAULT_SEED
     assert cfg.fewshot.shots == opt.DEFAULT_SHOTS and cfg.fewshot.heads == opt.HEADS
@@ -99,6 +100,7 @@ def test_a_default_config_takes_the_options():
     [
         ("alignment", "similarity", opt.SIMILARITY_METRICS),
         ("alignment", "metrics", (opt.AUTO, *opt.ALIGNMENT_METRICS)),
+        ("alignment", "ties", opt.TIE_MODES),
         ("fewshot", "heads", opt.HEADS),
         ("robustness", "source", (opt.NO_ROBUSTNESS, *opt.ROBUSTNESS_SOURCES)),
         ("execution", "executor", opt.EXECUTORS),

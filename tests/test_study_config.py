@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,12 @@ def test_no_eval_cap_is_none_inside_and_0_in_the_file():
     assert zero.to_dict()["fewshot"]["max_eval_per_class"] == 0
     assert "max_eval_per_class = 0" in zero.to_toml() and parse_config(zero.to_toml()) == zero
     assert StudyConfig.from_dict(zero.to_dict()) == zero
-    assert zero.results_fingerprint() != capped.results_fingerprint()
+    with_fewshot = {"datasets": ["mnist"]}  # a stage that does not run sets no values
+    assert zero.results_fingerprint() == capped.results_fingerprint()
+    assert (
+        zero.replace("fewshot", **with_fewshot).results_fingerprint()
+        != capped.replace("fewshot", **with_fewshot).results_fingerprint()
+    )
 
 
 def test_single_string_is_a_list_of_one_and_shots_are_sorted():
@@ -97,6 +103,38 @@ def test_fingerprint_ignores_execution_but_not_settings():
     assert cfg.replace("execution", jobs=1, executor="ray").results_fingerprint() == cfg.results_fingerprint()
     assert cfg.replace("fewshot", seeds=4).results_fingerprint() != cfg.results_fingerprint()
     assert cfg.replace("study", seed=1).results_fingerprint() != cfg.results_fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "changed"),
+    [
+        ("alignment", {"ties": "strict"}, {"alignment"}),
+        ("alignment", {"similarity": ["cosine", "neg_euclidean"]}, {"alignment"}),
+        ("study", {"seed": 1}, {"alignment"}),  # seeds the alignment bootstrap only
+        ("fewshot", {"shots": [1, 5]}, {"fewshot"}),
+        ("robustness", {"source": "timm-2025-10-30"}, {"robustness"}),
+        ("execution", {"jobs": 4, "device": "cpu"}, set()),
+        ("study", {"name": "other", "report": False}, set()),
+    ],
+)
+def test_stage_fingerprints_change_with_their_own_settings_only(section, change, changed):
+    cfg = parse_config(ISSUE_EXAMPLE)
+    before, after = cfg.stage_fingerprints(), cfg.replace(section, **change).stage_fingerprints()
+    assert set(before) == set(after) == {"alignment", "fewshot", "robustness"}
+    assert {stage for stage in before if before[stage] != after[stage]} == changed
+    assert (cfg.results_fingerprint() != cfg.replace(section, **change).results_fingerprint()) == bool(changed)
+
+
+def test_similarity_is_a_sweep_and_ties_a_choice():
+    base = '[models]\ninclude = ["pixels"]\n[alignment]\nhuman = ["peterson:animals"]\n'
+    one = parse_config(base + 'similarity = "neg_euclidean"\n')
+    assert one.alignment.similarity == ("neg_euclidean",) and one.alignment.ties == "exclude"
+    both = parse_config(base + 'similarity = ["cosine", "neg_euclidean", "cosine"]\nties = "strict"\n')
+    assert both.alignment.similarity == ("cosine", "neg_euclidean") and both.alignment.ties == "strict"
+    assert both.to_dict()["alignment"]["similarity"] == ["cosine", "neg_euclidean"]
+    assert 'similarity = ["cosine", "neg_euclidean"]' in both.to_toml() and 'ties = "strict"' in both.to_toml()
+    assert parse_config(both.to_toml()) == both
+    assert StudyConfig.from_dict(json.loads(json.dumps(both.to_dict()))) == both
 
 
 @pytest.mark.parametrize(
@@ -142,6 +180,23 @@ def test_fingerprint_ignores_execution_but_not_settings():
             'similarity = "cosin"',
             r"alignment\.similarity \(line 11\): unknown value 'cosin'\. Did you mean: cosine\?",
         ),
+        (
+            'similarity = "cosine"',
+            'similarity = ["cosine", "neg_euclidian"]',
+            r"alignment\.similarity \(line 11\): unknown value 'neg_euclidian'\. Did you mean: neg_euclidean\?",
+        ),
+        (
+            'similarity = "cosine"',
+            "similarity = []",
+            r"alignment\.similarity \(line 11\): must list at least one entry",
+        ),
+        (
+            'similarity = "cosine"',
+            'ties = "halve"',
+            r"alignment\.ties \(line 11\): unknown value 'halve'\. Did you mean: half\?",
+        ),
+        ('similarity = "cosine"', "ties = true", r"alignment\.ties \(line 11\): expected a string, got boolean true"),
+        ('similarity = "cosine"', 'tie = "strict"', r"alignment\.tie \(line 11\): unknown key\. Did you mean: ties\?"),
         (
             'metrics = ["pearson", "spearman", "triplet"]',
             'metrics = ["pearson", "tripplet"]',
@@ -215,3 +270,6 @@ def test_paper_preset_is_the_published_study():
     assert set(cfg.fewshot.datasets) == {"cifar100", "mnist", "fashion_mnist"}
     assert cfg.fewshot.shots == (1, 5, 10, 20, 40, 80)
     assert cfg.fewshot.seeds == 5
+    # the paper's tie rule (Definition 3.5), and both readings of its unstated similarity function
+    assert cfg.alignment.ties == "strict"
+    assert cfg.alignment.similarity == ("cosine", "neg_euclidean")

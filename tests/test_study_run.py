@@ -254,6 +254,7 @@ def test_cli_errors_dry_run_and_results_formats(reference, tmp_path):
     done = cli("run", str(outcome.path / "config.resolved.toml"), "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "done (skip)" in done.stdout and "2 units" in done.stdout
+    assert "note: Alignment will be computed on the study's one domain: animals" in done.stdout
 
     done = cli("results", str(outcome.path), "--format", "csv", "--stage", "all")
     assert done.returncode == 0, done.stderr
@@ -269,16 +270,109 @@ def test_cli_errors_dry_run_and_results_formats(reference, tmp_path):
     assert done.returncode == 2 and "No study directory" in done.stderr
 
 
-def test_paper_preset_dry_run_needs_no_weights_or_network(tmp_path, mirror):
-    outcome = run_study(PROJECT / "configs" / "paper.toml", dry_run=True, output=tmp_path / "paper")
-    assert outcome.dry_run and outcome.n_units == 490
-    assert len({record["unit"] for record in outcome.plan}) == 490
-    assert {record["state"] for record in outcome.plan} == {"to run"}
-    assert outcome.plan[0]["stages"] == "alignment,fewshot,robustness"
-    # images exist offline for animals, fruits and vegetables (3 of the 6 domains), and for
-    # MNIST / Fashion-MNIST (no CIFAR-100): 5 image sets can be checked for cached embeddings
-    assert {record["embeddings cached"] for record in outcome.plan} == {"0/5"}
-    assert not (tmp_path / "paper").exists()  # a dry run writes nothing
+def test_paper_preset_dry_run_reads_only_what_is_present(tmp_path, mirror, monkeypatch, capsys):
+    """With an empty data home and downloads off, the dry run of the published study copies
+    nothing (the mirror is read in place), writes nothing, never touches the network, and says
+    which domains alignment will be averaged over and that CIFAR-100 is not downloaded."""
+    import socket
+
+    from repalign.cli import main
+
+    home = tmp_path / "data-home"
+    home.mkdir()
+    monkeypatch.setenv("REPALIGN_DATA_HOME", str(home))
+    monkeypatch.setenv("REPALIGN_OFFLINE", "1")
+    attempts = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(args[1:] or kwargs)
+        raise OSError("a dry run tried the network")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+
+    assert main(["run", str(PROJECT / "configs" / "paper.toml"), "--dry-run", "--output", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert attempts == []
+    assert list(home.iterdir()) == []  # nothing copied, extracted or stamped
+    assert not (tmp_path / "p").exists()  # a dry run writes nothing
+    assert "490 units (one per model); stages: alignment, fewshot, robustness" in out
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert notes[0] == (
+        "note: Alignment will be averaged over 3 of the 6 domains of the study: animals, fruits, vegetables; "
+        "missing images for automobiles, furniture, various; supply them as a user dataset (see docs/data.md)"
+    )
+    assert notes[1].startswith("note: cifar100: not downloaded yet (169 MB from upstream); downloads are off")
+    # images are present (in the mirror) for 3 domains, MNIST and Fashion-MNIST; CIFAR-100's are not
+    assert "not known for cifar100" in notes[2]
+    assert out.count("│ to run │ 0/5 ") == 490
+
+
+def test_changed_ties_or_added_similarity_recompute_alignment_only(tmp_path, mirror, capsys):
+    """Resume after changing [alignment]: each unit recomputes its alignment rows (equal to
+    the library's values under the new settings) and keeps its few-shot and robustness rows
+    untouched; switching a stage off drops its rows without computing anything."""
+    from repalign.alignment import compute_alignment
+    from repalign.cli import main
+    from repalign.data.human import load_human
+    from repalign.embed import extract_embeddings
+
+    path = tmp_path / "s"
+    config = parse_config(tiny_config(("pixels",), jobs=1, output=str(path)))
+    config = config.replace("alignment", human=["peterson:animals", "peterson:automobiles"])
+    config = config.replace("fewshot", shots=[1], heads=["linear"])
+    first = run_study(config, live=False)
+    assert first.exit_code == 0 and first.n_run == 1
+    assert first.notes[0] == (
+        "Alignment will be averaged over 1 of the 2 domains of the study: animals; missing images for "
+        "automobiles; supply them as a user dataset (see docs/data.md)"
+    )
+    before = load_study(path).results
+
+    changed = config.replace("alignment", ties="strict", similarity=["cosine", "neg_euclidean"])
+    assert [r["state"] for r in run_study(changed, dry_run=True).plan] == ["stale (rerun alignment)"]
+    second = run_study(changed, live=False)
+    assert second.exit_code == 0 and second.n_run == 1
+    after = load_study(path).results
+
+    def other_stages(frame):
+        return frame[frame["stage"] != "alignment"].sort_values(KEY, na_position="first").reset_index(drop=True)
+
+    # few-shot and robustness rows are the first run's, every column (timestamps too): not recomputed
+    pd.testing.assert_frame_equal(other_stages(after), other_stages(before))
+    human = load_human("peterson:animals")[0]
+    x = extract_embeddings("pixels", human.images())
+    aligned = after[(after["stage"] == "alignment") & (after["status"] == "ok")]
+    assert len(aligned) == 2 * 3
+    for similarity in ("cosine", "neg_euclidean"):
+        for record in compute_alignment(x, human, similarity=similarity, ties="strict", n_bootstrap=20):
+            row = aligned[(aligned["similarity"] == similarity) & (aligned["metric"] == record["metric"])].iloc[0]
+            assert (row["value"], row["ci_low"], row["ci_high"]) == (
+                record["value"],
+                record["ci_low"],
+                record["ci_high"],
+            )
+            assert (row["ties"] if pd.notna(row["ties"]) else None) == record["ties"]
+    skipped = after[(after["stage"] == "alignment") & (after["status"] == "skipped")]
+    assert skipped["dataset"].tolist() == ["peterson:automobiles"]  # no images: said, not failed
+
+    assert run_study(changed, live=False).n_run == 0  # finished under the new settings
+
+    main(["results", str(path), "--stage", "alignment"])
+    assert (
+        "note: alignment rows cover 1 of the 2 domains of the study: peterson:animals; "
+        "no images: peterson:automobiles" in capsys.readouterr().out
+    )
+
+    # a stage switched off: nothing is computed, its rows are dropped, the others stay
+    off = run_study(changed.replace("robustness", source="none"), live=False)
+    assert off.n_run == 0 and off.n_skipped == 1
+    final = load_study(path).results
+    assert "robustness" not in set(final["stage"])
+    pd.testing.assert_frame_equal(
+        sorted_values(final[final["stage"] != "robustness"]), sorted_values(after[after["stage"] != "robustness"])
+    )
 
 
 @pytest.mark.ray

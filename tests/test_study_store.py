@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from repalign.errors import InputError, MissingDataError
-from repalign.schema import RESULT_COLUMNS
+from repalign.schema import RESULT_COLUMNS, conform
 from repalign.store import StudyLockedError, StudyStore, load_study, new_manifest
 from repalign.study.plan import Unit
 from repalign.study.progress import StudyProgress
@@ -64,6 +64,26 @@ def test_unit_states_and_failed_unit_is_replaced(tmp_path):
     results = store.read_results()
     assert len(results) == 3 and (results["status"] == "ok").all()
     assert results["value"].tolist() == [10.0, 11.0, 12.0]
+
+
+def test_stale_stages_are_those_whose_settings_changed(tmp_path):
+    store = StudyStore(tmp_path)
+    settings = {"alignment": "a1", "fewshot": "f1"}
+    assert store.stale_stages("u", settings) is None  # no file: the whole unit runs
+    with store.locked():
+        store.write_unit("u", _rows(), fingerprint="f", stage_fingerprints=settings)
+        store.write_unit("old", _rows(), fingerprint="f")  # written before stage fingerprints
+        store.write_unit("bad", _rows(status="failed"), fingerprint="f", stage_fingerprints=settings)
+    assert store.stale_stages("u", settings) == ()
+    assert store.stale_stages("u", {"alignment": "a2", "fewshot": "f1"}) == ("alignment",)
+    assert store.stale_stages("u", {"alignment": "a2", "fewshot": "f1", "robustness": "r"}) == (
+        "alignment",
+        "robustness",
+    )
+    assert store.stale_stages("u", {"fewshot": "f1"}) == ()  # a stage switched off computes nothing
+    assert store.stale_stages("old", settings) is None
+    assert store.stale_stages("bad", settings) is None  # failed rows: a crash may have cut stages short
+    pd.testing.assert_frame_equal(store.read_unit("u"), conform(_rows()))
 
 
 def test_damaged_unit_file_is_recomputed(tmp_path):

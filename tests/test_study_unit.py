@@ -79,6 +79,7 @@ def _expected_rows(config, unit) -> pd.DataFrame:
                 "dataset": r["dataset"],
                 "metric": r["metric"],
                 "similarity": r["similarity"],
+                "ties": r["ties"],
                 "value": r["value"],
                 "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"],
@@ -162,3 +163,42 @@ def test_each_fewshot_dataset_is_loaded_and_split_once_per_unit(mirror, monkeypa
     assert loads == {"mnist": 1, "fashion_mnist": 1}
     assert draws == {(10_000, "mnist"): 1, (10_000, "fashion_mnist"): 1}
     assert np.isfinite(rows["value"].astype(float)).all()
+
+
+def test_similarity_sweep_strict_ties_and_a_domain_without_images(mirror):
+    """Two similarity functions give rows for both, from one extraction; the strict tie rule
+    reaches the triplet metric (same value as ``triplet_alignment(..., ties="strict")`` on the
+    same embeddings); a domain without images is one skipped row, not a failure."""
+    from repalign.alignment import similarity_matrix, triplet_alignment
+    from repalign.data.human import load_human
+    from repalign.embed import extract_embeddings
+
+    config = parse_config(QUICK)
+    config = config.replace(
+        "alignment",
+        human=["peterson:animals", "peterson:automobiles"],
+        similarity=["cosine", "neg_euclidean"],
+        ties="strict",
+    )
+    config = config.replace("fewshot", datasets=[]).replace("robustness", source="none")
+    (unit,) = plan_units(config)
+    rows = run_unit(unit, config)
+
+    animals = rows[rows["dataset"] == "peterson:animals"]
+    assert list(animals["status"]) == ["ok"] * 6
+    assert sorted(zip(animals["similarity"], animals["metric"])) == sorted(
+        (s, m) for s in ("cosine", "neg_euclidean") for m in ("pearson", "spearman", "triplet")
+    )
+    triplet = animals[animals["metric"] == "triplet"].set_index("similarity")
+    assert set(triplet["ties"]) == {"strict"} and animals.loc[animals["metric"] != "triplet", "ties"].isna().all()
+
+    human = load_human("peterson:animals")[0]
+    x = extract_embeddings("pixels", human.images(), device="cpu", num_workers=0)
+    for similarity in ("cosine", "neg_euclidean"):
+        model = similarity_matrix(x, metric=similarity)
+        assert triplet.loc[similarity, "value"] == triplet_alignment(model, human.similarity, ties="strict")
+    assert triplet.loc["cosine", "value"] != triplet.loc["neg_euclidean", "value"]
+
+    (automobiles,) = rows[rows["dataset"] == "peterson:automobiles"].to_dict(orient="records")
+    assert automobiles["status"] == "skipped" and automobiles["stage"] == "alignment"
+    assert "Images of Peterson domain 'automobiles' are not available" in automobiles["error"]

@@ -32,7 +32,15 @@ class UnknownNameError(RepalignError, KeyError):
 
 
 class MissingDataError(RepalignError, FileNotFoundError):
-    """Data (a dataset file, images, weights) that is not available here."""
+    """Data (a dataset file, images, weights) that is not available here.
+
+    ``dataset`` names the registered dataset it belongs to, when known, so a caller can say
+    where that dataset stands (e.g. "not downloaded yet") instead of repeating the message.
+    """
+
+    def __init__(self, *args: object, dataset: str | None = None):
+        super().__init__(*args)
+        self.dataset = dataset
 
 
 class ChecksumError(RepalignError, OSError):

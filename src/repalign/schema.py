@@ -16,6 +16,9 @@ RESULT_COLUMNS: dict[str, str] = {
     "dataset": "string",  # "peterson:animals", "mnist", "imagenet-a", ...
     "metric": "string",  # "pearson" | "spearman" | "triplet" | "accuracy" | "top1" | "top5" | ...
     "similarity": "string",  # alignment: similarity function of the model matrix
+    # alignment, metric "triplet" only: its tie rule ("exclude" | "half" | "strict"); null on
+    # the other metrics, whose values do not depend on it
+    "ties": "string",
     "head": "string",  # fewshot: "linear" | "mlp1" | "mlp2"
     "shots": "Int64",  # fewshot: examples per class
     "value": "float64",

@@ -12,9 +12,11 @@ Layout::
 Each unit file is written atomically (temporary file + rename), so a run killed at any
 moment -- SIGKILL included -- leaves only complete unit files; resuming recomputes just the
 units without one. A unit file records the results fingerprint of the config that produced
-it (Parquet schema metadata); a unit is *finished* when its file exists, every row is
-``ok`` (or ``skipped``) and the fingerprint matches. Failed units are computed again on the
-next run and their file is replaced.
+it, and the fingerprint of each stage's settings (Parquet schema metadata); a unit is
+*finished* when its file exists, every row is ``ok`` (or ``skipped``) and the fingerprint
+matches. Failed units are computed again on the next run and their file is replaced. A
+unit that finished under other settings is *stale*: only the stages whose settings changed
+are computed again (:meth:`StudyStore.stale_stages`), the rows of the others are kept.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ MANIFEST_FILE = "manifest.json"
 RESULTS_DIR = "results"
 LOCK_FILE = ".lock"
 _FINGERPRINT_KEY = b"repalign.results_fingerprint"
+_STAGE_FINGERPRINTS_KEY = b"repalign.stage_fingerprints"
 _UNIT_KEY = b"repalign.unit"
 
 #: Row statuses. "skipped" = nothing to compute (e.g. no published robustness results).
@@ -154,8 +157,14 @@ class StudyStore:
         file = self.path / MANIFEST_FILE
         return json.loads(file.read_text()) if file.is_file() else {}
 
-    def write_unit(self, unit_id: str, rows: pd.DataFrame, *, fingerprint: str) -> Path:
-        """Write (or replace) the rows of one unit, atomically."""
+    def write_unit(
+        self, unit_id: str, rows: pd.DataFrame, *, fingerprint: str, stage_fingerprints: dict[str, str] | None = None
+    ) -> Path:
+        """Write (or replace) the rows of one unit, atomically.
+
+        ``stage_fingerprints`` ({stage: fingerprint of its settings}) lets a later run with
+        other settings recompute only the stages they change (:meth:`stale_stages`).
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -164,6 +173,8 @@ class StudyStore:
         table = pa.Table.from_pandas(rows, preserve_index=False)
         meta = dict(table.schema.metadata or {})
         meta[_FINGERPRINT_KEY] = fingerprint.encode()
+        if stage_fingerprints is not None:
+            meta[_STAGE_FINGERPRINTS_KEY] = json.dumps(stage_fingerprints, sort_keys=True).encode()
         meta[_UNIT_KEY] = unit_id.encode()
         table = table.replace_schema_metadata(meta)
         destination = self.unit_file(unit_id)
@@ -190,6 +201,35 @@ class StudyStore:
         if (schema.metadata or {}).get(_FINGERPRINT_KEY, b"").decode() != fingerprint:
             return "stale"
         return "failed" if STATUS_FAILED in status else "finished"
+
+    def stale_stages(self, unit_id: str, stage_fingerprints: dict[str, str]) -> tuple[str, ...] | None:
+        """The stages of a unit to compute again under settings ``stage_fingerprints``.
+
+        Those (in the order given) whose fingerprint differs from the one its file records;
+        the rows of the other stages still hold. ``None`` when the whole unit must run: no
+        file, an unreadable one, failed rows (a crash may have cut a later stage short), or a
+        file written without stage fingerprints.
+        """
+        import pyarrow.parquet as pq
+
+        file = self.unit_file(unit_id)
+        try:
+            recorded = (pq.read_schema(file).metadata or {}).get(_STAGE_FINGERPRINTS_KEY)
+            if (
+                recorded is None
+                or STATUS_FAILED in pq.read_table(file, columns=["status"]).column("status").to_pylist()
+            ):
+                return None
+            recorded = json.loads(recorded)
+        except Exception:  # missing or damaged: the unit is computed whole
+            return None
+        return tuple(stage for stage, fp in stage_fingerprints.items() if recorded.get(stage) != fp)
+
+    def read_unit(self, unit_id: str) -> pd.DataFrame:
+        """The rows of one unit file, schema :data:`RESULT_COLUMNS`."""
+        import pyarrow.parquet as pq
+
+        return conform(pq.read_table(self.unit_file(unit_id)).to_pandas())
 
     def read_results(self) -> pd.DataFrame:
         """Every row of every unit file, schema :data:`RESULT_COLUMNS`."""

@@ -79,8 +79,10 @@ def compute_alignment(
         ties: tie rule of the ``"triplet"`` metric.
 
     Returns:
-        One dict per metric with keys ``dataset, metric, similarity, value, ci_low,
-        ci_high, n_stimuli, n_missing_pairs`` (pairs missing on either side).
+        One dict per metric with keys ``dataset, metric, similarity, ties, value, ci_low,
+        ci_high, n_stimuli, n_missing_pairs`` (pairs missing on either side). ``ties`` is the
+        tie rule on the ``"triplet"`` record, ``None`` on the others: their values do not
+        depend on it.
     """
     if isinstance(metrics, str):
         metrics = None if metrics == AUTO else (metrics,)
@@ -134,6 +136,7 @@ def compute_alignment(
             "dataset": human.name,
             "metric": metric,
             "similarity": similarity,
+            "ties": ties if metric == "triplet" else None,
             "value": values[metric],
             "ci_low": intervals[metric][0],
             "ci_high": intervals[metric][1],
@@ -159,6 +162,6 @@ def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFram
     from repalign.schema import conform
 
     records = compute_alignment(embeddings, human, **options)
-    columns = ["dataset", "metric", "similarity", "value", "ci_low", "ci_high", "n_stimuli"]
+    columns = ["dataset", "metric", "similarity", "ties", "value", "ci_low", "ci_high", "n_stimuli"]
     frame = pd.DataFrame.from_records(records, columns=columns).rename(columns={"n_stimuli": "n"})
     return conform(frame.assign(stage="alignment"))

@@ -63,7 +63,8 @@ def register(subparsers) -> None:
         "--ties",
         choices=opt.TIE_MODES,
         default=opt.DEFAULT_TIES,
-        help="tied triplets: left out or half credit (default: %(default)s)",
+        help="tie rule of the triplet metric: exclude (left out), half (half credit) or strict (the paper's "
+        "Definition 3.5: a tie is bit 0) (default: %(default)s)",
     )
     parser.add_argument(
         "--bootstrap",
@@ -130,10 +131,15 @@ def _compact_for_terminal(records: list[dict]) -> tuple[list[dict], str]:
     """Move columns that hold one value for every record into the table's title."""
     shared = [c for c in ("model", "model_id", "similarity", "n_stimuli") if c in records[0]]
     shared = [c for c in shared if len({r[c] for r in records}) == 1]
+    details = [f"{c}={records[0][c]}" for c in shared]
+    # ties is set on triplet records only (null on the others): one rule for all goes to the title
+    tie_rules = {r["ties"] for r in records if r.get("ties") is not None}
+    if len(tie_rules) <= 1:
+        shared.append("ties")
+        details += [f"ties={rule} (triplet)" for rule in tie_rules]
     title = "Alignment with human similarity, 95% stimulus-bootstrap CI"
-    details = ", ".join(f"{c}={records[0][c]}" for c in shared)
     compact = [{k: v for k, v in r.items() if k not in shared} for r in records]
-    return compact, f"{title}\n{details}" if details else title
+    return compact, f"{title}\n{', '.join(details)}" if details else title
 
 
 def _load_datasets(spec: str) -> list:

@@ -9,7 +9,7 @@ _STAGES = (*opt.STAGES, "failures", "all")
 
 # columns worth showing per stage (the full schema goes out with --stage all)
 _COLUMNS = {
-    "alignment": ["model", "dataset", "metric", "similarity", "value", "ci_low", "ci_high", "n"],
+    "alignment": ["model", "dataset", "metric", "similarity", "ties", "value", "ci_low", "ci_high", "n"],
     "fewshot": ["model", "dataset", "head", "shots", "value", "ci_low", "ci_high", "n"],
     "robustness": ["model", "model_id", "dataset", "metric", "value"],
     "failures": ["model", "stage", "dataset", "error"],
@@ -45,4 +45,32 @@ def handle(args) -> int:
     else:
         frame = getattr(study, args.stage)[_COLUMNS[args.stage]]
     emit(frame, args.format, title=f"{args.stage}: {len(frame)} rows ({study.path})")
+    if args.format == "table" and args.stage in ("alignment", "all"):
+        note = domains_note(study.results)
+        if note:
+            print(f"note: {note}")
     return 0
+
+
+def domains_note(results) -> str | None:
+    """Which human datasets (domains) the alignment rows cover, and which the study left out.
+
+    Any average of a model's alignment is over these domains only; a domain without images
+    is a ``skipped`` row (see docs/study.md), one that failed is a ``failed`` row.
+    """
+    rows = results[results["stage"] == "alignment"]
+    if rows.empty:
+        return None
+    by_status = {
+        status: set(rows.loc[rows["status"] == status, "dataset"].dropna()) for status in rows["status"].unique()
+    }
+    covered = sorted(by_status.get("ok", set()))
+    configured = set(rows["dataset"].dropna())
+    note = f"alignment rows cover {len(covered)} of the {len(configured)} domains of the study: {', '.join(covered)}"
+    skipped = sorted(by_status.get("skipped", set()) - set(covered))
+    failed = sorted(by_status.get("failed", set()) - set(covered))
+    if skipped:
+        note += f"; no images: {', '.join(skipped)}"
+    if failed:
+        note += f"; failed: {', '.join(failed)}"
+    return note

@@ -48,6 +48,8 @@ def handle(args) -> int:
         print(
             f"{outcome.n_units} units (one per model); stages: {stages}; executor: {outcome.config.execution.executor}"
         )
+        for note in outcome.notes:  # after the table, where a long plan leaves them in view
+            print(f"note: {note}")
         return 0
 
     print(

@@ -3,7 +3,8 @@
 * :mod:`~repalign.data.specs` -- what a dataset is (files or an archive, checksums, URLs)
   and the registry of datasets; :mod:`~repalign.data.catalogue` -- the built-in ones;
 * :mod:`~repalign.data._fetch` -- :func:`fetch` / :func:`fetch_file`: data home, then the
-  mirror (``$REPALIGN_MIRROR``), then a verified download; :func:`verify`;
+  mirror (``$REPALIGN_MIRROR``), then a verified download; :func:`verify`; ``with
+  read_only():`` uses only what is present, in place, and writes nothing (dry runs);
 * :mod:`~repalign.data.human` -- human similarity data (:func:`load_human`);
 * :mod:`~repalign.data.judgments` -- explicit human triplet judgments;
 * :mod:`~repalign.data.images` -- image sets; :mod:`~repalign.data.fewshot_datasets` --
@@ -18,7 +19,16 @@ from __future__ import annotations
 
 from repalign.data import catalogue as _catalogue  # noqa: F401  (registers the built-in datasets)
 from repalign.data._checksums import STAMP_NAME, check_file, npz_content_sha256
-from repalign.data._fetch import dataset_info, dataset_status, fetch, fetch_file, verify
+from repalign.data._fetch import (
+    dataset_info,
+    dataset_status,
+    describe_status,
+    downloads_disabled,
+    fetch,
+    fetch_file,
+    read_only,
+    verify,
+)
 from repalign.data.catalogue import checksum_record
 from repalign.data.sources import DATASET_KINDS, DatasetImages, load_dataset_images
 from repalign.data.specs import (
@@ -46,12 +56,15 @@ __all__ = [
     "dataset_dir",
     "dataset_info",
     "dataset_status",
+    "describe_status",
+    "downloads_disabled",
     "fetch",
     "fetch_file",
     "get_dataset",
     "list_datasets",
     "load_dataset_images",
     "npz_content_sha256",
+    "read_only",
     "register_dataset",
     "unregister_dataset",
     "verify",

@@ -13,6 +13,10 @@ raises :class:`~repalign.errors.ChecksumError`; a corrupt file already in the da
 reported (a warning) and replaced only by a verified copy. When nothing can provide a file,
 one :class:`~repalign.errors.MissingDataError` says what is missing and how to provide it.
 
+Inside ``with read_only():`` (what ``repalign run --dry-run`` plans under) nothing is copied,
+downloaded or written: a verified file is used where it already is -- the data home, else the
+mirror, read in place -- and anything else is missing ("not downloaded yet").
+
 Checksums: ``sha256`` is of the file's bytes. ``content_sha256`` is of its *content*:
 the decompressed bytes of a ``.gz`` file (a re-compressed gzip is the same data), or the
 arrays of a ``.npz`` file (see :func:`npz_content_sha256`; an ``.npz`` rebuilt from the
@@ -22,12 +26,14 @@ checked in addition on downloads where that is what upstream publishes.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import importlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -47,15 +53,47 @@ def _offline_env() -> bool:
     return os.environ.get("REPALIGN_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def downloads_disabled() -> bool:
+    """True when ``$REPALIGN_OFFLINE`` forbids downloads."""
+    return _offline_env()
+
+
+# a context variable, not a global flag: a read-only block in one thread leaves others alone
+_READ_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("repalign_data_read_only", default=False)
+
+
+@contextlib.contextmanager
+def read_only() -> Iterator[None]:
+    """Within this block :func:`fetch` and :func:`fetch_file` never copy, download or write.
+
+    They return verified files where they already are -- the data home, else the mirror
+    (``$REPALIGN_MIRROR``), read in place -- and raise :class:`~repalign.errors.MissingDataError`
+    for data that is in neither (its reason says "not downloaded yet" and the size). An
+    archive dataset (CIFAR) is present only once extracted in the data home. This is how a
+    dry run looks at data without fetching it.
+    """
+    token = _READ_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _READ_ONLY.reset(token)
+
+
 @dataclass
 class _Fetch:
-    """State of one fetch call: its stamps, and whether the network is known to be unreachable."""
+    """State of one fetch call: its stamps, whether the network is known to be unreachable,
+    and whether it may write (see :func:`read_only`)."""
 
     spec: DatasetSpec
     folder: Path
     progress: bool
     stamps: _Stamps
     offline: bool = dataclasses.field(default_factory=_offline_env)
+    read_only: bool = dataclasses.field(default_factory=_READ_ONLY.get)
+
+    def save_stamps(self) -> None:
+        if not self.read_only:
+            self.stamps.save()
 
 
 class _Unavailable(Exception):
@@ -106,7 +144,12 @@ def _ensure_file(job: _Fetch, fspec: FileSpec) -> Path:
             "%s in the data home is corrupt (%s); replacing it with a verified copy if one is available", dest, corrupt
         )
     attempts = _Attempts()
-    if _copy_from_mirror(job, fspec, dest, attempts) or _download(job, fspec, dest, attempts):
+    if job.read_only:
+        in_mirror = _mirror_in_place(job, fspec, attempts)
+        if in_mirror is not None:
+            return in_mirror
+        attempts.reasons.append(_not_downloaded(fspec))
+    elif _copy_from_mirror(job, fspec, dest, attempts) or _download(job, fspec, dest, attempts):
         job.stamps.record(fspec.relpath, fspec.checksum_key, dest)
         return dest
     if corrupt is not None:  # the data home's copy is bad and nothing can replace it
@@ -147,6 +190,31 @@ def _copy_from_mirror(job: _Fetch, fspec: FileSpec, dest: Path, attempts: _Attem
         return False
     logger.info("copied %s from the mirror", fspec.relpath)
     return True
+
+
+def _mirror_in_place(job: _Fetch, fspec: FileSpec, attempts: _Attempts) -> Path | None:
+    """The mirror's copy of a file, verified and read where it is (read-only fetches)."""
+    source = _mirror_source(job.spec, fspec.relpath)
+    if source is None or not source.is_file():
+        return None
+    problem = check_file(source, fspec)
+    if problem:
+        attempts.checksum(ChecksumError(f"mirror file {source}: {problem}"))
+        return None
+    return source
+
+
+_NOWHERE = "not in the data home or the mirror, and no upstream download is known"
+
+
+def _not_downloaded(fspec: FileSpec) -> str:
+    if not fspec.urls:
+        return _NOWHERE
+    return f"not downloaded yet ({_megabytes(fspec.size)} from upstream)" if fspec.size else "not downloaded yet"
+
+
+def _megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes < 1e7 else f"{n_bytes / 1e6:.0f} MB"
 
 
 def _download(job: _Fetch, fspec: FileSpec, dest: Path, attempts: _Attempts) -> bool:
@@ -209,7 +277,8 @@ def _raise_unavailable(job: _Fetch, failures: list[_Unavailable], n_total: int) 
     raise MissingDataError(
         f"Dataset '{spec.name}': {len(failures)} of {n_total} file(s) not available ({shown}{more}; {reasons}). "
         f"To provide it: {mirror_hint}, or place the files at {where}, "
-        "or run `repalign data fetch " + spec.name + "` on a machine with internet."
+        "or run `repalign data fetch " + spec.name + "` on a machine with internet.",
+        dataset=spec.name,
     )
 
 
@@ -232,19 +301,32 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             _ensure_archive(job)
             return job.folder
         failures: list[_Unavailable] = []
+        paths: list[Path] = []
         # a files-done bar for datasets with many files (e.g. 120 images)
         with progress_bar(spec.name, len(spec.files), enabled=progress and len(spec.files) > 1) as advance:
             for fspec in spec.files:
                 try:
-                    _ensure_file(job, fspec)
+                    paths.append(_ensure_file(job, fspec))
                 except _Unavailable as exc:
                     failures.append(exc)
                 advance()
         if failures:
             _raise_unavailable(job, failures, len(spec.files))
-        return job.folder
+        return _one_folder(job, paths) if job.read_only else job.folder
     finally:
-        job.stamps.save()
+        job.save_stamps()
+
+
+def _one_folder(job: _Fetch, paths: list[Path]) -> Path:
+    """Read-only fetches find each file where it is: the folder that holds all of them."""
+    mirror = _mirror_source(job.spec, "")
+    for folder in (job.folder, mirror):
+        if folder is not None and all(p == folder / f.relpath for p, f in zip(paths, job.spec.files)):
+            return folder
+    raise MissingDataError(
+        f"Dataset '{job.spec.name}' is partly in the data home ({job.folder}) and partly in the mirror; "
+        f"run `repalign data fetch {job.spec.name}` to complete the data home's copy"
+    )
 
 
 def fetch_file(name: str, relpath: str, *, progress: bool = True) -> Path:
@@ -268,7 +350,7 @@ def fetch_file(name: str, relpath: str, *, progress: bool = True) -> Path:
     except _Unavailable as exc:
         _raise_unavailable(job, [exc], 1)
     finally:
-        job.stamps.save()
+        job.save_stamps()
 
 
 def _ensure_archive(job: _Fetch) -> None:
@@ -286,6 +368,15 @@ def _ensure_archive(job: _Fetch) -> None:
             problems[0]["file"],
             problems[0]["detail"],
         )
+    if job.read_only:  # an archive is usable only once extracted into the data home
+        archive_file = archive.as_file()
+        in_mirror = _mirror_source(job.spec, archive.filename)
+        reason = (
+            f"in the mirror at {in_mirror}, not extracted into the data home yet"
+            if in_mirror is not None and in_mirror.is_file()
+            else _not_downloaded(archive_file)
+        )
+        _raise_unavailable(job, [_Unavailable(archive.filename, [reason], checksum=False)], 1)
     job.folder.mkdir(parents=True, exist_ok=True)
     try:
         archive_path = _ensure_file(job, archive.as_file())
@@ -366,6 +457,26 @@ def dataset_status(name: str) -> str:
     if all(f.urls for f in fspecs):
         return "download"
     return "unavailable"
+
+
+def describe_status(name: str) -> str:
+    """:func:`dataset_status` in words, for plans: "in the data home", "in the mirror",
+    "not downloaded yet (169 MB from upstream)" -- adding that downloads are off when
+    ``$REPALIGN_OFFLINE`` says so -- or that no source is known. Reads nothing but names."""
+    status = dataset_status(name)
+    if status == "present":
+        return "in the data home"
+    if status == "mirror":
+        return "in the mirror; a run copies it into the data home"
+    if status == "unavailable":
+        return _NOWHERE
+    spec = get_dataset(name)
+    sizes = [f.size for f in ([spec.archive.as_file()] if spec.archive else spec.files)]
+    size = sum(sizes) if all(sizes) else None
+    words = f"not downloaded yet ({_megabytes(size)} from upstream)" if size else "not downloaded yet"
+    if _offline_env():
+        words += "; downloads are off (REPALIGN_OFFLINE) and no mirror holds it"
+    return words
 
 
 def dataset_info(name: str) -> dict:

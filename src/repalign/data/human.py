@@ -76,6 +76,10 @@ class HumanSimilarity:
         judgments: explicit triplet judgments (indices into ``stimuli``), or ``None``.
         image_paths: n image files in stimulus order, or ``None`` when images are not available.
         source: where the data came from (file path or dataset name), for reports.
+        images_dataset: the registered dataset its images are fetched from (e.g.
+            ``"peterson-images-animals"``), or ``None`` (a user folder, or no images anywhere).
+            Without ``image_paths`` it tells "could not be fetched here" (a name) from "there
+            are none" (``None``).
     """
 
     name: str
@@ -84,6 +88,7 @@ class HumanSimilarity:
     judgments: TripletJudgments | None = None
     image_paths: tuple[Path, ...] | None = None
     source: str = ""
+    images_dataset: str | None = None
     #: Why images are unavailable (the message of :meth:`images`' error).
     missing_images_reason: str | None = field(default=None, repr=False)
 
@@ -203,6 +208,7 @@ def _peterson_from_arrays(
                 similarity=similarity,
                 image_paths=image_paths,
                 source=source,
+                images_dataset=PETERSON_IMAGE_DATASETS.get(domain),
                 missing_images_reason=reason,
             )
         )
@@ -220,8 +226,8 @@ def _peterson_images(
     if dataset is None:
         return None, (
             f"Images of Peterson domain '{domain}' are not available ({len(fnames)} files missing: {shown}); only "
-            "animals and fruits have registered images. The matrix works for matrix-only analyses; to use images, "
-            "put the files in a folder and describe it with a repalign.toml manifest (see docs/data.md)."
+            f"{', '.join(PETERSON_IMAGE_DATASETS)} have registered images. The matrix works for matrix-only analyses; "
+            "to use images, put the files in a folder and describe it with a repalign.toml manifest (see docs/data.md)."
         )
     try:
         folder = fetch(dataset, progress=progress)

@@ -49,8 +49,11 @@ PER_SEED_COLUMNS = ("dataset", "head", "shots", "seed", "accuracy")
 
 
 def confidence_interval(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided t-interval of the mean over seeds: ``mean +- t_{k-1} * sd / sqrt(k)``.
+    """Mean and two-sided t-interval of the mean over seeds, clipped to [0, 1].
 
+    The interval is ``mean +- t_{k-1} * sd / sqrt(k)`` over the k per-seed accuracies,
+    intersected with [0, 1]: an accuracy cannot leave that range, but with few seeds and a
+    wide spread the t-interval does (3 seeds of 1-shot accuracy gave an upper bound of 1.26).
     With one seed the interval is undefined and returned as (mean, NaN, NaN).
     """
     from scipy import stats
@@ -60,7 +63,7 @@ def confidence_interval(values: Sequence[float], *, level: float = 0.95) -> tupl
     if len(values) < 2:
         return mean, float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half
+    return mean, max(mean - half, 0.0), min(mean + half, 1.0)
 
 
 def evaluate_fewshot(

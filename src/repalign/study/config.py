@@ -51,8 +51,11 @@ class ModelsSection:
 @dataclass(frozen=True)
 class AlignmentSection:
     human: tuple[str, ...] = ()
-    similarity: str = opt.DEFAULT_SIMILARITY
+    # a sweep: every unit computes alignment under each similarity function (a string in the
+    # file is a list of one)
+    similarity: tuple[str, ...] = (opt.DEFAULT_SIMILARITY,)
     metrics: str | tuple[str, ...] = opt.AUTO  # "auto": the dataset's defaults
+    ties: str = opt.DEFAULT_TIES  # tie rule of the "triplet" metric
     n_bootstrap: int = opt.DEFAULT_N_BOOTSTRAP
 
 
@@ -110,16 +113,30 @@ class StudyConfig:
             stages.append("robustness")
         return tuple(stages)
 
+    def stage_fingerprints(self) -> dict[str, str]:
+        """sha256, per stage this study runs, of the settings that determine its values.
+
+        A stage's values depend on its own section only -- and alignment also on ``[study]
+        seed``, which seeds its bootstrap (few-shot splits and heads are seeded by seed
+        index, robustness rows are published numbers). So changing ``[alignment] ties``
+        recomputes a finished unit's alignment rows and keeps its few-shot rows.
+        """
+        d = self.to_dict()
+        fingerprints = {}
+        for stage in self.stages:
+            settings: dict[str, Any] = {stage: d[stage]}
+            if stage == "alignment":
+                settings["seed"] = d["study"]["seed"]
+            fingerprints[stage] = _sha256_json(settings)
+        return fingerprints
+
     def results_fingerprint(self) -> str:
         """sha256 of everything that determines result values (not how they are executed).
 
-        A finished unit whose fingerprint differs from the current config's is stale and
-        is computed again on resume.
+        A finished unit whose fingerprint differs from the current config's is stale: on
+        resume, the stages whose :meth:`stage_fingerprints` changed are computed again.
         """
-        d = self.to_dict()
-        relevant = {k: d[k] for k in opt.STAGES}  # the sections that set result values
-        relevant["seed"] = d["study"]["seed"]
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+        return _sha256_json(self.stage_fingerprints())
 
     def replace(self, section: str, **changes: Any) -> StudyConfig:
         """A copy with ``changes`` applied to one section (validated again)."""
@@ -264,8 +281,9 @@ class _Validator:
         a = self.section(data, "alignment")
         alignment = AlignmentSection(
             human=self.strings(a, "human"),
-            similarity=self.choice(a, "similarity", opt.SIMILARITY_METRICS),
+            similarity=self.choices(a, "similarity", opt.SIMILARITY_METRICS),
             metrics=self.metrics(a, "metrics"),
+            ties=self.choice(a, "ties", opt.TIE_MODES),
             n_bootstrap=self.integer(a, "n_bootstrap", minimum=0),
         )
         f = self.section(data, "fewshot")
@@ -376,6 +394,10 @@ class _Validator:
             return check_device(value)
         except RepalignError as exc:
             raise self.fail(d.name, key, str(exc)) from None
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def _type(value: Any) -> str:

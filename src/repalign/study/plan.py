@@ -60,52 +60,79 @@ def plan_units(config: StudyConfig, models: list[str] | None = None) -> list[Uni
 
 
 # ---------------------------------------------------------------------------------------
+# what a run does with each unit
+# ---------------------------------------------------------------------------------------
+#: a unit's state in the store (``StudyStore.unit_state``) -> what the plan calls it
+_STATE_WORDS = {"finished": "done (skip)", "failed": "failed (rerun)", "stale": "stale (rerun)", "missing": "to run"}
+
+
+def stages_to_run(unit: Unit, state: str, store, stage_fingerprints: dict[str, str]) -> tuple[str, ...]:
+    """The stages a run computes for ``unit``, whose state in the store is ``state``.
+
+    Nothing for a finished unit; every stage for a new or failed one; for a stale one (finished
+    under other settings) only the stages whose settings changed -- the rows of the others
+    are kept (``StudyStore.stale_stages``). May be empty: then the unit's file is only
+    rewritten (e.g. a stage was switched off and its rows are dropped).
+    """
+    if state == "finished":
+        return ()
+    redo = store.stale_stages(unit.id, stage_fingerprints) if state == "stale" else None
+    return unit.stages if redo is None else tuple(s for s in unit.stages if s in redo)
+
+
+def describe_state(unit: Unit, state: str, stages: tuple[str, ...]) -> str:
+    """The plan's words for a unit's state, naming the stages a stale unit recomputes."""
+    if state == "stale" and stages != unit.stages:
+        return f"stale (rerun {', '.join(stages)})" if stages else "stale (rewrite, nothing to compute)"
+    return _STATE_WORDS.get(state, "to run")
+
+
+# ---------------------------------------------------------------------------------------
 # dry run: what would run, what is cached, what is already finished
 # ---------------------------------------------------------------------------------------
-def describe_plan(config: StudyConfig, units: list[Unit], store) -> list[dict[str, Any]]:
-    """One record per unit: model, state in the store, and cached embeddings per dataset.
+def describe_plan(config: StudyConfig, units: list[Unit], store) -> tuple[list[dict[str, Any]], list[str]]:
+    """What a run of ``config`` would do: ``(records, notes)``, without doing any of it.
 
-    Needs no model weights and no network: the cache check uses ``embed.is_cached``, which
-    builds the cache key without loading the model.
+    ``records``: one per unit -- model, state in the store, and how many of the image sets
+    it embeds are cached. ``notes``: plain sentences -- the domains alignment will be
+    averaged over (and why any are left out), datasets not downloaded yet.
+
+    Reads only what is present: data in the data home or the mirror (in place), never
+    copied or downloaded (``repalign.data.read_only``); no model weights and no network
+    (the cache check builds cache keys without loading models).
     """
-    image_sets = {**_alignment_image_sets(config), **_fewshot_image_sets(config)}
+    from repalign.data import read_only
+    from repalign.study.datacheck import check_fewshot_data, check_human_data
+
+    humans = check_human_data(config, fetch=False)
+    fewshot_images, fewshot_notes = check_fewshot_data(config)
+    image_sets = {**humans.images, **{f"fewshot:{k}": v for k, v in fewshot_images.items()}}
+    unknown = [*[d for d in humans.with_images if d not in humans.images], *fewshot_notes]
+
+    notes = [m] if (m := humans.message()) else []
+    notes += [*humans.to_fetch.values(), *fewshot_notes.values()]
+    if image_sets and unknown:
+        notes.append(
+            f"embeddings cached: counted over the {len(image_sets)} image sets present here; "
+            f"not known for {', '.join(unknown)} (not present)"
+        )
+
     fingerprint = config.results_fingerprint()
+    stage_fingerprints = config.stage_fingerprints()
     records = []
-    for unit in units:
-        state = store.unit_state(unit.id, fingerprint)
-        record: dict[str, Any] = {
-            "unit": unit.id,
-            "model": unit.model,
-            "stages": ",".join(unit.stages),
-            "state": {"finished": "done (skip)", "failed": "failed (rerun)", "stale": "stale (rerun)"}.get(
-                state, "to run"
-            ),
-        }
-        if image_sets:
-            record["embeddings cached"] = _cached_summary(unit.model, image_sets)
-        records.append(record)
-    return records
-
-
-def _alignment_image_sets(config: StudyConfig) -> dict[str, Any]:
-    """{human dataset name: ImageSet, or the reason it is unavailable (str)}."""
-    if "alignment" not in config.stages:
-        return {}
-    from repalign.data.human import load_human
-
-    sets: dict[str, Any] = {}
-    for spec in config.alignment.human:
-        try:
-            humans = load_human(spec)
-        except Exception as exc:  # reported in the plan, not fatal for a dry run
-            sets[spec] = f"unavailable ({type(exc).__name__})"
-            continue
-        for human in humans:
-            try:
-                sets[human.name] = human.images()
-            except Exception as exc:
-                sets[human.name] = f"no images ({type(exc).__name__})"
-    return sets
+    with read_only():  # model descriptions read weight files in place, too
+        for unit in units:
+            state = store.unit_state(unit.id, fingerprint)
+            record: dict[str, Any] = {
+                "unit": unit.id,
+                "model": unit.model,
+                "stages": ",".join(unit.stages),
+                "state": describe_state(unit, state, stages_to_run(unit, state, store, stage_fingerprints)),
+            }
+            if image_sets:
+                record["embeddings cached"] = _cached_summary(unit.model, image_sets)
+            records.append(record)
+    return records, notes
 
 
 def fewshot_inputs(name: str, config: StudyConfig):
@@ -130,34 +157,13 @@ def fewshot_inputs(name: str, config: StudyConfig):
     return data, splits
 
 
-def _fewshot_image_sets(config: StudyConfig) -> dict[str, Any]:
-    """{few-shot dataset: the images its splits use (what a unit embeds), or why it is unavailable}."""
-    if "fewshot" not in config.stages:
-        return {}
-    from repalign.data.images import SubsetImageSet
-
-    sets: dict[str, Any] = {}
-    for name in config.fewshot.datasets:
-        try:
-            data, splits = fewshot_inputs(name, config)
-        except Exception as exc:  # e.g. CIFAR-100 offline: shown in the plan, not fatal
-            sets[f"fewshot:{name}"] = f"unavailable ({type(exc).__name__})"
-            continue
-        sets[f"fewshot:{name}"] = SubsetImageSet(data.images, splits.used_indices())
-    return sets
-
-
 def _cached_summary(model: str, image_sets: dict[str, Any]) -> str:
     from repalign.embed import is_cached
 
     n_cached = 0
-    n_checkable = 0
     for images in image_sets.values():
-        if isinstance(images, str):
-            continue
-        n_checkable += 1
         try:
             n_cached += bool(is_cached(model, images))
         except Exception as exc:  # an unknown source or missing weights: not cached
             log.debug("is_cached(%s) failed: %s", model, exc)
-    return f"{n_cached}/{n_checkable}" if n_checkable else "-"
+    return f"{n_cached}/{len(image_sets)}"

@@ -2,13 +2,16 @@
 write the report.
 
 Resume is the default: run the same config again and only units without a finished file
-(or with failed rows, or computed under a different config) run. Because every unit is
-computed from the config alone with seeded randomness, resumed values equal those of an
-uninterrupted run.
+(or with failed rows, or computed under a different config) run. A unit finished under
+other settings recomputes only the stages whose settings changed (e.g. a new ``[alignment]
+ties`` reruns alignment and keeps the few-shot rows). Because every unit is computed from
+the config alone with seeded randomness, resumed values equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -18,11 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from repalign.schema import conform
+from repalign.schema import conform, empty_results
 from repalign.store import STATUS_FAILED, StudyStore, new_manifest, utc_now
 from repalign.study.config import StudyConfig, as_config
 from repalign.study.executors import make_executor
-from repalign.study.plan import Unit, describe_plan, plan_units
+from repalign.study.plan import Unit, describe_plan, plan_units, stages_to_run
 from repalign.study.progress import StudyProgress
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,9 @@ class StudyOutcome:
 
     ``plan``: one record per unit (dry run: also cache state). ``failures``: the failed rows
     of this study (all units, including earlier runs' still-failed ones). ``notes``: things
-    the user should know that are not failures (e.g. the report could not be written).
+    the user should know that are not failures: the domains alignment is averaged over (and
+    why any are left out), datasets not downloaded yet (dry run), a report that could not be
+    written.
     """
 
     path: Path
@@ -83,16 +88,19 @@ def run_study(
         when some failed. Invalid configs raise :class:`~repalign.errors.ConfigError`; a
         study being written by another run raises ``StudyLockedError``.
     """
+    from repalign.data import read_only
+
     cfg = _with_overrides(as_config(config), executor=executor, jobs=jobs, address=address, output=output)
-    units = plan_units(cfg)
+    with read_only() if dry_run else contextlib.nullcontext():  # a dry run copies nothing (e.g. the model list)
+        units = plan_units(cfg)
     store = StudyStore(cfg.output_dir)
     if dry_run:
-        return StudyOutcome(
-            path=store.path, config=cfg, plan=describe_plan(cfg, units, store), dry_run=True, n_units=len(units)
-        )
+        plan, notes = describe_plan(cfg, units, store)
+        return StudyOutcome(path=store.path, config=cfg, plan=plan, dry_run=True, n_units=len(units), notes=notes)
 
     started = time.monotonic()
     with store.locked():
+        notes = _say_domains(cfg)
         _remove_partial_files(store)
         store.write_config(cfg.to_toml())
         manifest = new_manifest(store.read_manifest())
@@ -109,13 +117,19 @@ def run_study(
 
         fingerprint = cfg.results_fingerprint()
         states = {u.id: store.unit_state(u.id, fingerprint) for u in units}
-        todo = [u for u in units if states[u.id] != "finished"]
+        work = _plan_work(cfg, store, units, states)
+        todo = [w for w in work if w.unit.stages]
+        for w in work:  # nothing to compute (e.g. a stage switched off): drop its rows, record the settings
+            if not w.unit.stages:
+                rows = empty_results() if w.kept is None else w.kept
+                store.write_unit(w.unit.id, rows, fingerprint=fingerprint, stage_fingerprints=w.fingerprints)
         outcome = StudyOutcome(
             path=store.path,
             config=cfg,
             plan=[u.to_dict() | {"state": states[u.id]} for u in units],
             n_units=len(units),
             n_skipped=len(units) - len(todo),
+            notes=notes,
         )
         log.info("%d units, %d finished, %d to run", len(units), outcome.n_skipped, len(todo))
 
@@ -143,10 +157,51 @@ def run_study(
     return outcome
 
 
+@dataclass(frozen=True)
+class _Work:
+    """One unit to write: ``unit.stages`` are the stages to compute (maybe none), ``kept``
+    the rows of its file that still hold (None: none kept)."""
+
+    unit: Unit
+    kept: pd.DataFrame | None
+    fingerprints: dict[str, str]
+
+
+def _plan_work(cfg: StudyConfig, store: StudyStore, units: list[Unit], states: dict[str, str]) -> list[_Work]:
+    """The units that are not finished, each with the stages to compute and the rows to keep."""
+    stage_fingerprints = cfg.stage_fingerprints()
+    work = []
+    for unit in units:
+        if states[unit.id] == "finished":
+            continue
+        stages = stages_to_run(unit, states[unit.id], store, stage_fingerprints)
+        kept = None
+        if stages != unit.stages:  # stale: keep the rows of the stages whose settings are unchanged
+            old = store.read_unit(unit.id)
+            kept = old[old["stage"].isin([s for s in unit.stages if s not in stages])]
+            log.info("%s: settings of %s changed; keeping its other rows", unit.model, ", ".join(stages) or "no stage")
+        work.append(_Work(dataclasses.replace(unit, stages=stages), kept, stage_fingerprints))
+    return work
+
+
+def _say_domains(cfg: StudyConfig) -> list[str]:
+    """Before any work: the domains alignment will be averaged over, as a note (and a warning
+    when some are left out)."""
+    from repalign.study.datacheck import check_human_data
+
+    check = check_human_data(cfg, fetch=True)
+    message = check.message()
+    if message is None:
+        return []
+    left_out = check.without_images or check.unreachable or check.unloadable
+    log.log(logging.WARNING if left_out else logging.INFO, "%s", message)
+    return [message]
+
+
 def _execute(
     cfg: StudyConfig,
     store: StudyStore,
-    todo: list[Unit],
+    todo: list[_Work],
     fingerprint: str,
     outcome: StudyOutcome,
     live: bool | None,
@@ -154,6 +209,8 @@ def _execute(
 ) -> None:
     if not todo:
         return
+    kept = {w.unit.id: w.kept for w in todo}
+    stage_fingerprints = todo[0].fingerprints
     ex = cfg.execution
     executor = make_executor(ex.executor, jobs=ex.jobs, threads=ex.threads, address=ex.address)
     parallel = ex.jobs if ex.executor == "local" else len(todo)
@@ -166,10 +223,13 @@ def _execute(
             progress.unit_step(unit, *payload)
 
     try:
-        for result in executor.run(todo, cfg.to_dict(), on_event):
+        for result in executor.run([w.unit for w in todo], cfg.to_dict(), on_event):
             rows = conform(result.rows)
+            previous = kept.get(result.unit.id)
+            if previous is not None and len(previous):
+                rows = conform(pd.concat([previous, rows], ignore_index=True))
             rows["unit"] = result.unit.id
-            store.write_unit(result.unit.id, rows, fingerprint=fingerprint)
+            store.write_unit(result.unit.id, rows, fingerprint=fingerprint, stage_fingerprints=stage_fingerprints)
             failed = rows[rows["status"] == STATUS_FAILED]
             n_failed = len(failed)
             # kept in the manifest: a rerun that succeeds replaces the unit's rows

@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from repalign.store import STATUS_FAILED, STATUS_OK, utc_now
+from repalign.store import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, utc_now
 from repalign.study.config import StudyConfig
 from repalign.study.plan import Unit
 
@@ -109,7 +109,11 @@ def _steps(unit: Unit, config: StudyConfig):
                 yield "alignment", spec, _raiser(exc)
                 continue
             for human in humans:
-                yield "alignment", human.name, _bind(_alignment_rows, unit.model, human, config)
+                # images that exist nowhere: skipped; images that could not be fetched here: the
+                # step fails (MissingDataError naming the files) and is computed again next run
+                no_images = not human.has_images and human.images_dataset is None
+                step = _no_images_rows if no_images else _alignment_rows
+                yield "alignment", human.name, _bind(step, unit.model, human, config)
     if "fewshot" in unit.stages:
         for dataset in config.fewshot.datasets:
             yield "fewshot", dataset, _bind(_fewshot_rows, unit.model, dataset, config)
@@ -143,20 +147,38 @@ def loader_workers(config: StudyConfig) -> int | None:
 
 
 def _alignment_rows(model: str, human, config: StudyConfig) -> pd.DataFrame:
+    """The rows of every configured similarity function, from one extraction of embeddings."""
     from repalign.alignment import alignment_rows
     from repalign.embed import extract_embeddings
 
     embeddings = extract_embeddings(
         model, human.images(), device=config.execution.device, num_workers=loader_workers(config)
     )
-    return alignment_rows(
-        embeddings,
-        human,
-        similarity=config.alignment.similarity,
-        metrics=config.alignment.metrics,
-        n_bootstrap=config.alignment.n_bootstrap,
-        random_state=config.study.seed,
-    )
+    a = config.alignment
+    frames = [
+        alignment_rows(
+            embeddings,
+            human,
+            similarity=similarity,
+            metrics=a.metrics,
+            ties=a.ties,
+            n_bootstrap=a.n_bootstrap,
+            random_state=config.study.seed,
+        )
+        for similarity in a.similarity
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _no_images_rows(model: str, human, config: StudyConfig) -> pd.DataFrame:
+    """A dataset whose images exist nowhere (e.g. three Peterson domains): one ``skipped`` row
+    giving the reason. Not a failure -- nothing about the model went wrong, the run said so at
+    its start (``datacheck.check_human_data``), and a failed row would recompute the unit on
+    every resume."""
+    from repalign.schema import conform
+
+    row = {"stage": "alignment", "dataset": human.name, "status": STATUS_SKIPPED, "error": human.missing_images_reason}
+    return conform(pd.DataFrame([row]))
 
 
 def _fewshot_rows(model: str, dataset: str, config: StudyConfig) -> pd.DataFrame:

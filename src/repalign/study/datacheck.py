@@ -1,0 +1,189 @@
+"""What a study's data provides, looked at before any work.
+
+Two questions, answered in plain words by ``repalign run --dry-run`` and at the start of
+``repalign run``:
+
+* Which human datasets (domains) alignment will be averaged over. A domain without images
+  (today Peterson automobiles, furniture and various: only their similarity matrices exist)
+  gets no alignment rows, so a model's average covers fewer domains than the config lists:
+  "Alignment will be averaged over 3 of the 6 domains of the study: animals, fruits,
+  vegetables; missing images for automobiles, furniture, various; supply them as a user
+  dataset (see docs/data.md)".
+* Which datasets are not on this machine yet ("cifar100: not downloaded yet (169 MB from
+  upstream)"), so a dry run can say what the run will download -- or cannot, offline.
+
+A dry run looks with ``fetch=False``: inside :func:`repalign.data.read_only`, files are read
+where they already are (the data home, or the mirror in place) and nothing is copied,
+downloaded or written. A real run looks with ``fetch=True`` (it fetches the human datasets
+its units need anyway), so what it says is what its units will find.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from repalign.study.config import StudyConfig
+
+log = logging.getLogger(__name__)
+
+#: prefix dropped when a Peterson domain is named in a message ("peterson:animals" -> "animals")
+_PETERSON_PREFIX = "peterson:"
+
+
+@dataclass
+class HumanDataCheck:
+    """The human datasets of a study and whether alignment can be computed on each.
+
+    Attributes:
+        domains: every human dataset that loaded, in config order.
+        with_images: those alignment is computed on (their images are here, or -- in a dry
+            run -- will be downloaded by the run).
+        without_images: those with no images anywhere: their alignment step is a ``skipped`` row.
+        unreachable: dataset -> why its registered images cannot be had on this machine.
+        unloadable: config entry -> why it could not be loaded at all.
+        to_fetch: dataset -> what the run will download for it (dry run only).
+        images: dataset -> its images, for those present now (the dry run's cache check).
+    """
+
+    domains: list[str] = field(default_factory=list)
+    with_images: list[str] = field(default_factory=list)
+    without_images: list[str] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+    unloadable: dict[str, str] = field(default_factory=dict)
+    to_fetch: dict[str, str] = field(default_factory=dict)
+    images: dict[str, Any] = field(default_factory=dict)
+
+    def message(self) -> str | None:
+        """One plain sentence: the domains alignment will be averaged over, and why any are left out."""
+        if not self.domains and not self.unloadable:
+            return None
+        n, k = len(self.domains), len(self.with_images)
+        names = _names(self.with_images)
+        if n == 0:
+            parts = ["Alignment: none of the study's human datasets is here yet"]
+        elif n == 1 and k == 1:
+            parts = [f"Alignment will be computed on the study's one domain: {names}"]
+        elif k == n:
+            parts = [f"Alignment will be averaged over all {n} domains of the study: {names}"]
+        elif k == 0:
+            parts = [f"Alignment will have none of the {n} domains of the study to average over"]
+        else:
+            parts = [f"Alignment will be averaged over {k} of the {n} domains of the study: {names}"]
+        if self.without_images:
+            parts.append(f"missing images for {_names(self.without_images)}")
+            parts.append("supply them as a user dataset (see docs/data.md)")
+        for why, which in _grouped(self.unreachable).items():
+            parts.append(f"no images of {_names(which)} here ({why})")
+        for why, which in _grouped(self.unloadable).items():
+            parts.append(f"{', '.join(which)} not loaded ({why})")
+        return "; ".join(parts)
+
+
+def check_human_data(config: StudyConfig, *, fetch: bool) -> HumanDataCheck:
+    """Load the study's human datasets and sort them by what alignment can do with each.
+
+    Args:
+        config: the study.
+        fetch: fetch what is missing (a real run), or look read-only at what is present (a
+            dry run: nothing is copied, downloaded or written).
+    """
+    from repalign.data import read_only
+    from repalign.data.human import load_human
+
+    check = HumanDataCheck()
+    if "alignment" not in config.stages:
+        return check
+    with contextlib.nullcontext() if fetch else read_only():
+        for spec in config.alignment.human:
+            try:
+                humans = load_human(spec)
+            except Exception as exc:  # said in the plan; the units record it as failed rows
+                dataset = getattr(exc, "dataset", None)  # a registered dataset that is not here
+                check.unloadable[spec] = data_note(dataset) if dataset else _one_line(exc)
+                continue
+            for human in humans:
+                _sort_one(check, human, fetch=fetch)
+    return check
+
+
+def _sort_one(check: HumanDataCheck, human, *, fetch: bool) -> None:
+    from repalign.data import dataset_status, downloads_disabled
+
+    check.domains.append(human.name)
+    if human.has_images:
+        check.with_images.append(human.name)
+        try:
+            check.images[human.name] = human.images()
+        except Exception as exc:  # files vanished since loading: not checkable, the run will say
+            log.debug("images of %s: %s", human.name, exc)
+        return
+    if human.images_dataset is None:  # no images anywhere: nothing to fetch
+        check.without_images.append(human.name)
+        return
+    status = dataset_status(human.images_dataset)
+    if not fetch and status == "download" and not downloads_disabled():
+        check.with_images.append(human.name)  # the run downloads them
+        check.to_fetch[human.name] = data_note(human.images_dataset)
+        return
+    # what the fetch said, or -- not fetched, in a dry run -- where the dataset stands
+    absent = status in ("download", "unavailable")
+    check.unreachable[human.name] = data_note(human.images_dataset) if absent else human.missing_images_reason
+
+
+def data_note(name: str) -> str:
+    """Where registered dataset ``name`` stands on this machine, e.g. "cifar100: not
+    downloaded yet (169 MB from upstream)" (reads nothing but names)."""
+    from repalign.data import describe_status
+
+    return f"{name}: {describe_status(name)}"
+
+
+def check_fewshot_data(config: StudyConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read-only look at the few-shot datasets (a dry run): ``(images, notes)``.
+
+    ``images``: dataset -> the images its splits use (what a unit embeds), for the datasets
+    present now; ``notes``: dataset -> why the others are not (e.g. not downloaded yet).
+    """
+    from repalign.data import dataset_status, read_only
+    from repalign.data.fewshot_datasets import FEWSHOT_DATASETS
+    from repalign.data.images import SubsetImageSet
+    from repalign.errors import ChecksumError
+    from repalign.study.plan import fewshot_inputs
+
+    images: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    if "fewshot" not in config.stages:
+        return images, notes
+    with read_only():
+        for name in config.fewshot.datasets:
+            try:
+                data, splits = fewshot_inputs(name, config)
+            except Exception as exc:  # e.g. CIFAR-100 not downloaded yet: said in the plan, not fatal
+                absent = name in FEWSHOT_DATASETS and dataset_status(name) != "present"
+                if absent and not isinstance(exc, ChecksumError):
+                    notes[name] = data_note(name)
+                else:
+                    notes[name] = f"{name}: {_one_line(exc)}"
+                continue
+            images[name] = SubsetImageSet(data.images, splits.used_indices())
+    return images, notes
+
+
+def _grouped(reasons: dict[str, str]) -> dict[str, list[str]]:
+    """{name: why} -> {why: names}: one reason is said once (e.g. three Peterson domains
+    waiting for the same similarity file)."""
+    out: dict[str, list[str]] = {}
+    for name, why in reasons.items():
+        out.setdefault(why, []).append(name)
+    return out
+
+
+def _names(datasets: list[str]) -> str:
+    return ", ".join(d[len(_PETERSON_PREFIX) :] if d.startswith(_PETERSON_PREFIX) else d for d in datasets)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -209,7 +209,6 @@ def test_bad_input(tmp_path, animals, capsys):
         (("pixels", "--embeddings", tmp_path / "ok.npy", *human), "either a MODEL or --embeddings"),
         (("--embeddings", tmp_path / "ok.npy", *human, "--metrics", "pearsn"), "Did you mean: pearson"),
         (("--embeddings", tmp_path / "ok.npy", *human, "--metrics", ","), "--metrics is empty"),
-        (("--embeddings", tmp_path / "ok.npy", *human, "--bootstrap", "-1"), "--bootstrap must be 0 or more"),
         (("--embeddings", tmp_path / "ok.npy", *human, "--layer", "fc"), "apply to MODEL only"),
         (("--embeddings", tmp_path / "ok.npy", *human, "--metrics", "triplet_accuracy"), "no triplet judgments"),
         (("--embeddings", tmp_path / "ok.npy", "--human", "peterson:cats"), "cats"),
@@ -218,3 +217,8 @@ def test_bad_input(tmp_path, animals, capsys):
     for argv, match in cases:
         err = fail(capsys, *map(str, argv))
         assert __import__("re").search(match, err), (argv, err)
+    # an out-of-range number is refused by the parser, on one line as well
+    with pytest.raises(SystemExit, match="2"):
+        main(["align", "--embeddings", str(tmp_path / "ok.npy"), *human, "--bootstrap", "-1"])
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "argument --bootstrap: expected a whole number >= 0 and <= 100000" in err

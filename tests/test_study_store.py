@@ -90,7 +90,8 @@ def test_damaged_unit_file_is_recomputed(tmp_path):
     store = StudyStore(tmp_path)
     store.results_dir.mkdir(parents=True)
     store.unit_file("u").write_bytes(b"not parquet")
-    assert store.unit_state("u", "f") == "stale"
+    assert store.unit_state("u", "f") == "damaged"
+    assert store.stale_stages("u", {"alignment": "a"}) is None  # computed whole
 
 
 def test_write_outside_lock_is_refused(tmp_path):

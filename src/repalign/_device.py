@@ -60,6 +60,21 @@ def resolve_device(device: str | None = DEFAULT_DEVICE) -> str:
     return device
 
 
+def require_device(device: str | None) -> None:
+    """Raise unless an explicitly named device (cuda, cuda:N, mps) exists here.
+
+    For callers that may end up running nothing on the device -- every embedding cached --
+    and would otherwise accept ``--device cuda`` on a machine without CUDA in silence.
+    ``auto`` and ``cpu`` always exist, and are checked without importing torch.
+
+    Raises:
+        UnknownNameError: not a device name.
+        InputError: a device this machine does not have.
+    """
+    if check_device(AUTO if device is None else device) not in (AUTO, "cpu"):
+        resolve_device(device)
+
+
 def mps_available() -> bool:
     """True when torch can run on Apple's Metal (MPS) backend."""
     import torch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import json
@@ -45,26 +46,54 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def describe_os_error(exc: OSError) -> str:
+    """``"File too large (EFBIG, errno 27)"``: an OS error's reason and errno in one line."""
+    if exc.errno is None:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    reason = exc.strerror or os.strerror(exc.errno)
+    return f"{reason} ({errno.errorcode.get(exc.errno, 'errno')}, errno {exc.errno})"
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``destination``; rename it into place on success.
 
     The rename is atomic on POSIX, so readers see either the old file or the complete
     new one, never a half-written file -- even if the process is killed mid-write.
+    An OS error while writing (disk full, file size limit, read-only folder) is raised
+    naming ``destination``: a failed ``write()`` names no file by itself.
     """
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp creates 0600 files; results and caches should be as readable as any file we write.
-    os.chmod(tmp_path, 0o666 & ~_UMASK)
+    tmp_path: Path | None = None
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        # mkstemp creates 0600 files; results and caches should be as readable as any file we write.
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         yield tmp_path
         os.replace(tmp_path, destination)
+    except OSError as exc:
+        # repalign's own errors and errors about other files are raised as they are
+        if exc.errno is None or type(exc).__module__ != "builtins" or not _about(exc, destination, tmp_path):
+            raise
+        # OSError(errno, ...) builds the errno's subclass, e.g. PermissionError for EACCES
+        raise OSError(exc.errno, os.strerror(exc.errno), str(destination)) from exc
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None and tmp_path.exists():
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+
+
+def _about(exc: OSError, destination: Path, tmp_path: Path | None) -> bool:
+    """Whether ``exc`` concerns writing ``destination``: no file named, its temporary file,
+    itself or a folder above it."""
+    if exc.filename is None:
+        return True
+    if not isinstance(exc.filename, (str, bytes, os.PathLike)):
+        return False
+    return Path(os.fsdecode(exc.filename)) in (tmp_path, destination, *destination.parents)
 
 
 def write_bytes_atomic(destination: str | os.PathLike, data: bytes) -> None:

@@ -34,8 +34,14 @@ DEFAULT_METRICS = ("pearson", "spearman", "triplet")
 #: resamples of a bootstrap confidence interval (over stimuli for alignment, over models
 #: in the report); 0 = no interval
 DEFAULT_N_BOOTSTRAP = 1000
+#: the most resamples accepted: a bootstrap holds (n_bootstrap, n) int64 indices at once
+#: (100k resamples of 120 stimuli = 96 MB), and the CI bounds settle long before this
+MAX_N_BOOTSTRAP = 100_000
 #: the seed of every random computation that is not given one
 DEFAULT_SEED = 0
+#: seeds are non-negative and below 2**32: numpy's legacy RandomState, scikit-learn and
+#: pingouin accept no more
+MAX_SEED = 2**32 - 1
 
 # -- few-shot ------------------------------------------------------------------------------
 HEADS = ("linear", "mlp1", "mlp2")

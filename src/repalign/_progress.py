@@ -51,6 +51,7 @@ def progress_bar(
         yield _ignore
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     if unit == "bytes":
@@ -68,7 +69,7 @@ def progress_bar(
         transient=True,
     )
     with bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(escape(description), total=total)  # names in it are text, not markup
         yield lambda k=1: bar.advance(task, k)
 
 

@@ -12,11 +12,17 @@ Layout::
 Each unit file is written atomically (temporary file + rename), so a run killed at any
 moment -- SIGKILL included -- leaves only complete unit files; resuming recomputes just the
 units without one. A unit file records the results fingerprint of the config that produced
-it, and the fingerprint of each stage's settings (Parquet schema metadata); a unit is
-*finished* when its file exists, every row is ``ok`` (or ``skipped``) and the fingerprint
-matches. Failed units are computed again on the next run and their file is replaced. A
-unit that finished under other settings is *stale*: only the stages whose settings changed
-are computed again (:meth:`StudyStore.stale_stages`), the rows of the others are kept.
+it, the fingerprint of each stage's settings, and the identity of every input each stage
+read (Parquet schema metadata); a unit is *finished* when its file exists, every row is
+``ok`` (or ``skipped``), the fingerprint matches and no input changed. Failed units are
+computed again on the next run and their file is replaced. A unit that finished under other
+settings or on other inputs is *stale*: only the stages whose settings or inputs changed are
+computed again (:meth:`StudyStore.stale_stages`), the rows of the others are kept.
+
+Damage from outside (a unit file overwritten, truncated or of another schema, a stray
+``.parquet`` file, a truncated ``manifest.json`` or ``config.resolved.toml``) is named, never
+a crash: readers skip the file with a warning (:attr:`StudyStore.damaged`), and a run moves it
+into ``quarantine/`` (:meth:`StudyStore.quarantine_damaged`) and computes that unit again.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import logging
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +50,23 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.resolved.toml"
 MANIFEST_FILE = "manifest.json"
 RESULTS_DIR = "results"
+QUARANTINE_DIR = "quarantine"
 LOCK_FILE = ".lock"
 _FINGERPRINT_KEY = b"repalign.results_fingerprint"
 _STAGE_FINGERPRINTS_KEY = b"repalign.stage_fingerprints"
+_INPUTS_KEY = b"repalign.inputs"
 _UNIT_KEY = b"repalign.unit"
+_ROWS_KEY = b"repalign.rows_sha256"
+
+#: a run's status in the manifest: "running" until it ends; "killed" is set by a later run
+#: on an entry its process never closed (SIGKILL, power loss, the OOM killer)
+RUN_RUNNING, RUN_FINISHED, RUN_INTERRUPTED, RUN_FAILED, RUN_KILLED = (
+    "running",
+    "finished",
+    "interrupted",
+    "failed",
+    "killed",
+)
 
 #: Row statuses. "skipped" = nothing to compute (e.g. no published robustness results).
 STATUS_OK, STATUS_FAILED, STATUS_SKIPPED = "ok", "failed", "skipped"
@@ -55,6 +74,10 @@ STATUS_OK, STATUS_FAILED, STATUS_SKIPPED = "ok", "failed", "skipped"
 
 class StudyLockedError(RepalignError, RuntimeError):
     """Another run is writing the same study directory."""
+
+
+class DamagedFileError(InputError):
+    """A file of the study directory that is not what repalign wrote (names it and why)."""
 
 
 def utc_now() -> str:
@@ -69,6 +92,8 @@ class StudyResults:
     results: pd.DataFrame
     config: dict[str, Any]
     manifest: dict[str, Any]
+    #: damaged files left out of the above: path -> why (each was also logged as a warning)
+    damaged: dict[str, str] = field(default_factory=dict)
 
     def _stage(self, stage: str) -> pd.DataFrame:
         rows = self.results[(self.results["stage"] == stage) & (self.results["status"] == STATUS_OK)]
@@ -101,6 +126,9 @@ class StudyStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser().resolve()
         self._lock_handle = None
+        #: damaged files met while reading: path -> why (readers skip them, a run quarantines them)
+        self.damaged: dict[str, str] = {}
+        self._quiet = False  # set while scanning for damage that the caller reports itself
 
     @property
     def results_dir(self) -> Path:
@@ -154,16 +182,53 @@ class StudyStore:
         write_json_atomic(self.path / MANIFEST_FILE, manifest)
 
     def read_manifest(self) -> dict[str, Any]:
+        """The manifest, or ``{}`` when there is none -- or it is damaged (then a warning
+        names it, and it is in :attr:`damaged`)."""
         file = self.path / MANIFEST_FILE
-        return json.loads(file.read_text()) if file.is_file() else {}
+        if not file.is_file():
+            return {}
+        try:
+            return _check_manifest(json.loads(file.read_bytes().decode("utf-8")))
+        except (ValueError, OSError) as exc:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+            self._damaged(file, f"not a readable manifest: {_one_line(exc)}")
+            return {}
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.resolved.toml`` as a dict, or ``{}`` when absent or damaged (warned, in :attr:`damaged`)."""
+        from repalign._io import tomllib
+
+        file = self.path / CONFIG_FILE
+        if not file.is_file():
+            return {}
+        try:
+            config = tomllib.loads(file.read_bytes().decode("utf-8"))
+            if not all(isinstance(v, dict) for v in config.values()):
+                raise ValueError("expected [sections] of keys")
+            return config
+        except (ValueError, OSError) as exc:  # TOMLDecodeError, UnicodeDecodeError are ValueErrors
+            self._damaged(file, f"not a readable config: {_one_line(exc)}")
+            return {}
+
+    def _damaged(self, file: Path, why: str) -> None:
+        if str(file) not in self.damaged and not self._quiet:
+            log.warning("%s: %s; %s", file, why, "left out" if file.suffix == ".parquet" else "ignored")
+        self.damaged[str(file)] = why
 
     def write_unit(
-        self, unit_id: str, rows: pd.DataFrame, *, fingerprint: str, stage_fingerprints: dict[str, str] | None = None
+        self,
+        unit_id: str,
+        rows: pd.DataFrame,
+        *,
+        fingerprint: str,
+        stage_fingerprints: dict[str, str] | None = None,
+        inputs: dict[str, dict[str, dict[str, str | None]]] | None = None,
     ) -> Path:
         """Write (or replace) the rows of one unit, atomically.
 
         ``stage_fingerprints`` ({stage: fingerprint of its settings}) lets a later run with
-        other settings recompute only the stages they change (:meth:`stale_stages`).
+        other settings recompute only the stages they change (:meth:`stale_stages`);
+        ``inputs`` ({stage: {input: {part: digest}}}, see :func:`input_changes`) does the same
+        for a changed input (a dataset file, an image folder, a weights file).
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -172,75 +237,250 @@ class StudyStore:
         rows = conform(rows)
         table = pa.Table.from_pandas(rows, preserve_index=False)
         meta = dict(table.schema.metadata or {})
+        meta[_ROWS_KEY] = _rows_digest(rows).encode()
         meta[_FINGERPRINT_KEY] = fingerprint.encode()
         if stage_fingerprints is not None:
             meta[_STAGE_FINGERPRINTS_KEY] = json.dumps(stage_fingerprints, sort_keys=True).encode()
+        if inputs is not None:
+            meta[_INPUTS_KEY] = json.dumps(inputs, sort_keys=True).encode()
         meta[_UNIT_KEY] = unit_id.encode()
         table = table.replace_schema_metadata(meta)
         destination = self.unit_file(unit_id)
         with atomic_path(destination) as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, write_page_checksum=True)  # a flipped bit in a data page is caught on read
             with open(tmp, "rb") as handle:  # data on disk before the rename makes it visible
                 os.fsync(handle.fileno())
         return destination
 
     # -- reading -------------------------------------------------------------------------
-    def unit_state(self, unit_id: str, fingerprint: str) -> str:
-        """ "missing", "finished", "failed" (has failed rows) or "stale" (other config)."""
-        import pyarrow.parquet as pq
-
+    def unit_state(self, unit_id: str, fingerprint: str, inputs: dict | None = None) -> str:
+        """ "missing", "finished", "failed" (has failed rows), "stale" (other settings, or --
+        with ``inputs`` -- other inputs) or "damaged" (not an intact unit file)."""
         file = self.unit_file(unit_id)
         if not file.is_file():
             return "missing"
         try:
-            schema = pq.read_schema(file)
-            status = pq.read_table(file, columns=["status"]).column("status").to_pylist()
-        except Exception as exc:  # a file damaged outside our control: recompute the unit
-            log.warning("unreadable unit file %s (%s); it will be recomputed", file, exc)
+            meta, status = self._unit_meta(unit_id)
+        except DamagedFileError:
+            return "damaged"
+        if meta.get(_FINGERPRINT_KEY, b"").decode() != fingerprint:
             return "stale"
-        if (schema.metadata or {}).get(_FINGERPRINT_KEY, b"").decode() != fingerprint:
+        if inputs is not None and _changed_stages(_recorded_inputs(meta), inputs):
             return "stale"
         return "failed" if STATUS_FAILED in status else "finished"
 
-    def stale_stages(self, unit_id: str, stage_fingerprints: dict[str, str]) -> tuple[str, ...] | None:
+    def stale_stages(
+        self, unit_id: str, stage_fingerprints: dict[str, str], inputs: dict | None = None
+    ) -> tuple[str, ...] | None:
         """The stages of a unit to compute again under settings ``stage_fingerprints``.
 
-        Those (in the order given) whose fingerprint differs from the one its file records;
-        the rows of the other stages still hold. ``None`` when the whole unit must run: no
-        file, an unreadable one, failed rows (a crash may have cut a later stage short), or a
-        file written without stage fingerprints.
+        Those (in the order given) whose fingerprint differs from the one its file records,
+        or -- with ``inputs`` -- one of whose inputs changed (:func:`input_changes`); the rows
+        of the other stages still hold. ``None`` when the whole unit must run: no file, a
+        damaged one, failed rows (a crash may have cut a later stage short), or a file written
+        without stage fingerprints.
         """
-        import pyarrow.parquet as pq
-
-        file = self.unit_file(unit_id)
         try:
-            recorded = (pq.read_schema(file).metadata or {}).get(_STAGE_FINGERPRINTS_KEY)
-            if (
-                recorded is None
-                or STATUS_FAILED in pq.read_table(file, columns=["status"]).column("status").to_pylist()
-            ):
+            meta, status = self._unit_meta(unit_id)
+            recorded = meta.get(_STAGE_FINGERPRINTS_KEY)
+            if recorded is None or STATUS_FAILED in status:
                 return None
             recorded = json.loads(recorded)
-        except Exception:  # missing or damaged: the unit is computed whole
+        except (DamagedFileError, ValueError, FileNotFoundError):  # missing or damaged: computed whole
             return None
-        return tuple(stage for stage, fp in stage_fingerprints.items() if recorded.get(stage) != fp)
+        changed = _changed_stages(_recorded_inputs(meta), inputs) if inputs is not None else {}
+        return tuple(stage for stage, fp in stage_fingerprints.items() if recorded.get(stage) != fp or stage in changed)
+
+    def input_changes(self, unit_id: str, inputs: dict) -> dict[str, list[str]]:
+        """{stage: ["peterson:mine changed: sim.csv", ...]}: what changed since the unit's file
+        was written (nothing for a missing or damaged file)."""
+        try:
+            meta, _ = self._unit_meta(unit_id)
+        except (DamagedFileError, FileNotFoundError):
+            return {}
+        return _changed_stages(_recorded_inputs(meta), inputs)
+
+    def _unit_meta(self, unit_id: str) -> tuple[dict[bytes, bytes], list]:
+        """(schema metadata, status column) of an intact unit file."""
+        file = self.unit_file(unit_id)
+        if not file.is_file():
+            raise FileNotFoundError(file)
+        meta, frame = self._read_unit(file)
+        return meta, frame["status"].tolist()
+
+    def _read_unit(self, file: Path) -> tuple[dict[bytes, bytes], pd.DataFrame]:
+        """(schema metadata, rows) of an intact unit file of this study, or
+        :class:`DamagedFileError` saying why it is not one."""
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(file, page_checksum_verification=True)
+        except Exception as exc:  # pyarrow's errors on random bytes or a truncated file vary
+            reason = _one_line(exc).replace(f"'{file}'", file.name).replace(str(file), file.name)
+            raise DamagedFileError(f"{file}: not a readable Parquet file: {reason}") from None
+        try:
+            return _check_unit_table(table, file)
+        except DamagedFileError:
+            raise
+        except Exception as exc:  # a footer that decodes but holds nonsense (e.g. a column name not UTF-8)
+            raise DamagedFileError(f"{file}: not a unit file of a repalign study: {_one_line(exc)}") from None
+
+    def _read_unit_frame(self, file: Path) -> pd.DataFrame:
+        return self._read_unit(file)[1]
 
     def read_unit(self, unit_id: str) -> pd.DataFrame:
-        """The rows of one unit file, schema :data:`RESULT_COLUMNS`."""
-        import pyarrow.parquet as pq
+        """The rows of one unit file, schema :data:`RESULT_COLUMNS` (:class:`DamagedFileError` if damaged)."""
+        return self._read_unit_frame(self.unit_file(unit_id))
 
-        return conform(pq.read_table(self.unit_file(unit_id)).to_pandas())
+    def unit_files(self) -> list[Path]:
+        return sorted(self.results_dir.glob("*.parquet")) if self.results_dir.is_dir() else []
 
     def read_results(self) -> pd.DataFrame:
-        """Every row of every unit file, schema :data:`RESULT_COLUMNS`."""
-        import pyarrow.parquet as pq
+        """Every row of every intact unit file, schema :data:`RESULT_COLUMNS`.
 
-        files = sorted(self.results_dir.glob("*.parquet")) if self.results_dir.is_dir() else []
-        frames = [pq.read_table(f).to_pandas() for f in files]
+        A damaged file is left out with a warning naming it (and recorded in :attr:`damaged`):
+        its rows are not shown rather than shown wrong; a run computes its unit again.
+        """
+        frames = []
+        for file in self.unit_files():
+            try:
+                frames.append(self._read_unit_frame(file))
+            except DamagedFileError as exc:
+                self._damaged(file, str(exc).removeprefix(f"{file}: "))
         frames = [f for f in frames if len(f)]
         if not frames:
             return empty_results()
         return conform(pd.concat(frames, ignore_index=True))
+
+    def damaged_files(self) -> dict[Path, str]:
+        """Every file of the study directory a run would not trust: path -> why (not logged:
+        the caller says what it does about them)."""
+        self.damaged, self._quiet = {}, True
+        try:
+            self.read_manifest()
+            self.read_config()
+            self.read_results()
+        finally:
+            self._quiet = False
+        return {Path(p): why for p, why in self.damaged.items()}
+
+    # -- damage ----------------------------------------------------------------------------
+    def quarantine_damaged(self) -> list[str]:
+        """Move every damaged file into ``quarantine/`` (under the lock, at the start of a
+        run), so its unit is computed again and nothing is deleted. Returns one sentence per file."""
+        self._require_lock()
+        moved = []
+        for file, why in self.damaged_files().items():
+            target = self._quarantine(file)
+            moved.append(f"{file.relative_to(self.path)} was damaged ({why}); moved to {target.relative_to(self.path)}")
+            log.warning(moved[-1])
+        self.damaged = {}
+        return moved
+
+    def _quarantine(self, file: Path) -> Path:
+        folder = self.path / QUARANTINE_DIR
+        folder.mkdir(exist_ok=True)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        for n in range(1000):
+            target = folder / f"{file.stem}.{stamp}{f'-{n}' if n else ''}{file.suffix}"
+            if not target.exists():
+                break
+        os.replace(file, target)
+        return target
+
+
+def input_changes(recorded: dict | None, current: dict) -> dict[str, list[str]]:
+    """What changed between the inputs a unit file records and the current ones.
+
+    Inputs are ``{stage: {input: {part: digest}}}``, e.g. ``{"alignment": {"peterson:mine":
+    {"repalign.toml": ..., "sim.csv": ..., "images/": ...}}}``. A part whose digest is unknown
+    on either side (``None``: e.g. weights not downloaded here) is not compared. A file
+    written before inputs were recorded (``recorded`` None) counts as changed everywhere.
+    Returns {stage: ["peterson:mine changed: sim.csv", ...]} for the stages with a change.
+    """
+    return _changed_stages(recorded, current)
+
+
+def _changed_stages(recorded: dict | None, current: dict) -> dict[str, list[str]]:
+    changed: dict[str, list[str]] = {}
+    for stage, now in current.items():
+        if recorded is None or stage not in recorded:
+            changed[stage] = ["inputs not recorded by the repalign that wrote it"]
+            continue
+        before = recorded[stage] if isinstance(recorded[stage], dict) else {}
+        reasons = []
+        for name, parts in now.items():
+            old = before.get(name)
+            if not isinstance(old, dict):
+                reasons.append(f"{name} is new")
+                continue
+            differ = [part for part in {**old, **parts} if _part_changed(old, parts, part)]
+            if differ:
+                reasons.append(f"{name} changed: {', '.join(differ)}")
+        if reasons:
+            changed[stage] = reasons
+    return changed
+
+
+def _check_unit_table(table, file: Path) -> tuple[dict[bytes, bytes], pd.DataFrame]:
+    """(metadata, rows) of a unit file's table, checked to be what the store wrote there."""
+    meta = dict(table.schema.metadata or {})
+    unit = meta.get(_UNIT_KEY)
+    if unit is None:
+        raise DamagedFileError(f"{file}: not a unit file of a repalign study (no unit id in its metadata)")
+    if unit.decode(errors="replace") != file.stem:
+        raise DamagedFileError(f"{file}: holds the rows of unit '{unit.decode(errors='replace')}', not '{file.stem}'")
+    missing = [c for c in RESULT_COLUMNS if c not in table.column_names]
+    if missing:
+        raise DamagedFileError(f"{file}: another schema: no column {', '.join(missing[:5])}")
+    try:
+        frame = conform(table.to_pandas())
+    except Exception as exc:  # columns of the right names but the wrong types
+        raise DamagedFileError(f"{file}: another schema: {_one_line(exc)}") from None
+    # the footer has no checksum of its own: the rows' digest catches a change there (files
+    # of repalign versions before it have none and are taken as they are)
+    recorded = meta.get(_ROWS_KEY)
+    if recorded is not None and recorded.decode(errors="replace") != _rows_digest(frame):
+        raise DamagedFileError(f"{file}: its rows differ from the digest written with them")
+    return meta, frame
+
+
+def _rows_digest(rows: pd.DataFrame) -> str:
+    """sha256 of a unit's rows (values and order; the columns are the schema's)."""
+    import hashlib
+
+    return hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()
+
+
+def _part_changed(old: dict, now: dict, part: str) -> bool:
+    if part not in old or part not in now:  # a file added to or dropped from what is read
+        return True
+    return old[part] is not None and now[part] is not None and old[part] != now[part]
+
+
+def _recorded_inputs(meta: dict[bytes, bytes]) -> dict | None:
+    raw = meta.get(_INPUTS_KEY)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _check_manifest(manifest: Any) -> dict[str, Any]:
+    if not isinstance(manifest, dict):
+        raise ValueError(f"expected a JSON object, got {type(manifest).__name__}")
+    runs = manifest.get("runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise ValueError("'runs' is not a list of records")
+    return manifest
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def load_study(path: str | os.PathLike) -> StudyResults:
@@ -249,16 +489,14 @@ def load_study(path: str | os.PathLike) -> StudyResults:
     Returns a :class:`StudyResults` with ``.results`` (all rows), ``.alignment``,
     ``.fewshot``, ``.robustness``, ``.failures``, ``.config``, ``.manifest`` and ``.path``.
     """
-    from repalign._io import tomllib
-
     store = StudyStore(path)
     if not store.path.is_dir():
         raise MissingDataError(f"No study directory at {store.path}. Run `repalign run CONFIG` first.")
     config_file = store.path / CONFIG_FILE
     if not config_file.is_file() and not store.results_dir.is_dir():
         raise InputError(f"{store.path} is not a study directory (no {CONFIG_FILE} and no {RESULTS_DIR}/).")
-    config = tomllib.loads(config_file.read_text()) if config_file.is_file() else {}
-    return StudyResults(path=store.path, results=store.read_results(), config=config, manifest=store.read_manifest())
+    config, manifest, results = store.read_config(), store.read_manifest(), store.read_results()
+    return StudyResults(path=store.path, results=results, config=config, manifest=manifest, damaged=dict(store.damaged))
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,3 +585,18 @@ def new_manifest(previous: dict[str, Any] | None = None) -> dict[str, Any]:
     manifest.setdefault("created", utc_now())
     manifest.setdefault("runs", [])
     return manifest
+
+
+def close_abandoned_runs(manifest: dict[str, Any]) -> int:
+    """Mark "killed" every run entry still "running": called by a run that holds the study's
+    lock, so no other run is alive -- an entry left "running" belongs to a process that ended
+    without recording it (SIGKILL, power loss, the OOM killer). Returns how many."""
+    n = 0
+    for record in manifest.get("runs", []):
+        if record.get("status") == RUN_RUNNING:
+            record["status"] = RUN_KILLED
+            record["note"] = f"the process ended without recording its end; marked by the run of {utc_now()}"
+            n += 1
+    if n:
+        log.warning("%d earlier run(s) of this study ended without recording it (killed); marked in the manifest", n)
+    return n

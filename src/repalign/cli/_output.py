@@ -7,26 +7,39 @@ import math
 import sys
 from typing import Any
 
-from repalign._options import DEFAULT_DEVICE
+from repalign._options import DEFAULT_DEVICE, MAX_N_BOOTSTRAP, MAX_SEED
 
 FORMATS = ("table", "json", "csv")
 
 
-def int_at_least(minimum: int):
-    """An argparse ``type=`` that accepts whole numbers >= ``minimum`` with a one-line error."""
+def int_at_least(minimum: int, maximum: int | None = None):
+    """An argparse ``type=`` that accepts whole numbers >= ``minimum`` (and <= ``maximum``)
+    with a one-line error."""
     import argparse
+
+    expected = f"a whole number >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text[:40]!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
 
     parse.__name__ = f"integer >= {minimum}"  # argparse names the type in its messages
     return parse
+
+
+def seed_option():
+    """``type=`` of every ``--seed``: 0 .. 2**32 - 1 (what numpy, scikit-learn and pingouin accept)."""
+    return int_at_least(0, MAX_SEED)
+
+
+def bootstrap_option():
+    """``type=`` of every bootstrap count: 0 (no CI) .. MAX_N_BOOTSTRAP."""
+    return int_at_least(0, MAX_N_BOOTSTRAP)
 
 
 def add_format_option(parser, default: str = "table") -> None:
@@ -46,28 +59,36 @@ def add_device_option(parser, *, note: str = "") -> None:
 def emit(records: list[dict[str, Any]] | Any, fmt: str, *, title: str | None = None, stream=None) -> None:
     """Print records (a list of dicts or a DataFrame) as a rich table, JSON lines array, or CSV."""
     stream = stream or sys.stdout
+    known: list[str] = []  # a DataFrame's columns, also when it has no rows
     if hasattr(records, "to_dict"):
+        known = [str(c) for c in records.columns]
         records = records.to_dict(orient="records")
     records = [{k: _plain(v) for k, v in r.items()} for r in records]
+    if fmt == "table" and not records:  # a table without rows or columns would print nothing at all
+        stream.write(f"{title + ': ' if title else ''}no rows\n")
+        return
     if fmt == "json":
         stream.write(json.dumps(records, indent=2, default=str) + "\n")
     elif fmt == "csv":
         import csv
 
-        columns = _columns(records)
+        columns = _columns(records) or known
         writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
     else:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title)
+        # Text objects, never markup strings: names from users ("[/bold]", "[link=...]") are
+        # shown as written, neither parsed (a MarkupError) nor turned into styles
+        table = Table(title=None if title is None else Text(title))
         columns = _columns(records)
         for column in columns:
-            table.add_column(column)
+            table.add_column(Text(str(column)))
         for record in records:
-            table.add_row(*[_cell(record.get(c)) for c in columns])
+            table.add_row(*[Text(_cell(record.get(c))) for c in columns])
         Console(file=stream, width=max(100, Console(file=stream).width)).print(table)
 
 

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from repalign import _options as opt
-from repalign.cli._output import add_device_option, add_format_option, emit
+from repalign.cli._output import add_device_option, add_format_option, bootstrap_option, emit, seed_option
 from repalign.errors import InputError, MissingDataError
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,14 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--bootstrap",
-        type=int,
+        type=bootstrap_option(),
         default=opt.DEFAULT_N_BOOTSTRAP,
         metavar="N",
-        help="stimulus-bootstrap resamples, 0 = no CI (default: %(default)s)",
+        help=f"stimulus-bootstrap resamples, 0 = no CI, at most {opt.MAX_N_BOOTSTRAP} (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=opt.DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=seed_option(), default=opt.DEFAULT_SEED, help="bootstrap seed (default: %(default)s)"
+    )
     add_device_option(parser, note="MODEL only: ")
     parser.add_argument("--layer", default=None, help="MODEL only: layer to read (default: penultimate)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="MODEL only: images per batch")
@@ -95,10 +97,12 @@ def run_align(args) -> int:
     for metric in metrics or ():  # before any (slow) embedding extraction
         if metric not in ALIGNMENT_METRICS:
             raise unknown_name("alignment metric", metric, ALIGNMENT_METRICS)
-    if args.bootstrap < 0:
-        raise InputError(f"--bootstrap must be 0 or more; got {args.bootstrap}")
     if args.embeddings is not None and (args.layer is not None or args.batch_size is not None):
         raise InputError("--layer and --batch-size apply to MODEL only, not to --embeddings")
+    if args.model is not None:  # cuda asked for and absent is an error even when every embedding is cached
+        from repalign._device import require_device
+
+        require_device(args.device)
     datasets = _load_datasets(args.human)
     provider = _ModelEmbeddings(args) if args.model is not None else _FileEmbeddings(args.embeddings)
 

@@ -43,11 +43,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
+    from repalign._device import require_device
     from repalign.data import load_dataset_images
     from repalign.embed import extract_embeddings, is_cached
 
     if args.out and not args.out.endswith(".npz"):
         raise InputError(f"--out must name a .npz file; got '{args.out}'")
+    require_device(args.device)  # even when the embeddings are cached and nothing runs on it
     source = load_dataset_images(args.dataset)
     images = source.images
     # saved beside the embeddings: what identifies each row

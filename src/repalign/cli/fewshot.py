@@ -87,7 +87,10 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
 
 
 def run(args) -> int:
+    from repalign._device import require_device
     from repalign.fewshot import SplitManifest, run_fewshot
+
+    require_device(args.device)  # even when the embeddings are cached and nothing runs on it
 
     shots = None if args.shots is None else parse_int_list(args.shots, "--shots")
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())

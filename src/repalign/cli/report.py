@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from repalign import _options as opt
-from repalign.cli._output import int_at_least
+from repalign.cli._output import bootstrap_option, seed_option
 
 
 def register(subparsers) -> None:
@@ -19,13 +19,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--n-bootstrap",
-        type=int_at_least(0),
+        type=bootstrap_option(),
         default=opt.DEFAULT_N_BOOTSTRAP,
         metavar="N",
         help="bootstrap resamples over models for the CIs (default: %(default)s; 0 = none)",
     )
     parser.add_argument(
-        "--seed", type=int, default=None, help="seed of the bootstraps (default: the study's [study] seed)"
+        "--seed", type=seed_option(), default=None, help="seed of the bootstraps (default: the study's [study] seed)"
     )
     parser.add_argument(
         "--correction",

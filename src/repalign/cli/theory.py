@@ -6,7 +6,7 @@ import logging
 import math
 from pathlib import Path
 
-from repalign.cli._output import add_format_option, emit
+from repalign.cli._output import add_format_option, emit, seed_option
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         help="folder for the CSV tables and PNG figures (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="random seed; equal seeds give identical tables (default: 0)"
+        "--seed", type=seed_option(), default=0, help="random seed; equal seeds give identical tables (default: 0)"
     )
     parser.add_argument("--quick", action="store_true", help="a much smaller grid (seconds), for smoke tests")
     parser.add_argument("--no-figures", action="store_true", help="write the CSV tables only")
@@ -40,18 +40,19 @@ def register(subparsers) -> None:
 def handle(args) -> int:
     import time
 
-    from repalign._io import write_text_atomic
+    from repalign._io import describe_os_error, write_text_atomic
     from repalign.errors import InputError
     from repalign.theory import default_grid, run_theory, summary_table
 
-    if args.seed < 0:
-        raise InputError(f"--seed must be a non-negative integer; got {args.seed}")
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} exists and is not a folder; pass a folder path")
+    try:  # before minutes of computing: a folder that cannot be made is said at once
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out_dir}: cannot create the folder: {describe_os_error(exc)}") from None
     start = time.perf_counter()
     tables = run_theory(default_grid(quick=args.quick), seed=args.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         write_text_atomic(out_dir / f"{name}.csv", table.to_csv(index=False))
     summary = summary_table(tables)

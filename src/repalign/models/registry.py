@@ -88,7 +88,7 @@ def parse_model_name(name: str) -> tuple[str, str, str | None, int | None]:
         return BARE_NAMES[name], "", None, None
     if ":" not in name:
         raise UnknownNameError(
-            f"Model name '{name}' has no source. Names look like source:name, e.g. 'timm:{name}'; "
+            f"Model name '{name}' has no source.{did_you_mean(name, BARE_NAMES)} Names look like source:name, e.g. 'timm:{name}'; "
             f"sources: {', '.join(SOURCES)}."
         )
     source, arch = name.split(":", 1)

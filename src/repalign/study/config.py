@@ -184,7 +184,17 @@ def load_config(path: str | os.PathLike) -> StudyConfig:
         raise ConfigError(
             f"Config file not found: {path}. Pass the path of a TOML study config, e.g. configs/quickstart.toml"
         )
-    return parse_config(path.read_text(encoding="utf-8"), name=path.stem, origin=str(path))
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the config as UTF-8"
+        ) from None
+    return parse_config(text, name=path.stem, origin=str(path))
 
 
 def parse_config(text: str, *, name: str | None = None, origin: str = "config") -> StudyConfig:
@@ -267,9 +277,9 @@ class _Validator:
 
         s = self.section(data, "study")
         study = StudySection(
-            name=self.string(s, "name", default_name or s.default("name"), nonempty=True),
+            name=self.study_name(s, "name", default_name or s.default("name")),
             output=self.string(s, "output"),
-            seed=self.integer(s, "seed", minimum=0),
+            seed=self.integer(s, "seed", minimum=0, maximum=opt.MAX_SEED),
             report=self.boolean(s, "report"),
         )
         m = self.section(data, "models")
@@ -284,7 +294,7 @@ class _Validator:
             similarity=self.choices(a, "similarity", opt.SIMILARITY_METRICS),
             metrics=self.metrics(a, "metrics"),
             ties=self.choice(a, "ties", opt.TIE_MODES),
-            n_bootstrap=self.integer(a, "n_bootstrap", minimum=0),
+            n_bootstrap=self.integer(a, "n_bootstrap", minimum=0, maximum=opt.MAX_N_BOOTSTRAP),
         )
         f = self.section(data, "fewshot")
         fewshot = FewshotSection(
@@ -300,7 +310,7 @@ class _Validator:
         execution = ExecutionSection(
             executor=self.choice(e, "executor", opt.EXECUTORS),
             jobs=self.integer(e, "jobs", minimum=1),
-            address=self.string(e, "address"),
+            address=self.address(e, "address"),
             threads=self.integer(e, "threads", minimum=0),
             device=self.device(e, "device"),
         )
@@ -324,12 +334,33 @@ class _Validator:
             raise self.fail(d.name, key, f"expected true or false, got {_type(value)}")
         return value
 
-    def integer(self, d: _Given, key, *, minimum=None) -> int:
+    def integer(self, d: _Given, key, *, minimum=None, maximum=None) -> int:
         value = d.get(key)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(d.name, key, f"expected an integer, got {_type(value)}")
         if minimum is not None and value < minimum:
             raise self.fail(d.name, key, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.fail(d.name, key, f"must be <= {maximum}, got {value}")
+        return value
+
+    def study_name(self, d: _Given, key, default) -> str:
+        """The study's name names its directory (``studies/<name>``): one path component,
+        so it can never point elsewhere; ``output`` is where an explicit path goes."""
+        value = self.string(d, key, default, nonempty=True)
+        if not is_safe_name(value):
+            raise self.fail(
+                d.name,
+                key,
+                f"{value!r} is not a plain name: no '/', '\\', '..', control characters or surrounding spaces. "
+                "Put a path in [study] output instead",
+            )
+        return value
+
+    def address(self, d: _Given, key) -> str:
+        value = self.string(d, key)
+        if value and not _RAY_ADDRESS.fullmatch(value):
+            raise self.fail(d.name, key, f'{value!r} is not a Ray address: use "auto", HOST:PORT or ray://HOST:PORT')
         return value
 
     def strings(self, d: _Given, key, *, nonempty=False) -> tuple[str, ...]:
@@ -394,6 +425,26 @@ class _Validator:
             return check_device(value)
         except RepalignError as exc:
             raise self.fail(d.name, key, str(exc)) from None
+
+
+#: ``[execution] address``: "auto", "local", HOST:PORT or ray://HOST:PORT (a port 1-65535)
+_RAY_ADDRESS = re.compile(
+    r"auto|local|(ray://)?([A-Za-z0-9][A-Za-z0-9.\-]*|\[[0-9A-Fa-f:.]+\]):"
+    r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+
+
+def is_safe_name(name: str) -> bool:
+    """True for a name that is one path component: no separators, not ``.``/``..``, no
+    control characters, no surrounding spaces, at most 255 bytes (a file name's limit)."""
+    return (
+        bool(name)
+        and name == name.strip()
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\")
+        and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+        and len(name.encode("utf-8", "surrogatepass")) <= 255
+    )
 
 
 def _sha256_json(value: Any) -> str:

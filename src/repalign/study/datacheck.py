@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from repalign.errors import ConfigError, InputError, MissingDataError, RepalignError, UnknownNameError
 from repalign.study.config import StudyConfig
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class HumanDataCheck:
 
     Attributes:
         domains: every human dataset that loaded, in config order.
+        names: config entry -> the names of the datasets it gives (also for a registered
+            entry that is not here yet), as its rows will carry them.
         with_images: those alignment is computed on (their images are here, or -- in a dry
             run -- will be downloaded by the run).
         without_images: those with no images anywhere: their alignment step is a ``skipped`` row.
@@ -49,6 +52,7 @@ class HumanDataCheck:
     """
 
     domains: list[str] = field(default_factory=list)
+    names: dict[str, list[str]] = field(default_factory=dict)
     with_images: list[str] = field(default_factory=list)
     without_images: list[str] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
@@ -89,6 +93,13 @@ def check_human_data(config: StudyConfig, *, fetch: bool) -> HumanDataCheck:
         config: the study.
         fetch: fetch what is missing (a real run), or look read-only at what is present (a
             dry run: nothing is copied, downloaded or written).
+
+    Raises:
+        ConfigError: before any work, for an entry that can never load -- an unknown name
+            (with the closest valid ones), a path that does not exist, a user dataset whose
+            manifest or files are invalid -- and for two entries that give datasets of the
+            same name (their rows could not be told apart). A registered dataset that is
+            only not here yet is a note, not an error.
     """
     from repalign.data import read_only
     from repalign.data.human import load_human
@@ -100,13 +111,91 @@ def check_human_data(config: StudyConfig, *, fetch: bool) -> HumanDataCheck:
         for spec in config.alignment.human:
             try:
                 humans = load_human(spec)
-            except Exception as exc:  # said in the plan; the units record it as failed rows
+            except Exception as exc:
                 dataset = getattr(exc, "dataset", None)  # a registered dataset that is not here
+                if dataset is None and isinstance(exc, (UnknownNameError, InputError, MissingDataError)):
+                    raise ConfigError(f"alignment.human: {spec!r}: {_one_line(exc)}") from None
+                # said in the plan; the units record it as failed rows
                 check.unloadable[spec] = data_note(dataset) if dataset else _one_line(exc)
+                check.names[spec] = _registered_names(spec)
                 continue
+            check.names[spec] = [human.name for human in humans]
             for human in humans:
                 _sort_one(check, human, fetch=fetch)
+    _check_distinct_names(check.names)
     return check
+
+
+def _registered_names(spec: str) -> list[str]:
+    """The dataset names a registered entry gives ("peterson" -> its six domains)."""
+    from repalign.data.human import PETERSON_DOMAINS
+
+    return [f"peterson:{d}" for d in PETERSON_DOMAINS] if spec == "peterson" else [spec]
+
+
+def _check_distinct_names(names: dict[str, list[str]]) -> None:
+    """Every human dataset of a study has its own name, and a user dataset never takes a
+    built-in one: rows are told apart by name alone."""
+    from repalign.data.human import list_human_datasets
+
+    builtin = set(list_human_datasets())
+    seen: dict[str, str] = {}
+    for spec, given in names.items():
+        for name in given:
+            if name in seen:
+                raise ConfigError(
+                    f"alignment.human: {seen[name]!r} and {spec!r} both give a dataset named {name!r}, so their rows "
+                    "could not be told apart; list it once, or give each user dataset its own name (the manifest's "
+                    "'name' key)"
+                )
+            if name in builtin and _is_user_manifest(spec):
+                raise ConfigError(
+                    f"alignment.human: {spec!r} is named {name!r}, the name of a built-in dataset; give it another "
+                    "name (the manifest's 'name' key)"
+                )
+            seen[name] = spec
+
+
+def _is_user_manifest(spec: str) -> bool:
+    """A user dataset described by a manifest (a Peterson pickle carries Peterson's own names)."""
+    from pathlib import Path
+
+    return not (spec == "peterson" or spec.startswith("peterson:")) and Path(spec).suffix.lower() not in (
+        ".pkl",
+        ".pickle",
+    )
+
+
+def check_fewshot_names(config: StudyConfig) -> None:
+    """Every few-shot dataset is a registered name or an existing folder, and no two share a
+    name (rows carry the dataset's name). Reads no data.
+
+    Raises:
+        ConfigError: naming the entry, with the closest valid names for a typo.
+    """
+    from pathlib import Path
+
+    from repalign.data import read_only
+    from repalign.data.fewshot_datasets import FEWSHOT_DATASETS, load_fewshot_dataset
+
+    if "fewshot" not in config.stages:
+        return
+    seen: dict[str, str] = {}
+    for entry in config.fewshot.datasets:
+        path = Path(entry).expanduser()
+        if entry not in FEWSHOT_DATASETS and not path.is_dir():
+            try:
+                with read_only():  # a name or path that does not exist fails at once, loading nothing
+                    load_fewshot_dataset(entry)
+            except RepalignError as exc:
+                raise ConfigError(f"fewshot.datasets: {entry!r}: {_one_line(exc)}") from None
+        name = entry if entry in FEWSHOT_DATASETS else path.resolve().name
+        if name in seen:
+            raise ConfigError(
+                f"fewshot.datasets: {seen[name]!r} and {entry!r} are both named {name!r}, so their rows could not be "
+                "told apart; rename one of the folders"
+            )
+        seen[name] = entry
 
 
 def _sort_one(check: HumanDataCheck, human, *, fetch: bool) -> None:

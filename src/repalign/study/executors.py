@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from repalign._options import DEFAULT_JOBS, EXECUTORS
-from repalign.errors import OptionalDependencyError
+from repalign.errors import InputError, OptionalDependencyError
 from repalign.store import STATUS_FAILED, utc_now
 from repalign.study.plan import Unit
 
@@ -137,7 +137,14 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, jobs: int = DEFAULT_JOBS, threads: int = 0):
-        self.jobs = max(1, jobs)
+        from repalign.embed import usable_cpus
+
+        cpus = usable_cpus()
+        if jobs > cpus:  # each worker is a Python process importing torch: more than cores only thrash
+            log.warning(
+                "jobs = %d but this machine lets the run use %d CPUs: running %d units at once", jobs, cpus, cpus
+            )
+        self.jobs = max(1, min(jobs, cpus))
         self.threads = threads or default_threads(self.jobs)
 
     def run(self, units: list[Unit], config_dict: dict, on_event: EventCallback) -> Iterator[UnitResult]:
@@ -274,12 +281,16 @@ class RayExecutor:
         started_here = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            if self.address:
-                kwargs["address"] = self.address
-            else:
-                kwargs["address"] = "local"
+            kwargs["address"] = self.address or "local"
             log.info("connecting to Ray (address=%s)", kwargs["address"])
-            ray.init(**kwargs)
+            check_ray_address(kwargs["address"])
+            with _keep_sigterm_handler():
+                try:
+                    ray.init(**kwargs)
+                except Exception as exc:  # ConnectionError ("no running Ray instance"), ValueError (address), ...
+                    raise InputError(
+                        f"Cannot start or join Ray at address {kwargs['address']!r}: {_ray_error(exc)}"
+                    ) from None
             started_here = True
         try:
             gpus = ray.cluster_resources().get("GPU", 0)
@@ -308,6 +319,52 @@ class RayExecutor:
 def _ray_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1] if text else ''}"[:2000]
+
+
+#: seconds to wait for a Ray cluster's port to answer before saying it is unreachable
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+def check_ray_address(address: str, *, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Before any work: a Ray cluster named by ``HOST:PORT`` (or ``ray://HOST:PORT``) answers
+    on its port within ``timeout`` seconds. Ray itself waits minutes for an address where
+    nothing listens; ``""``/``"local"`` (a private cluster) and ``"auto"`` are left to it.
+
+    Raises:
+        InputError: naming the address and why it cannot be reached.
+    """
+    import socket
+
+    if address in ("", "local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"Ray address {address!r} is not HOST:PORT (or auto, or ray://HOST:PORT)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        from repalign._io import describe_os_error
+
+        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else describe_os_error(exc)
+        raise InputError(
+            f"No Ray cluster answers at {address} ({reason}); start one with `ray start --head`, "
+            "or fix --address / [execution] address"
+        ) from None
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler():
+    """``ray.init`` installs its own SIGTERM handler in the driver; keep the caller's (the
+    CLI turns SIGTERM into a clean interruption, exit code 143)."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if in_main else None
+    try:
+        yield
+    finally:
+        if in_main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def make_executor(name: str, *, jobs: int = DEFAULT_JOBS, threads: int = 0, address: str = ""):

@@ -63,28 +63,50 @@ def plan_units(config: StudyConfig, models: list[str] | None = None) -> list[Uni
 # what a run does with each unit
 # ---------------------------------------------------------------------------------------
 #: a unit's state in the store (``StudyStore.unit_state``) -> what the plan calls it
-_STATE_WORDS = {"finished": "done (skip)", "failed": "failed (rerun)", "stale": "stale (rerun)", "missing": "to run"}
+_STATE_WORDS = {
+    "finished": "done (skip)",
+    "failed": "failed (rerun)",
+    "stale": "stale (rerun)",
+    "damaged": "damaged (rerun)",
+    "missing": "to run",
+}
 
 
-def stages_to_run(unit: Unit, state: str, store, stage_fingerprints: dict[str, str]) -> tuple[str, ...]:
+def stages_to_run(
+    unit: Unit, state: str, store, stage_fingerprints: dict[str, str], inputs: dict | None = None
+) -> tuple[str, ...]:
     """The stages a run computes for ``unit``, whose state in the store is ``state``.
 
-    Nothing for a finished unit; every stage for a new or failed one; for a stale one (finished
-    under other settings) only the stages whose settings changed -- the rows of the others
-    are kept (``StudyStore.stale_stages``). May be empty: then the unit's file is only
-    rewritten (e.g. a stage was switched off and its rows are dropped).
+    Nothing for a finished unit; every stage for a new, failed or damaged one; for a stale one
+    (finished under other settings, or on inputs that changed since: ``inputs``, see
+    :mod:`repalign.study.inputs`) only the stages whose settings or inputs changed -- the rows
+    of the others are kept (``StudyStore.stale_stages``). May be empty: then the unit's file
+    is only rewritten (e.g. a stage was switched off and its rows are dropped).
     """
     if state == "finished":
         return ()
-    redo = store.stale_stages(unit.id, stage_fingerprints) if state == "stale" else None
+    redo = store.stale_stages(unit.id, stage_fingerprints, inputs) if state == "stale" else None
     return unit.stages if redo is None else tuple(s for s in unit.stages if s in redo)
 
 
-def describe_state(unit: Unit, state: str, stages: tuple[str, ...]) -> str:
-    """The plan's words for a unit's state, naming the stages a stale unit recomputes."""
-    if state == "stale" and stages != unit.stages:
-        return f"stale (rerun {', '.join(stages)})" if stages else "stale (rewrite, nothing to compute)"
-    return _STATE_WORDS.get(state, "to run")
+def stale_reasons(unit: Unit, store, inputs: dict, stages: tuple[str, ...]) -> list[str]:
+    """Why the stages ``stages`` of a stale unit run again, as far as inputs go, e.g.
+    ``["peterson:mine changed: sim.csv"]`` (settings that changed are said by the stages)."""
+    changes = store.input_changes(unit.id, inputs)
+    return list(dict.fromkeys(reason for stage in stages for reason in changes.get(stage, [])))
+
+
+def describe_state(unit: Unit, state: str, stages: tuple[str, ...], reasons: list[str] | tuple = ()) -> str:
+    """The plan's words for a unit's state: for a stale unit, the stages it recomputes (when
+    not all) and the inputs that changed, e.g. ``stale (rerun alignment; peterson:mine
+    changed: sim.csv)``."""
+    if state != "stale":
+        return _STATE_WORDS.get(state, "to run")
+    parts = []
+    if stages != unit.stages:
+        parts.append(f"rerun {', '.join(stages)}" if stages else "rewrite, nothing to compute")
+    parts.extend(reasons)
+    return f"stale ({'; '.join(parts)})" if parts else _STATE_WORDS["stale"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,6 +125,7 @@ def describe_plan(config: StudyConfig, units: list[Unit], store) -> tuple[list[d
     """
     from repalign.data import read_only
     from repalign.study.datacheck import check_fewshot_data, check_human_data
+    from repalign.study.inputs import StudyInputs
 
     humans = check_human_data(config, fetch=False)
     fewshot_images, fewshot_notes = check_fewshot_data(config)
@@ -117,17 +140,27 @@ def describe_plan(config: StudyConfig, units: list[Unit], store) -> tuple[list[d
             f"not known for {', '.join(unknown)} (not present)"
         )
 
+    for file, why in store.damaged_files().items():
+        notes.append(
+            f"{file.relative_to(store.path)} is damaged ({why}); the run will move it to quarantine/"
+            + (" and compute its unit again" if file.suffix == ".parquet" else "")
+        )
+
     fingerprint = config.results_fingerprint()
     stage_fingerprints = config.stage_fingerprints()
     records = []
     with read_only():  # model descriptions read weight files in place, too
+        study_inputs = StudyInputs(config, humans.names)
         for unit in units:
-            state = store.unit_state(unit.id, fingerprint)
+            inputs = study_inputs.for_unit(unit)
+            state = store.unit_state(unit.id, fingerprint, inputs)
+            stages = stages_to_run(unit, state, store, stage_fingerprints, inputs)
+            reasons = stale_reasons(unit, store, inputs, stages) if state == "stale" else []
             record: dict[str, Any] = {
                 "unit": unit.id,
                 "model": unit.model,
                 "stages": ",".join(unit.stages),
-                "state": describe_state(unit, state, stages_to_run(unit, state, store, stage_fingerprints)),
+                "state": describe_state(unit, state, stages, reasons),
             }
             if image_sets:
                 record["embeddings cached"] = _cached_summary(unit.model, image_sets)

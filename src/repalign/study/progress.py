@@ -18,6 +18,14 @@ from repalign.study.plan import Unit
 progress_log = logging.getLogger("repalign.study.progress")
 
 
+def _escape(text: str) -> str:
+    """User text (model and dataset names) shown as written inside rich markup: "[/bold]"
+    would otherwise be a MarkupError, "[red]x" a red "x"."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 class StudyProgress:
     """Tracks and shows the progress of one run.
 
@@ -53,7 +61,7 @@ class StudyProgress:
         self._steps[unit.id] = "starting"
         if self._rich:
             self._rich_tasks[unit.id] = self._rich.add_task(
-                f"  {unit.model}", total=None, step="starting", failures="", eta=""
+                f"  {_escape(unit.model)}", total=None, step="starting", failures="", eta=""
             )
         else:
             progress_log.info("[%d/%d] start %s", self.done, self.total, unit.model)
@@ -62,7 +70,7 @@ class StudyProgress:
         step = f"{stage} {dataset}" if dataset else stage
         self._steps[unit.id] = step
         if self._rich and unit.id in self._rich_tasks:
-            self._rich.update(self._rich_tasks[unit.id], step=step)
+            self._rich.update(self._rich_tasks[unit.id], step=_escape(step))
         elif not self._rich:
             progress_log.info("        %s: %s", unit.model, step)
 
@@ -79,7 +87,7 @@ class StudyProgress:
             self._rich.update(self._main, completed=self.done, failures=self._failure_text())
             self._refresh_eta()
             if n_failed_rows:
-                self._rich.console.print(f"[red]failed[/red] {unit.model}")
+                self._rich.console.print(f"[red]failed[/red] {_escape(unit.model)}")
         else:
             progress_log.info(
                 "[%d/%d] %s %s in %.1fs; failures %d; ETA %s",

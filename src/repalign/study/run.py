@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,22 @@ from typing import Any
 import pandas as pd
 
 from repalign.schema import conform, empty_results
-from repalign.store import STATUS_FAILED, StudyStore, new_manifest, utc_now
+from repalign.store import (
+    RUN_FAILED,
+    RUN_FINISHED,
+    RUN_INTERRUPTED,
+    RUN_RUNNING,
+    STATUS_FAILED,
+    StudyStore,
+    close_abandoned_runs,
+    new_manifest,
+    utc_now,
+)
 from repalign.study.config import StudyConfig, as_config
+from repalign.study.datacheck import check_human_data
 from repalign.study.executors import make_executor
-from repalign.study.plan import Unit, describe_plan, plan_units, stages_to_run
+from repalign.study.inputs import StudyInputs, refresh_model
+from repalign.study.plan import Unit, describe_plan, plan_units, stages_to_run, stale_reasons
 from repalign.study.progress import StudyProgress
 
 log = logging.getLogger(__name__)
@@ -93,59 +106,66 @@ def run_study(
     cfg = _with_overrides(as_config(config), executor=executor, jobs=jobs, address=address, output=output)
     with read_only() if dry_run else contextlib.nullcontext():  # a dry run copies nothing (e.g. the model list)
         units = plan_units(cfg)
+    _check_before_work(cfg, dry_run=dry_run)
     store = StudyStore(cfg.output_dir)
     if dry_run:
         plan, notes = describe_plan(cfg, units, store)
         return StudyOutcome(path=store.path, config=cfg, plan=plan, dry_run=True, n_units=len(units), notes=notes)
 
     started = time.monotonic()
+    humans = check_human_data(cfg, fetch=True)  # a bad name or a name clash stops the run here
+    notes = _say_domains(humans)
+    study_inputs = StudyInputs(cfg, humans.names)
     with store.locked():
-        notes = _say_domains(cfg)
+        notes += store.quarantine_damaged()  # moved aside, never deleted; their units run again
         _remove_partial_files(store)
         store.write_config(cfg.to_toml())
         manifest = new_manifest(store.read_manifest())
+        close_abandoned_runs(manifest)
         run_record: dict[str, Any] = {
             "start": utc_now(),
             "end": None,
             "executor": cfg.execution.executor,
             "jobs": cfg.execution.jobs,
-            "status": "running",
+            "status": RUN_RUNNING,
+            "pid": os.getpid(),
         }
         manifest["runs"].append(run_record)
         manifest["start"], manifest["end"] = run_record["start"], None
         store.write_manifest(manifest)
 
-        fingerprint = cfg.results_fingerprint()
-        states = {u.id: store.unit_state(u.id, fingerprint) for u in units}
-        work = _plan_work(cfg, store, units, states)
-        todo = [w for w in work if w.unit.stages]
-        for w in work:  # nothing to compute (e.g. a stage switched off): drop its rows, record the settings
-            if not w.unit.stages:
-                rows = empty_results() if w.kept is None else w.kept
-                store.write_unit(w.unit.id, rows, fingerprint=fingerprint, stage_fingerprints=w.fingerprints)
-        outcome = StudyOutcome(
-            path=store.path,
-            config=cfg,
-            plan=[u.to_dict() | {"state": states[u.id]} for u in units],
-            n_units=len(units),
-            n_skipped=len(units) - len(todo),
-            notes=notes,
-        )
-        log.info("%d units, %d finished, %d to run", len(units), outcome.n_skipped, len(todo))
-
+        outcome = StudyOutcome(path=store.path, config=cfg, plan=[], n_units=len(units), notes=notes)
         failed_here: list[dict] = []
         try:
+            fingerprint = cfg.results_fingerprint()
+            inputs = {u.id: study_inputs.for_unit(u) for u in units}
+            states = {u.id: store.unit_state(u.id, fingerprint, inputs[u.id]) for u in units}
+            work = _plan_work(cfg, store, units, states, inputs)
+            todo = [w for w in work if w.unit.stages]
+            for w in work:  # nothing to compute (e.g. a stage switched off): drop its rows, record the settings
+                if not w.unit.stages:
+                    rows = empty_results() if w.kept is None else w.kept
+                    store.write_unit(
+                        w.unit.id, rows, fingerprint=fingerprint, stage_fingerprints=w.fingerprints, inputs=w.inputs
+                    )
+            outcome.plan = [u.to_dict() | {"state": states[u.id]} for u in units]
+            outcome.n_skipped = len(units) - len(todo)
+            log.info("%d units, %d finished, %d to run", len(units), outcome.n_skipped, len(todo))
             _execute(cfg, store, todo, fingerprint, outcome, live, failed_here)
-            run_record["status"] = "finished"
-        except BaseException:
-            run_record["status"] = "interrupted"
+            run_record["status"] = RUN_FINISHED
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises a KeyboardInterrupt for it)
+            run_record["status"] = RUN_INTERRUPTED
+            raise
+        except BaseException as exc:  # e.g. a disk that is full: said in the manifest, then raised
+            run_record["status"] = RUN_FAILED
+            run_record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
             raise
         finally:
             run_record["end"] = manifest["end"] = utc_now()
             run_record["units_run"] = outcome.n_run
             run_record["units_failed"] = len({f["model"] for f in failed_here})
             run_record["failures"] = failed_here
-            store.write_manifest(manifest)
+            _close_manifest(store, manifest)
 
     results = store.read_results()
     current = results[results["unit"].isin([u.id for u in units])]
@@ -160,36 +180,71 @@ def run_study(
 @dataclass(frozen=True)
 class _Work:
     """One unit to write: ``unit.stages`` are the stages to compute (maybe none), ``kept``
-    the rows of its file that still hold (None: none kept)."""
+    the rows of its file that still hold (None: none kept), ``inputs`` what its stages read."""
 
     unit: Unit
     kept: pd.DataFrame | None
     fingerprints: dict[str, str]
+    inputs: dict[str, dict]
 
 
-def _plan_work(cfg: StudyConfig, store: StudyStore, units: list[Unit], states: dict[str, str]) -> list[_Work]:
+def _plan_work(
+    cfg: StudyConfig, store: StudyStore, units: list[Unit], states: dict[str, str], inputs: dict[str, dict]
+) -> list[_Work]:
     """The units that are not finished, each with the stages to compute and the rows to keep."""
     stage_fingerprints = cfg.stage_fingerprints()
     work = []
     for unit in units:
         if states[unit.id] == "finished":
             continue
-        stages = stages_to_run(unit, states[unit.id], store, stage_fingerprints)
+        stages = stages_to_run(unit, states[unit.id], store, stage_fingerprints, inputs[unit.id])
         kept = None
-        if stages != unit.stages:  # stale: keep the rows of the stages whose settings are unchanged
+        if stages != unit.stages:  # stale: keep the rows of the stages whose settings and inputs are unchanged
             old = store.read_unit(unit.id)
             kept = old[old["stage"].isin([s for s in unit.stages if s not in stages])]
-            log.info("%s: settings of %s changed; keeping its other rows", unit.model, ", ".join(stages) or "no stage")
-        work.append(_Work(dataclasses.replace(unit, stages=stages), kept, stage_fingerprints))
+            log.info(
+                "%s: settings or inputs of %s changed; keeping its other rows",
+                unit.model,
+                ", ".join(stages) or "no stage",
+            )
+        for reason in stale_reasons(unit, store, inputs[unit.id], stages) if states[unit.id] == "stale" else []:
+            log.info("%s: %s", unit.model, reason)
+        work.append(_Work(dataclasses.replace(unit, stages=stages), kept, stage_fingerprints, inputs[unit.id]))
     return work
 
 
-def _say_domains(cfg: StudyConfig) -> list[str]:
+def _check_before_work(cfg: StudyConfig, *, dry_run: bool) -> None:
+    """What can be checked before any work, from names alone: few-shot dataset names (the
+    human datasets are checked as they load, models as they are planned); for a run, the
+    device (an explicit cuda/mps must exist here, even if every embedding is cached) and
+    that a Ray cluster at the given address answers."""
+    from repalign._device import require_device
+    from repalign.study.datacheck import check_fewshot_names
+    from repalign.study.executors import check_ray_address
+
+    check_fewshot_names(cfg)
+    if dry_run:  # a plan may be made on a laptop for a GPU cluster
+        return
+    if cfg.execution.executor == "local":  # on Ray the device is the workers', checked in each unit
+        require_device(cfg.execution.device)
+    else:
+        check_ray_address(cfg.execution.address)
+
+
+def _close_manifest(store: StudyStore, manifest: dict[str, Any]) -> None:
+    """Record how the run ended. When even that write fails (a full disk), the error that
+    ended the run is the one to see; the next run marks this run's entry "killed"."""
+    try:
+        store.write_manifest(manifest)
+    except OSError as exc:
+        if sys.exc_info()[0] is None:
+            raise
+        log.warning("could not record the end of the run in %s: %s", store.path / "manifest.json", exc)
+
+
+def _say_domains(check) -> list[str]:
     """Before any work: the domains alignment will be averaged over, as a note (and a warning
     when some are left out)."""
-    from repalign.study.datacheck import check_human_data
-
-    check = check_human_data(cfg, fetch=True)
     message = check.message()
     if message is None:
         return []
@@ -210,6 +265,7 @@ def _execute(
     if not todo:
         return
     kept = {w.unit.id: w.kept for w in todo}
+    inputs = {w.unit.id: w.inputs for w in todo}
     stage_fingerprints = todo[0].fingerprints
     ex = cfg.execution
     executor = make_executor(ex.executor, jobs=ex.jobs, threads=ex.threads, address=ex.address)
@@ -229,7 +285,13 @@ def _execute(
             if previous is not None and len(previous):
                 rows = conform(pd.concat([previous, rows], ignore_index=True))
             rows["unit"] = result.unit.id
-            store.write_unit(result.unit.id, rows, fingerprint=fingerprint, stage_fingerprints=stage_fingerprints)
+            store.write_unit(
+                result.unit.id,
+                rows,
+                fingerprint=fingerprint,
+                stage_fingerprints=stage_fingerprints,
+                inputs=refresh_model(inputs[result.unit.id], result.unit.model),
+            )
             failed = rows[rows["status"] == STATUS_FAILED]
             n_failed = len(failed)
             # kept in the manifest: a rerun that succeeds replaces the unit's rows

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Version of the extraction code; part of every cache key. Bump it whenever a change here
 #: could change the numbers produced (never for refactors that cannot).
-EXTRACTION_CODE_VERSION = "1"
+#: 2: 16-bit and float images are decoded by their full range (1 clipped them at 255).
+EXTRACTION_CODE_VERSION = "2"
 
 #: Batches each DataLoader worker prepares ahead of the forward pass.
 PREFETCH_FACTOR = 4
@@ -102,7 +103,8 @@ def extract_embeddings(
             GPU, a quarter of the CPUs on CPU, 0 when everything fits in one batch; see
             :func:`default_num_workers`). For numpy models (TFLite) on a CPU with more
             than one core, the default (None) is a prefetch *thread* instead; an explicit
-            number (0 included) always means DataLoader processes.
+            number (0 included) always means DataLoader processes. More than the usable
+            CPUs is lowered to their number, with a warning (:func:`bound_num_workers`).
         dtype: ``"float32"`` or ``"float16"``: dtype of the returned and cached arrays.
         cache: read and write the embedding cache (``$REPALIGN_CACHE_HOME``).
         weights: a local weights file for the model (see ``repalign models``).
@@ -124,6 +126,7 @@ def extract_embeddings(
     _check_images(images)
     _check_count("batch_size", batch_size, minimum=1)
     _check_count("num_workers", num_workers, minimum=0)
+    num_workers = bound_num_workers(num_workers)
     if isinstance(model, ModelHandle) and weights is not None:
         raise InputError("'weights' applies to model names only; this model handle is already loaded")
 
@@ -403,6 +406,28 @@ def default_num_workers(n_images: int, batch_size: int, device: str = "cuda") ->
     if str(device).startswith("cpu"):
         return min(4, usable_cpus() // 4)
     return min(4, usable_cpus())
+
+
+def bound_num_workers(num_workers: int | None) -> int | None:
+    """``num_workers``, lowered to the usable CPUs when it asks for more.
+
+    Each worker is a process holding a copy of the dataset and prefetched batches; beyond
+    one per CPU they add no decoding throughput, only start-up time and memory, and a typo
+    (``--workers 100000``) would fork until the machine runs out of processes. Lowering with
+    a warning keeps a run that asked for a few too many going; None (the default) passes.
+    """
+    if num_workers is None:
+        return None
+    cpus = usable_cpus()
+    if num_workers > cpus:
+        log.warning(
+            "num_workers=%d is more than the %d CPUs this process may use; using %d worker processes",
+            num_workers,
+            cpus,
+            cpus,
+        )
+        return cpus
+    return int(num_workers)
 
 
 def usable_cpus() -> int:

@@ -571,6 +571,21 @@ def test_hostile_or_garbage_weights_are_one_line_errors_and_never_run(weight_fil
         assert not marker.exists(), f"{kind}: loading ran code from the file"
 
 
+def test_hostile_or_garbage_timm_weights_are_one_line_errors_and_never_run(weight_files):
+    """timm loads --weights through its own loader (weights_only=True); its failures on hostile or
+    damaged files become one line that never suggests a full unpickle."""
+    pytest.importorskip("timm")
+    from repalign.models import load_model
+
+    files, marker = weight_files
+    for kind, path in files.items():
+        with pytest.raises(InputError, match=r"is not a readable weights file|does not fit timm model") as info:
+            load_model("timm:resnet18", weights=path, device="cpu")
+        text = _one_line(info)
+        assert path.name in text and "weights_only" not in text and "unsafe" not in text.lower()
+        assert not marker.exists(), f"{kind}: loading ran code from the file"
+
+
 # ------------------------------------------------------------------ 7. data/cache homes
 
 

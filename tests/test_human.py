@@ -588,3 +588,16 @@ def test_human_similarity_is_read_only_without_touching_the_callers_array():
     assert np.shares_memory(sim, data.similarity), "no copy of a float64 matrix"
     with pytest.raises(ValueError, match="read-only"):
         data.similarity[0, 0] = 5
+
+
+@pytest.mark.parametrize("value", ["nan", "-1.0", "inf"])
+def test_symmetry_tolerance_must_be_finite_and_non_negative(tmp_path, value):
+    """NaN passes every comparison, so a NaN tolerance would silently accept any asymmetry."""
+    root = _dataset(
+        tmp_path,
+        f'name = "toy"\nimages = "images"\nsimilarity = "sim.csv"\nsymmetry_tolerance = {value}\n',
+        files={"sim.csv": _csv(_similarity(), NAMES)},
+    )
+    with pytest.raises(InputError, match=r"symmetry_tolerance must be a finite number >= 0") as info:
+        load_human(root)
+    assert "\n" not in str(info.value)

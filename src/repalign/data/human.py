@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -482,8 +483,8 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
     symmetrize = _get(manifest, "symmetrize", bool, path) or False
     tolerance = _get(manifest, "symmetry_tolerance", (int, float), path)
     tolerance = DEFAULT_SYMMETRY_TOLERANCE if tolerance is None else float(tolerance)
-    if tolerance < 0:
-        raise InputError(f"{label}: symmetry_tolerance must be >= 0")
+    if not math.isfinite(tolerance) or tolerance < 0:  # NaN would pass every comparison, so check it first
+        raise InputError(f"{label}: symmetry_tolerance must be a finite number >= 0; got {tolerance!r}")
 
     image_files = _image_files(inside, _get(manifest, "images", str, path), label)
     listed = _stimulus_list(manifest, inside, path)

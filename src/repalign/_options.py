@@ -56,6 +56,10 @@ DEFAULT_DEVICE = AUTO
 #: dtypes of extracted (and cached) embeddings
 EMBEDDING_DTYPES = ("float32", "float16")
 DEFAULT_EMBEDDING_DTYPE = "float32"
+#: size limit of the preprocessed-input cache (``<cache home>/inputs``; least recently used
+#: entries go first). 4 GiB holds the inputs of one 224x224 float configuration for ~7,000
+#: images, and a study runs the models of one configuration one after another.
+DEFAULT_INPUT_CACHE_BYTES = 4 << 30
 
 # -- robustness ----------------------------------------------------------------------------
 #: snapshots of timm's published ImageNet robustness results

@@ -23,7 +23,8 @@ from repalign.errors import InputError
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REPALIGN_CACHE_HOME", str(tmp_path / "embeddings"))
-    monkeypatch.delenv("REPALIGN_INPUT_CACHE_BYTES", raising=False)
+    # the store is off by default (docs/embeddings.md); these tests switch it on, with 4 GiB
+    monkeypatch.setenv("REPALIGN_INPUT_CACHE_BYTES", str(4 << 30))
 
 
 @pytest.fixture
@@ -116,6 +117,13 @@ def test_input_cache_follows_the_cache_switch_by_default(photo_files):
     assert _entries() == []
     extract_embeddings("pixels:8", photo_files)
     assert len(_entries()) == 1
+
+
+def test_the_store_is_off_by_default(photo_files, monkeypatch):
+    monkeypatch.delenv("REPALIGN_INPUT_CACHE_BYTES")
+    assert input_cache_limit() == 0
+    extract_embeddings("pixels:8", photo_files, cache=False)
+    assert not InputCache().root.exists()
 
 
 def test_limit_zero_switches_the_store_off(photo_files, monkeypatch):

@@ -118,3 +118,23 @@ def test_the_paper_study_estimate_reads_only(mirror, tmp_path, monkeypatch):
     # 3 domains with images x 120 + CIFAR-100, MNIST, Fashion-MNIST test splits (CIFAR-100 published)
     assert {c.images for c in result.models} == {3 * 120 + 3 * 10_000}
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*"))
+
+
+@pytest.mark.integration
+def test_the_cli_prints_the_estimate_for_the_paper_study(mirror, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "REPALIGN_DATA_HOME": str(tmp_path / "home"), "REPALIGN_OFFLINE": "1"}
+    command = [sys.executable, "-m", "repalign", "run", str(PROJECT / "configs" / "paper.toml"), "--dry-run"]
+    command += ["--output", str(tmp_path / "paper"), "--estimate", "--throughput", "100000", "--gpus", "8"]
+    done = subprocess.run(command + ["--fewshot-seconds", "5"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "estimate for 490 models at 100,000 GMAC/s (few-shot: 5 s per model and dataset):" in lines
+    assert any(line.startswith("  extraction: 14,876,400 images") for line in lines)  # 490 x (360 + 30,000)
+    assert "  few-shot:   1470 model x dataset grids, 2.04 device-hours" in lines
+    wrong = subprocess.run(command[:5] + ["--estimate"], capture_output=True, text=True, env=env, timeout=300)
+    assert wrong.returncode == 2 and "--estimate goes with --dry-run" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1

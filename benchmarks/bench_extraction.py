@@ -26,10 +26,26 @@ its peak resident set size (main process and, separately, its DataLoader workers
 streaming extraction the peak does not grow with the number of images; decoding them all
 up front would add ~0.26 MB per image (300x300x3 bytes).
 
+``--study``: a study's extraction, model after model, with the preprocessed-input cache
+(``repalign.embed.inputs``) in a fresh cache folder and the embedding cache off. Models run in
+the order a study runs them (``order_by_preprocessing``: models sharing a preprocessing
+configuration one after another) over the images a quick-start study embeds: Peterson
+animals, fruits and vegetables (files, decoded from disk) and the few-shot images of
+configs/quickstart.toml (MNIST and Fashion-MNIST, the images its splits use). For each model:
+its total extraction time over all image sets (``extract_embeddings``; model loading is not
+counted) against the sum of its pure forward passes on the same ready inputs (the cached
+arrays, batched outside the timing, same batch size and thread settings), and, with
+``--uncached`` (default on), the extraction time without the input cache, as before. The
+first model of each configuration decodes and preprocesses (and records the inputs); the
+others read them. The last line is JSON: ``ratio_study`` (all models), ``ratio_after_first``
+(models after the first of their configuration), ``n_models``, and the same ratios without
+the input cache.
+
 Usage::
 
     REPALIGN_MIRROR=../shared/data .venv/bin/python benchmarks/bench_extraction.py
     .venv/bin/python benchmarks/bench_extraction.py --models timm:resnet18@random --n 240 --workers auto 1 2
+    REPALIGN_MIRROR=../shared/data .venv/bin/python benchmarks/bench_extraction.py --study
 """
 
 from __future__ import annotations
@@ -44,6 +60,22 @@ import sys
 import time
 
 DEFAULT_MODELS = ("timm:resnet18@random", "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor")
+#: --study: the six TFLite models, then CIFAR ResNets and untrained timm models (small ones that
+#: share timm's most common configuration, so a 2-core machine runs the study in minutes)
+STUDY_MODELS = (
+    "tflite:mobilenet_v1_0.25_128_quant",
+    "tflite:mobilenet_v1_0.5_160_quant",
+    "tflite:mobilenet_v1_0.75_192_quant",
+    "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor",
+    "tflite:mobilenet_v2_1.0_224_quant",
+    "tflite:tf2_mobilenet_v2_1.0_224_ptq",
+    "cifar_resnet:resnet20",
+    "cifar_resnet:resnet32",
+    "cifar_resnet:resnet44",
+    "timm:lcnet_050@random",
+    "timm:mobilenetv3_small_050@random",
+)
+STUDY_HUMAN = ("peterson:animals", "peterson:fruits", "peterson:vegetables")
 
 
 def peterson_images(n: int):
@@ -266,6 +298,143 @@ def child_memory_main(model: str, n: int, batch_size: int, workers: int) -> None
     )
 
 
+# ---------------------------------------------------------------------------------------
+# --study
+# ---------------------------------------------------------------------------------------
+def study_image_sets(config_path: str) -> dict:
+    """{name: ImageSet}: the Peterson domains with images and the few-shot images of the config."""
+    from repalign.data.human import load_human
+    from repalign.data.images import SubsetImageSet
+    from repalign.study.config import load_config
+    from repalign.study.plan import fewshot_inputs
+
+    sets = {name: load_human(name)[0].images() for name in STUDY_HUMAN}
+    config = load_config(config_path)
+    for name in config.fewshot.datasets:
+        data, splits = fewshot_inputs(name, config)
+        sets[f"fewshot:{name}"] = SubsetImageSet(data.images, splits.used_indices())
+    return sets
+
+
+def study_ready_batches(handle, images, batch_size: int) -> list:
+    """The handle's inputs of ``images`` from the input cache, batched (outside any timing)."""
+    import numpy as np
+    import torch
+
+    from repalign.embed.engine import _input_entry
+
+    store, key, _ = _input_entry(handle, images)
+    ready = store.load(key)
+    if ready is None:
+        raise SystemExit(f"no cached inputs of {images.name} for {handle.spec.name}: is the input cache off?")
+    batches = [np.array(ready[i : i + batch_size]) for i in range(0, len(ready), batch_size)]
+    return [torch.from_numpy(b) for b in batches] if handle.uses_torch else batches
+
+
+def _has_inputs(handle, images) -> bool:
+    from repalign.embed.engine import _input_entry
+
+    store, key, _ = _input_entry(handle, images)
+    return store.load(key) is not None
+
+
+def study_model(model: str, image_sets: dict, uncached: bool) -> dict:
+    """One model's extraction time over every image set, its pure forward time, and (``uncached``)
+    its extraction time without the input cache."""
+    from repalign.embed import extract_embeddings
+    from repalign.models import load_model
+
+    handle = load_model(model, device="cpu")
+    batch_size = handle.default_batch_size
+    extract_s = forward_s = plain_s = 0.0
+    n = 0
+    warm = False
+    for k, images in enumerate(image_sets.values()):
+        recorded = _has_inputs(handle, images)
+        # Forward first on every other image set once the inputs exist (a model after the first
+        # of its configuration): neither side always runs on the warmer machine.
+        forward_first = recorded and k % 2 == 1
+        if not recorded:
+            start = time.perf_counter()
+            extract_embeddings(handle, images, cache=False, input_cache=True)
+            extract_s += time.perf_counter() - start
+        batches = study_ready_batches(handle, images, batch_size)
+        if not warm:  # lazy initialisation (allocator, thread pools) counted on neither side
+            handle.forward(batches[0])
+            warm = True
+        if recorded and not forward_first:
+            start = time.perf_counter()
+            extract_embeddings(handle, images, cache=False, input_cache=True)
+            extract_s += time.perf_counter() - start
+        start = time.perf_counter()
+        for batch in batches:
+            handle.forward(batch)
+        forward_s += time.perf_counter() - start
+        if forward_first:
+            start = time.perf_counter()
+            extract_embeddings(handle, images, cache=False, input_cache=True)
+            extract_s += time.perf_counter() - start
+        if uncached:
+            start = time.perf_counter()
+            extract_embeddings(handle, images, cache=False, input_cache=False)
+            plain_s += time.perf_counter() - start
+        n += len(images)
+    return {"model": model, "n_images": n, "extract_s": extract_s, "forward_s": forward_s, "uncached_s": plain_s}
+
+
+def study_main(models: list[str], config_path: str, uncached: bool) -> int:
+    import tempfile
+
+    from repalign.embed import order_by_preprocessing
+    from repalign.embed.inputs import preprocessing_group
+
+    os.environ["REPALIGN_CACHE_HOME"] = tempfile.mkdtemp(prefix="repalign-bench-study-")
+    image_sets = study_image_sets(config_path)
+    for images in image_sets.values():
+        images.fingerprint()  # a study computes it once per image set for the embedding cache
+    ordered = order_by_preprocessing(models)
+    groups = [preprocessing_group(m) for m in ordered]
+    sizes = ", ".join(f"{name} {len(images)}" for name, images in image_sets.items())
+    print(f"CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; images: {sizes}")
+    print(
+        f"{'model':55s} {'config':>6s} {'first':>5s} {'images':>6s} {'extract s':>9s} {'forward s':>9s} "
+        f"{'ratio':>6s} | {'no input cache s':>16s} {'ratio':>6s}"
+    )
+    rows, seen = [], {}
+    for model, group in zip(ordered, groups, strict=True):
+        first = group not in seen
+        seen.setdefault(group, len(seen) + 1)
+        row = {**study_model(model, image_sets, uncached), "config": seen[group], "first": first}
+        rows.append(row)
+        plain = f"{row['uncached_s']:16.2f} {row['forward_s'] / row['uncached_s']:6.1%}" if uncached else f"{'-':>16s}"
+        print(
+            f"{model:55s} {row['config']:6d} {'yes' if first else '':>5s} {row['n_images']:6d} "
+            f"{row['extract_s']:9.2f} {row['forward_s']:9.2f} {row['forward_s'] / row['extract_s']:6.1%} | {plain}"
+        )
+
+    def ratio(selected: list[dict], key: str) -> float | None:
+        spent = sum(r[key] for r in selected)
+        return sum(r["forward_s"] for r in selected) / spent if selected and spent > 0 else None
+
+    after = [r for r in rows if not r["first"]]
+    summary = {
+        "ratio_study": ratio(rows, "extract_s"),
+        "ratio_after_first": ratio(after, "extract_s"),
+        "n_models": len(rows),
+        "n_configs": len(seen),
+        "ratio_study_no_input_cache": ratio(rows, "uncached_s") if uncached else None,
+        "ratio_after_first_no_input_cache": ratio(after, "uncached_s") if uncached else None,
+        "load_average_end": os.getloadavg()[0],
+    }
+    print(
+        f"study: forward / extraction {summary['ratio_study']:.1%} over {len(rows)} models in {len(seen)} "
+        f"configurations; models after the first of their configuration: "
+        + (f"{summary['ratio_after_first']:.1%}" if after else "none")
+    )
+    print(json.dumps(summary))
+    return 0
+
+
 def _workers_arg(text: str) -> int | None:
     return None if text == "auto" else int(text)
 
@@ -284,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="paired forward / end-to-end runs (default 7)")
     parser.add_argument("--memory-n", type=int, default=120, help="N for the memory check (N and 4N images)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--study", action="store_true", help="a study's extraction with the input cache (see above)")
+    parser.add_argument("--config", default="configs/quickstart.toml", help="--study: the few-shot settings")
+    parser.add_argument(
+        "--no-uncached", action="store_true", help="--study: skip the extraction without the input cache"
+    )
     parser.add_argument("--child-memory", nargs=4, metavar=("MODEL", "N", "BATCH", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured, also in a pipe
@@ -291,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         model, n, batch, workers = args.child_memory
         child_memory_main(model, int(n), int(batch), _workers_arg(workers))
         return 0
+    if args.study:
+        models = args.models if args.models != list(DEFAULT_MODELS) else list(STUDY_MODELS)
+        return study_main(models, args.config, not args.no_uncached)
 
     import torch
 

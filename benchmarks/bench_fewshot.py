@@ -26,6 +26,16 @@ the size of CIFAR-100's test split embedded by a ResNet-50).
     python benchmarks/bench_fewshot.py                      # both problems, full grid
     python benchmarks/bench_fewshot.py --problems mnist --seeds 2 --shots 1,10
     python benchmarks/bench_fewshot.py --quick --threads 1 --loops same-draws
+
+``--models N`` times instead the grid of N models on the same splits (CIFAR-100-sized
+synthetic features, different per model, the same labels), three ways side by side, head
+by head: ``evaluate_fewshot_many`` (the fits of all models batched together), our per-model
+path (``evaluate_fewshot`` once per model), and the straightforward loops (scikit-learn for
+the linear head, the ``modules`` torch.nn loop for the MLP heads). The loops' time is linear
+in the number of models; ``--loop-models K`` runs them on the first K models only and
+scales their time by N/K (said in the output):
+
+    python benchmarks/bench_fewshot.py --models 10 --shots 1,10,80 --loop-models 2
 """
 
 from __future__ import annotations
@@ -289,6 +299,100 @@ def report(ours, base, ours_times, base_times, heads, loop):
     return total_base / total_ours
 
 
+def cifar100_synthetic_models(n_models: int, **options):
+    """N models' features of the same examples: :func:`cifar100_synthetic` with seed m for model
+    m (its own class means, mixing and noise), rows put in one common order so that all
+    share the labels."""
+    features, labels = {}, None
+    order = np.random.default_rng(12345).permutation(len(cifar100_synthetic(0, **options)[1]))
+    for m in range(n_models):
+        x, y = cifar100_synthetic(m, **options)
+        by_class = np.argsort(y, kind="stable")
+        features[f"model{m}"] = x[by_class][order]
+        if labels is None:
+            labels = y[by_class][order]
+    return features, labels
+
+
+def compare_models(n_models, shots, seeds, heads, settings, loop_models=None):
+    """The grid of ``n_models`` models three ways: batched across models, per model, loops."""
+    from repalign.fewshot import evaluate_fewshot, evaluate_fewshot_many, make_splits
+
+    features, labels = cifar100_synthetic_models(n_models)
+    names = list(features)
+    loop_names = names[: loop_models or n_models]
+    warm_up(features[names[0]], labels, heads, settings, ("modules",))
+    manifest = make_splits(labels, shots=shots, seeds=seeds, dataset="cifar100-synthetic")
+    fits = len(manifest.splits) * len(heads)
+    print(
+        f"\n== {n_models} models x cifar100-synthetic ({len(labels)} examples x 2048 features, 100 classes); "
+        f"grid {len(manifest.shots)} shots x {len(heads)} heads x {len(manifest.seeds)} seeds = {fits} fits per model, "
+        f"{fits * n_models} in all; loops on {len(loop_names)} model(s)"
+        + (f", time scaled by {n_models}/{len(loop_names)}" if len(loop_names) < n_models else ""),
+        flush=True,
+    )
+    times = {way: {} for way in ("many", "per-model", "loops")}
+    frames = {way: [] for way in times}
+    for head in heads:
+        start = time.perf_counter()
+        many = evaluate_fewshot_many(
+            features, labels, heads=head, splits=manifest, per_seed=True, device="cpu", settings=settings
+        )
+        times["many"][head] = time.perf_counter() - start
+        frames["many"].append(many)
+        start = time.perf_counter()
+        for name in names:
+            one = evaluate_fewshot(
+                features[name], labels, heads=head, splits=manifest, per_seed=True, device="cpu", settings=settings
+            )
+            frames["per-model"].append(one.assign(model=name))
+        times["per-model"][head] = time.perf_counter() - start
+        loop_seconds = 0.0
+        for name in loop_names:
+            base, seconds = run_baseline_head(features[name], labels, manifest, head, settings, "modules")
+            frames["loops"].append(base.assign(model=name))
+            loop_seconds += seconds
+        times["loops"][head] = loop_seconds * n_models / len(loop_names)
+        print(
+            f"  {head}: across models {times['many'][head]:.2f}s, per model {times['per-model'][head]:.2f}s, "
+            f"loops {times['loops'][head]:.2f}s",
+            flush=True,
+        )
+    keys = ["model", "head", "shots", "seed"]
+    many = pd.concat(frames["many"], ignore_index=True)[[*keys, "accuracy"]]
+    per_model = pd.concat(frames["per-model"], ignore_index=True)[[*keys, "accuracy"]]
+    loops = pd.concat(frames["loops"], ignore_index=True)[[*keys, "accuracy"]]
+    same = many.merge(per_model, on=keys, suffixes=("_many", "_one"))
+    against = many.merge(loops, on=keys, suffixes=("_many", "_loop"))
+    print(
+        f"{'head':8s} {'many_s':>9s} {'per_model_s':>12s} {'loops_s':>9s} {'vs per-model':>13s} {'vs loops':>9s} "
+        f"{'|d acc| vs per-model':>21s} {'|d acc| vs loop seed':>21s} {'|d acc| vs loop mean':>21s}"
+    )
+    ratios = {}
+    for head in [*heads, "total"]:
+        if head == "total":
+            t = {way: sum(v.values()) for way, v in times.items()}
+            part_same, part_against = same, against
+        else:
+            t = {way: v[head] for way, v in times.items()}
+            part_same, part_against = same[same["head"] == head], against[against["head"] == head]
+        d_same = 100 * (part_same.accuracy_many - part_same.accuracy_one).abs().max()
+        d_seed = 100 * (part_against.accuracy_many - part_against.accuracy_loop).abs().max()
+        means = part_against.groupby(["model", "head", "shots"])[["accuracy_many", "accuracy_loop"]].mean()
+        d_mean = 100 * (means.accuracy_many - means.accuracy_loop).abs().max()
+        ratios[head] = (t["per-model"] / t["many"], t["loops"] / t["many"])
+        print(
+            f"{head:8s} {t['many']:9.2f} {t['per-model']:12.2f} {t['loops']:9.2f} {ratios[head][0]:12.2f}x "
+            f"{ratios[head][1]:8.2f}x {d_same:21.2f} {d_seed:21.2f} {d_mean:21.2f}"
+        )
+    print("(accuracy differences in percentage points: largest per seed, or of a mean over seeds)")
+    print(
+        f"\n== {n_models} models, full grid: across models {ratios['total'][1]:.2f}x the loops (target >= 5x), "
+        f"{ratios['total'][0]:.2f}x our per-model path"
+    )
+    return ratios
+
+
 def main(argv=None) -> None:
     import torch
 
@@ -312,6 +416,20 @@ def main(argv=None) -> None:
         action="store_true",
         help="for iterating: shots 1,10,80 and 2 seeds (overrides --shots/--seeds)",
     )
+    parser.add_argument(
+        "--models",
+        type=int,
+        nargs="?",
+        const=10,
+        default=None,
+        help="time the grid of N models (default 10) three ways: batched across models, per model, loops",
+    )
+    parser.add_argument(
+        "--loop-models",
+        type=int,
+        default=None,
+        help="with --models: run the loops on the first K models only and scale their time by N/K",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.shots, args.seeds = "1,10,80", 2
@@ -327,6 +445,11 @@ def main(argv=None) -> None:
         parser.error(f"unknown loop(s) {sorted(unknown)}; choose from {sorted(LOOPS)}")
     settings = HeadSettings()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; settings {settings}")
+    if args.models is not None:
+        if args.models < 1 or (args.loop_models is not None and not 1 <= args.loop_models <= args.models):
+            parser.error("--models must be >= 1 and --loop-models between 1 and --models")
+        compare_models(args.models, shots, args.seeds, heads, settings, args.loop_models)
+        return
     problems = {"mnist": mnist_pixels, "cifar100-synthetic": cifar100_synthetic}
     summary = {}
     for name in args.problems.split(","):

@@ -13,6 +13,6 @@ if [ -z "${REPALIGN_MIRROR:-}" ] && [ -d ../shared/data ]; then
   export REPALIGN_MIRROR="$(cd ../shared/data && pwd)"
 fi
 .venv/bin/lint-imports --no-cache --config pyproject.toml
-.venv/bin/ruff check src tests benchmarks
-.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks scripts
+.venv/bin/ruff format --check src tests benchmarks scripts
 exec .venv/bin/python -m pytest "$@"

@@ -79,7 +79,7 @@ def _write(tmp_path, name: str, **arrays) -> str:
     [
         ("flat.npy", {"x": np.zeros(4)}, InputError, r"flat\.npy: embeddings must be 2-D .* got shape \(4,\)"),
         ("words.npy", {"x": np.array([["a", "b"]])}, InputError, "embeddings must be numbers; got dtype <U1"),
-        ("nonames.npz", {"embeddings": features(4)}, InputError, r"lacks array\(s\) names;.*found: embeddings"),
+        ("nonames.npz", {"embeddings": features(4)}, InputError, r"lacks array\(s\) names;.*found: 'embeddings'"),
         ("empty.npz", {}, InputError, r"lacks array\(s\) embeddings, names;.*found: nothing"),
         (
             "objects.npz",

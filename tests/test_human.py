@@ -389,11 +389,11 @@ def _bad(tmp_path, manifest, files=None, images=False, fmt="toml"):
         (np.full((4, 4), 0.5), r"constant \(every pair = 0.5\)"),
         (
             np.array([[1, 0.2, 0.3, 0.1], [0.9, 1, 0.4, 0.5], [0.3, 0.4, 1, 0.6], [0.1, 0.5, 0.6, 1]]),
-            r"not symmetric: \|S - S\^T\| reaches 0.7 at \(cat.png, dog.png\).*symmetrize = true",
+            r"not symmetric: \|S - S\^T\| reaches 0.7 at \('cat.png', 'dog.png'\).*symmetrize = true",
         ),
         (
             np.where(np.eye(4, k=1, dtype=bool), np.nan, 1.0) + np.eye(4),
-            r"not symmetric: S\[cat.png, dog.png\] is missing but its mirror entry is not",
+            r"not symmetric: S\['cat.png', 'dog.png'\] is missing but its mirror entry is not",
         ),
         (np.full((4, 4), np.nan), "every stimulus pair is missing"),
         (np.array([[1, np.inf, 0, 0], [np.inf, 1, 0, 0], [0, 0, 1, 0.5], [0, 0, 0.5, 1]]), "infinite value at"),
@@ -422,7 +422,7 @@ def test_check_similarity_matrix_tolerance_is_relative():
             {"similarity": "s.npy", "stimuli": ["a", "b", "a", "c"]},
             {"s.npy": _similarity()},
             False,
-            r"duplicate stimulus name\(s\): a",
+            r"duplicate stimulus name\(s\): 'a'",
         ),
         (
             {"similarity": "s.npy", "stimuli": ["a", "b", "c"]},
@@ -434,7 +434,7 @@ def test_check_similarity_matrix_tolerance_is_relative():
             {"similarity": "s.npy", "stimuli": ["cat.png", "dog.png", "fox.png", "emu.png"], "images": "images"},
             {"s.npy": _similarity()},
             True,
-            r"1 stimulus name\(s\) match no image file in the image folder: emu.png",
+            r"1 stimulus name\(s\) match no image file in the image folder: 'emu.png'",
         ),
         ({"similarity": "s.npy"}, {"s.npy": _similarity()}, False, "no stimulus names: add 'stimuli'"),
         (
@@ -472,13 +472,13 @@ def test_check_similarity_matrix_tolerance_is_relative():
             {"similarity": "s.npy", "stimuli": NAMES},
             {"s.npy": b"\x93NUMPY garbage"},
             False,
-            r"Corrupt or unreadable .npy file",
+            r"s\.npy has a damaged \.npy header",
         ),
         (
             {"similarity": "s.npz", "stimuli": NAMES},
             {"s.npz": b"PK\x03\x04 not a zip"},
             False,
-            r"Corrupt or unreadable .npz file",
+            r"s\.npz is not an \.npz archive or is damaged",
         ),
         (
             {"similarity": "s.mat", "stimuli": NAMES},
@@ -490,7 +490,7 @@ def test_check_similarity_matrix_tolerance_is_relative():
             {"similarity": "s.npy", "stimuli": NAMES},
             {"s.npy": np.array([{"a": 1}], dtype=object)},
             False,
-            r"holds Python objects \(a pickle\)",
+            r"holds Python objects, which only pickle could rebuild",
         ),
         ({"similarity": "s.xlsx", "stimuli": NAMES}, {"s.xlsx": b"xx"}, False, "Unsupported matrix file type '.xlsx'"),
         (
@@ -509,7 +509,7 @@ def test_check_similarity_matrix_tolerance_is_relative():
             {"triplets": "t.csv", "images": "images"},
             {"t.csv": "a,b,c\ncat,dog,owl\n"},
             True,
-            "has columns a, b, c; expected 'anchor,positive,negative' or 'i,j,k,odd'",
+            "has columns 'a', 'b', 'c'; expected 'anchor,positive,negative' or 'i,j,k,odd'",
         ),
         (
             {"triplets": "t.csv", "images": "images"},
@@ -588,3 +588,16 @@ def test_human_similarity_is_read_only_without_touching_the_callers_array():
     assert np.shares_memory(sim, data.similarity), "no copy of a float64 matrix"
     with pytest.raises(ValueError, match="read-only"):
         data.similarity[0, 0] = 5
+
+
+@pytest.mark.parametrize("value", ["nan", "-1.0", "inf"])
+def test_symmetry_tolerance_must_be_finite_and_non_negative(tmp_path, value):
+    """NaN passes every comparison, so a NaN tolerance would silently accept any asymmetry."""
+    root = _dataset(
+        tmp_path,
+        f'name = "toy"\nimages = "images"\nsimilarity = "sim.csv"\nsymmetry_tolerance = {value}\n',
+        files={"sim.csv": _csv(_similarity(), NAMES)},
+    )
+    with pytest.raises(InputError, match=r"symmetry_tolerance must be a finite number >= 0") as info:
+        load_human(root)
+    assert "\n" not in str(info.value)

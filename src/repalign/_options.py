@@ -62,6 +62,11 @@ DEFAULT_DEVICE = AUTO
 #: dtypes of extracted (and cached) embeddings
 EMBEDDING_DTYPES = ("float32", "float16")
 DEFAULT_EMBEDDING_DTYPE = "float32"
+#: size limit of the preprocessed-input cache (``<cache home>/inputs``; least recently used
+#: entries go first); 0 = off. Off by default until it pays: on the 2-core CPU it did not yet
+#: speed up a study (docs/embeddings.md), and a 224x224 float configuration takes ~600 KB an
+#: image on disk. Set $REPALIGN_INPUT_CACHE_BYTES (e.g. 4294967296) to use it.
+DEFAULT_INPUT_CACHE_BYTES = 0
 
 # -- robustness ----------------------------------------------------------------------------
 #: snapshots of timm's published ImageNet robustness results

@@ -1,23 +1,30 @@
-"""Where repalign keeps data, caches and where it looks for a local mirror."""
+"""Where repalign keeps data, caches and where it looks for a local mirror.
+
+A location taken from the environment is checked when it is asked for: a variable that
+points at a file (or below one) is a one-line :class:`~repalign.errors.InputError` naming
+the variable, not a NotADirectoryError deep inside a download or a cache write.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from repalign.errors import InputError
+
 
 def data_home() -> Path:
     """Downloaded and verified datasets and weights: ``$REPALIGN_DATA_HOME``,
     else ``$XDG_CACHE_HOME/repalign/data``, else ``~/.cache/repalign/data``."""
     if env := os.environ.get("REPALIGN_DATA_HOME"):
-        return Path(env).expanduser()
+        return _folder(Path(env).expanduser(), "REPALIGN_DATA_HOME")
     return _cache_root() / "data"
 
 
 def cache_home() -> Path:
     """Embedding cache: ``$REPALIGN_CACHE_HOME``, else ``<user cache>/repalign/embeddings``."""
     if env := os.environ.get("REPALIGN_CACHE_HOME"):
-        return Path(env).expanduser()
+        return _folder(Path(env).expanduser(), "REPALIGN_CACHE_HOME")
     return _cache_root() / "embeddings"
 
 
@@ -28,5 +35,22 @@ def mirror_dir() -> Path | None:
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "repalign"
+    if env := os.environ.get("XDG_CACHE_HOME"):
+        return _folder(Path(env), "XDG_CACHE_HOME") / "repalign"
+    return Path.home() / ".cache" / "repalign"
+
+
+def _folder(path: Path, variable: str) -> Path:
+    """``path``, unless it or the nearest of its parents that exists is not a folder."""
+    existing = next((p for p in (path, *path.parents) if _exists(p)), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == path else f"lies below the file {existing}"
+        raise InputError(f"{variable}={path} {where}; point {variable} at a folder (it is created if missing)")
+    return path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. no permission to look: let the later write report it with its errno
+        return False

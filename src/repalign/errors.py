@@ -68,6 +68,38 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 5) -> str:
     return f" Did you mean: {', '.join(matches)}?" if matches else ""
 
 
+def quote_token(text: object, limit: int = 32) -> str:
+    """``text`` quoted for an error message: one line, control characters escaped, cut to ``limit``.
+
+    Messages about a file that failed to parse identify the problem with at most a short
+    token of it (a cell, a name), never more of the file's content.
+    """
+    text = str(text)
+    cut = text if len(text) <= limit else text[: limit - 3] + "..."
+    return repr(cut)  # escapes newlines, tabs and other control characters
+
+
+def quote_tokens(values: Iterable[object], *, shown: int = 3, limit: int = 32) -> str:
+    """The first ``shown`` values quoted by :func:`quote_token`, then how many more there are."""
+    values = list(values)
+    text = ", ".join(quote_token(v, limit) for v in values[:shown])
+    return text + (f" and {len(values) - shown} more" if len(values) > shown else "")
+
+
+def first_line(exc: BaseException, *, with_type: bool = False, limit: int = 160) -> str:
+    """An exception's message for a one-line error: its first line, cut to ``limit``, or its type.
+
+    Parsers' messages can run to many lines or quote the input at length (a decode error's
+    repr holds the whole byte string); this keeps what names the problem. ``with_type``
+    prefixes the exception's type (``"BadZipFile: File is not a zip file"``).
+    """
+    lines = str(exc).splitlines()
+    if not lines or not lines[0].strip():
+        return type(exc).__name__
+    text = lines[0] if len(lines[0]) <= limit else lines[0][: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if with_type else text
+
+
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:
     """Build the standard "Unknown <kind> 'x'. Did you mean: ...?" error."""
     choices = list(choices)

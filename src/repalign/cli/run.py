@@ -6,6 +6,7 @@ import sys
 
 from repalign import _options as opt
 from repalign.cli._output import int_at_least
+from repalign.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -25,6 +26,25 @@ def register(subparsers) -> None:
     parser.add_argument("--address", metavar="auto|HOST:PORT", help="ray cluster to join (default: start a local one)")
     parser.add_argument("--output", metavar="DIR", help="study directory (override [study] output)")
     parser.add_argument("--no-live", action="store_true", help="plain log lines instead of the live progress display")
+    cost = parser.add_argument_group("cost estimate (with --dry-run)")
+    cost.add_argument(
+        "--estimate",
+        action="store_true",
+        help="also print the compute the study needs and its wall time on 1 and on --gpus devices",
+    )
+    cost.add_argument(
+        "--throughput",
+        metavar="GMACS_PER_S|JSON",
+        help="the device's measured throughput in GMAC/s, or the JSON of scripts/gpu_check.sh "
+        "(default: the GPU of timm's published benchmark, an RTX 4090)",
+    )
+    cost.add_argument("--gpus", type=int_at_least(1), default=1, metavar="N", help="devices running units in parallel")
+    cost.add_argument(
+        "--fewshot-seconds",
+        type=float,
+        metavar="S",
+        help="seconds of one model's few-shot grid on one dataset on the device (default: the 2-core CPU's)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -32,6 +52,8 @@ def handle(args) -> int:
     from repalign.cli._output import emit
     from repalign.study.run import run_study
 
+    if args.estimate and not args.dry_run:
+        raise InputError("--estimate goes with --dry-run: repalign run CONFIG --dry-run --estimate")
     executor = args.executor or ("ray" if args.address else None)
     outcome = run_study(
         args.config,
@@ -50,6 +72,9 @@ def handle(args) -> int:
         )
         for note in outcome.notes:  # after the table, where a long plan leaves them in view
             print(f"note: {note}")
+        if args.estimate:
+            for line in _estimate(args, outcome):
+                print(line)
         return 0
 
     print(
@@ -64,3 +89,21 @@ def handle(args) -> int:
     if outcome.report:
         print(f"report: {outcome.report}")
     return outcome.exit_code
+
+
+def _estimate(args, outcome) -> list[str]:
+    from repalign.study import estimate
+
+    if args.throughput is None:
+        throughput = estimate.published_throughput()
+    else:
+        try:
+            throughput = float(args.throughput)
+        except ValueError:
+            throughput = estimate.throughput_from_gpu_check(args.throughput)
+    fewshot_seconds = estimate.DEFAULT_FEWSHOT_SECONDS if args.fewshot_seconds is None else args.fewshot_seconds
+    models = [record["model"] for record in outcome.plan]
+    result = estimate.estimate_study(
+        outcome.config, models, throughput_gmacs_per_s=throughput, fewshot_seconds=fewshot_seconds
+    )
+    return result.lines(args.gpus)

@@ -9,25 +9,30 @@
 Readers only parse: every unreadable, corrupt or malformed file raises a one-line
 :class:`~repalign.errors.InputError` naming the file; a missing file raises
 :class:`~repalign.errors.MissingDataError`. Checks on the *values* (square, symmetric, ...)
-are done by :mod:`repalign.data.human`.
+are done by :mod:`repalign.data.human`. An error quotes at most a few short tokens of the
+file (a cell, a name, with its line), never more of its content. Text files may start with
+a UTF-8 byte-order mark (Excel writes one); it is not part of the first name or cell.
 """
 
 from __future__ import annotations
 
+import csv
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from repalign._npy import read_npy, read_npz
 from repalign.data.judgments import TripletJudgments
-from repalign.errors import InputError, MissingDataError
+from repalign.errors import InputError, MissingDataError, first_line, quote_token, quote_tokens
 
 MATRIX_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz", ".mat")
 #: Cell texts read as a missing value (NaN) in CSV matrices.
 MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none", "-"})
 NAME_COLUMNS = ("name", "stimulus", "stimuli", "filename", "file", "image")
+#: Text files are read with this codec: UTF-8 that drops a leading byte-order mark.
+TEXT_ENCODING = "utf-8-sig"
 
 
 def _require_file(path: Path, what: str) -> None:
@@ -61,35 +66,12 @@ def read_matrix(
     if suffix == ".npy":
         if key or names_key:
             raise InputError(f"matrix_key / names_key apply to .npz and .mat files, not to {path.name}")
-        return _as_float_matrix(_load_npy(path), path), None
+        return _as_float_matrix(read_npy(path), path), None
     if suffix == ".npz":
-        return _read_variables(path, _load_npz(path), key, names_key)
+        return _read_variables(path, read_npz(path), key, names_key)
     if suffix == ".mat":
         return _read_variables(path, _load_mat(path), key, names_key)
     raise InputError(f"Unsupported matrix file type '{suffix}' ({path}); use one of {', '.join(MATRIX_SUFFIXES)}")
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise InputError(f"{path} holds Python objects (a pickle); save a numeric array instead") from exc
-        raise InputError(f"Corrupt or unreadable .npy file {path}: {exc}") from exc
-    except (OSError, EOFError) as exc:
-        raise InputError(f"Corrupt or unreadable .npy file {path}: {exc}") from exc
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise InputError(f"{path} holds Python objects (a pickle); save numeric/string arrays instead") from exc
-        raise InputError(f"Corrupt or unreadable .npz file {path}: {exc}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"Corrupt or unreadable .npz file {path}: {exc}") from exc
 
 
 def _load_mat(path: Path) -> dict[str, np.ndarray]:
@@ -113,18 +95,24 @@ def _read_variables(
     if key is None:
         candidates = [k for k, v in variables.items() if k != names_key and v.ndim == 2 and v.dtype.kind in "biuf"]
         if len(candidates) != 1:
-            found = ", ".join(f"{k} {variables[k].shape}" for k in variables) or "nothing"
+            found = ", ".join(f"{quote_token(k)} {variables[k].shape}" for k in list(variables)[:5]) or "nothing"
+            more = f" and {len(variables) - 5} more" if len(variables) > 5 else ""
             raise InputError(
-                f"{path.name} holds {len(candidates)} 2-D numeric arrays ({found}); "
+                f"{path.name} holds {len(candidates)} 2-D numeric arrays ({found}{more}); "
                 "name the matrix with matrix_key in the manifest"
             )
         key = candidates[0]
     if key not in variables:
-        raise InputError(f"{path.name} has no variable '{key}'; it holds: {', '.join(variables) or 'nothing'}")
+        raise InputError(
+            f"{path.name} has no variable {quote_token(key)}; it holds: {quote_tokens(variables, shown=5) or 'nothing'}"
+        )
     names = None
     if names_key is not None:
         if names_key not in variables:
-            raise InputError(f"{path.name} has no variable '{names_key}'; it holds: {', '.join(variables)}")
+            raise InputError(
+                f"{path.name} has no variable {quote_token(names_key)}; it holds: "
+                f"{quote_tokens(variables, shown=5) or 'nothing'}"
+            )
         names = _strings(variables[names_key], path, names_key)
     return _as_float_matrix(variables[key], path), names
 
@@ -140,10 +128,10 @@ def _strings(array: np.ndarray, path: Path, key: str) -> list[str]:
         for cell in array.ravel():
             cell = np.asarray(cell).ravel()
             if cell.size != 1 or cell.dtype.kind not in "US":
-                raise InputError(f"Variable '{key}' in {path.name} must hold one string per stimulus")
+                raise InputError(f"Variable {quote_token(key)} in {path.name} must hold one string per stimulus")
             out.append(str(cell[0]))
         return out
-    raise InputError(f"Variable '{key}' in {path.name} holds {array.dtype} values, not stimulus names")
+    raise InputError(f"Variable {quote_token(key)} in {path.name} holds {array.dtype} values, not stimulus names")
 
 
 def _as_float_matrix(array: np.ndarray, path: Path) -> np.ndarray:
@@ -160,9 +148,11 @@ def _read_text_matrix(path: Path) -> tuple[np.ndarray, list[str] | None]:
 
     sep = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower(), r"\s+")
     try:
-        table = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False, engine="python")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"Cannot parse matrix file {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+        table = pd.read_csv(
+            path, sep=sep, header=None, dtype=str, keep_default_na=False, engine="python", encoding=TEXT_ENCODING
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+        raise InputError(f"Cannot parse matrix file {path}: {first_line(exc)}") from exc
     cells = table.to_numpy(dtype=object)
     cells = np.vectorize(lambda s: str(s).strip(), otypes=[object])(cells)
     values = pd.DataFrame(cells).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
@@ -176,8 +166,8 @@ def _read_text_matrix(path: Path) -> tuple[np.ndarray, list[str] | None]:
     if body_bad.any():
         r, c = np.argwhere(body_bad)[0]
         raise InputError(
-            f"Non-numeric entry '{cells[r + first_row, c + first_col]}' in {path.name} at row {r + first_row + 1}, "
-            f"column {c + first_col + 1}; matrix cells must be numbers (empty or NaN = missing pair)"
+            f"Non-numeric entry {quote_token(cells[r + first_row, c + first_col])} in {path.name} at row "
+            f"{r + first_row + 1}, column {c + first_col + 1}; matrix cells must be numbers (empty or NaN = missing pair)"
         )
     matrix = values[first_row:, first_col:]
     col_names = [str(x) for x in cells[0, first_col:]] if header else None
@@ -199,23 +189,27 @@ def read_names(path: str | os.PathLike) -> list[str]:
             import pandas as pd
 
             table = pd.read_csv(
-                path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False
+                path,
+                sep="\t" if path.suffix.lower() == ".tsv" else ",",
+                dtype=str,
+                keep_default_na=False,
+                encoding=TEXT_ENCODING,
             )
-            columns = {c.strip().lower(): c for c in table.columns}
+            columns = {str(c).strip().lower(): c for c in table.columns}
             column = next((columns[c] for c in NAME_COLUMNS if c in columns), None)
             if column is None:
                 raise InputError(
                     f"Stimulus list {path.name} needs a header with a 'name' column; found columns: "
-                    f"{', '.join(map(str, table.columns))}"
+                    f"{quote_tokens(table.columns)}"
                 )
             return [str(x).strip() for x in table[column]]
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=TEXT_ENCODING)
     except (UnicodeDecodeError, OSError) as exc:
-        raise InputError(f"Cannot read stimulus list {path}: {exc}") from exc
+        raise InputError(f"Cannot read stimulus list {path}: {first_line(exc)}") from exc
     except InputError:
         raise
     except Exception as exc:  # pandas parser errors
-        raise InputError(f"Cannot parse stimulus list {path}: {exc}") from exc
+        raise InputError(f"Cannot parse stimulus list {path}: {first_line(exc)}") from exc
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -235,19 +229,13 @@ def read_triplets(path: str | os.PathLike, index_of: Mapping[str, int], n_stimul
     Returns:
         TripletJudgments with ``m`` = number of rows.
     """
-    import pandas as pd
-
     path = Path(path)
     _require_file(path, "Triplet judgment file")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"Cannot parse triplet file {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
-    table.columns = [str(c).strip().lower() for c in table.columns]
+    table = read_triplet_table(path)
     kind = next((k for k, cols in TRIPLET_COLUMNS.items() if set(cols) <= set(table.columns)), None)
     if kind is None:
         raise InputError(
-            f"Triplet file {path.name} has columns {', '.join(table.columns)}; expected "
+            f"Triplet file {path.name} has columns {quote_tokens(table.columns)}; expected "
             "'anchor,positive,negative' or 'i,j,k,odd' (plus an optional 'count')"
         )
     if len(table) == 0:
@@ -256,7 +244,7 @@ def read_triplets(path: str | os.PathLike, index_of: Mapping[str, int], n_stimul
     for column, values in names.items():
         unknown = [(row, v) for row, v in enumerate(values, start=2) if v not in index_of]
         if unknown:
-            shown = ", ".join(f"'{v}' (line {row})" for row, v in unknown[:3])
+            shown = ", ".join(f"{quote_token(v)} (line {row})" for row, v in unknown[:3])
             more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
             raise InputError(
                 f"Unknown stimulus name(s) in column '{column}' of {path.name}: {shown}{more}; "
@@ -295,5 +283,22 @@ def _counts(table, path: Path) -> np.ndarray:
     bad = ~np.isfinite(counts) | (counts <= 0) | (counts != np.round(counts))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise InputError(f"In {path.name} line {row + 2}, count '{raw.iloc[row]}' is not a positive integer")
+        raise InputError(f"In {path.name} line {row + 2}, count {quote_token(raw.iloc[row])} is not a positive integer")
     return counts.astype(np.int64)
+
+
+def read_triplet_table(path: Path):
+    """The raw table of a triplet CSV (every cell a stripped string, column names lower case)."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding=TEXT_ENCODING)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+        raise InputError(f"Cannot parse triplet file {path}: {first_line(exc)}") from exc
+    except OSError as exc:
+        raise InputError(f"Cannot read triplet file {path}: {first_line(exc)}") from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    repeated = sorted({c for c in table.columns if list(table.columns).count(c) > 1})
+    if repeated:
+        raise InputError(f"Triplet file {path.name} names column(s) {quote_tokens(repeated)} more than once")
+    return table

@@ -20,6 +20,12 @@ A manifest describes (all paths relative to the manifest's folder)::
     symmetrize = false                # average S and S^T instead of refusing an asymmetric matrix
     symmetry_tolerance = 1e-6         # allowed |S - S^T|, relative to max(1, max |S|)
     triplets = "judgments.csv"        # anchor,positive,negative  or  i,j,k,odd  [+ count]
+    allow_outside = false             # let the paths above leave the manifest's folder
+
+Every path must stay inside the manifest's folder once symlinks are resolved (image files
+included), so a dataset someone hands over cannot make repalign read, and quote in an
+error, a file elsewhere (``stimuli = "../../etc/passwd"``); ``allow_outside = true`` is the
+explicit opt-in for data kept elsewhere (e.g. images symlinked from a shared folder).
 
 The orientation is always declared (``similarity`` or ``dissimilarity``), never guessed. A
 dissimilarity matrix D is converted to the similarity -D: negation reverses the order of
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +47,15 @@ from typing import Any
 import numpy as np
 
 from repalign.data.judgments import TripletJudgments
-from repalign.errors import InputError, MissingDataError, did_you_mean, unknown_name
+from repalign.errors import (
+    InputError,
+    MissingDataError,
+    did_you_mean,
+    first_line,
+    quote_token,
+    quote_tokens,
+    unknown_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +75,7 @@ MANIFEST_KEYS = (
     "symmetrize",
     "symmetry_tolerance",
     "triplets",
+    "allow_outside",
 )
 DEFAULT_SYMMETRY_TOLERANCE = 1e-6
 
@@ -245,15 +261,15 @@ def _peterson_images(
 
 def read_peterson_npz(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
     """The mirror's ``similarity.npz``: domain -> ((120, 120) float64 similarity, 120 names)."""
-    from repalign.data._matrix_io import _load_npz
+    from repalign._npy import read_npz
 
-    variables = _load_npz(Path(path))
+    variables = read_npz(Path(path))
     out = {}
     for domain in PETERSON_DOMAINS:
         try:
             similarity, fnames = variables[f"{domain}__similarity"], variables[f"{domain}__fnames"]
         except KeyError as exc:
-            raise InputError(f"{path} is not a Peterson similarity file: no '{exc.args[0]}' array") from exc
+            raise InputError(f"{path} is not a Peterson similarity file: no {quote_token(exc.args[0])} array") from exc
         out[domain] = (np.asarray(similarity, dtype=np.float64), tuple(str(x) for x in fnames))
     return out
 
@@ -271,15 +287,19 @@ def read_peterson_pickle(path: str | os.PathLike) -> dict[str, tuple[np.ndarray,
     out = {}
     for domain, entry in payload.items():
         if not isinstance(entry, dict) or not {"similarity", "fnames"} <= set(entry):
-            raise InputError(f"{path}: domain '{domain}' must be a dict with 'similarity' and 'fnames'")
+            raise InputError(f"{path}: domain {quote_token(domain)} must be a dict with 'similarity' and 'fnames'")
         similarity = np.asarray(entry["similarity"])
         if similarity.dtype.kind not in "biuf":
-            raise InputError(f"{path}: similarity of domain '{domain}' holds {similarity.dtype}, not numbers")
+            raise InputError(
+                f"{path}: similarity of domain {quote_token(domain)} holds {similarity.dtype}, not numbers"
+            )
         fnames = [x.decode() if isinstance(x, bytes) else str(x) for x in np.asarray(entry["fnames"]).ravel().tolist()]
         order = np.argsort(np.asarray(fnames), kind="stable")
         similarity = np.asarray(similarity, dtype=np.float64)
         if similarity.shape != (len(fnames), len(fnames)):
-            raise InputError(f"{path}: domain '{domain}' has a {similarity.shape} matrix for {len(fnames)} names")
+            raise InputError(
+                f"{path}: domain {quote_token(domain)} has a {similarity.shape} matrix for {len(fnames)} names"
+            )
         out[str(domain)] = (similarity[np.ix_(order, order)], tuple(fnames[i] for i in order))
     return out
 
@@ -338,7 +358,8 @@ def check_similarity_matrix(
     if np.isinf(matrix).any():
         i, j = np.argwhere(np.isinf(matrix))[0]
         raise InputError(
-            f"{label}: infinite value at ({names[i]}, {names[j]}); use NaN (or an empty cell) for a missing pair"
+            f"{label}: infinite value at ({quote_token(names[i])}, {quote_token(names[j])}); "
+            "use NaN (or an empty cell) for a missing pair"
         )
     off = ~np.eye(n, dtype=bool)
     missing = np.isnan(matrix)
@@ -352,11 +373,15 @@ def check_similarity_matrix(
         if one_sided.any():
             i, j = np.argwhere(one_sided)[0]
             what = (
-                f"S[{names[i]}, {names[j]}] is {'missing' if missing[i, j] else 'present'} but its mirror entry is not"
+                f"S[{quote_token(names[i])}, {quote_token(names[j])}] is "
+                f"{'missing' if missing[i, j] else 'present'} but its mirror entry is not"
             )
         else:
             i, j = np.unravel_index(np.argmax(diff), diff.shape)
-            what = f"|S - S^T| reaches {diff[i, j]:.4g} at ({names[i]}, {names[j]}) (tolerance {tolerance * scale:.3g})"
+            what = (
+                f"|S - S^T| reaches {diff[i, j]:.4g} at ({quote_token(names[i])}, {quote_token(names[j])}) "
+                f"(tolerance {tolerance * scale:.3g})"
+            )
         raise InputError(
             f"{label}: the matrix is not symmetric: {what}; set symmetrize = true in the manifest to average S and S^T"
         )
@@ -385,9 +410,7 @@ def _check_names(names, n: int, *, label: str) -> None:
         raise InputError(f"{label}: the stimulus list contains an empty name")
     duplicates = [name for name, count in Counter(names).items() if count > 1]
     if duplicates:
-        raise InputError(
-            f"{label}: duplicate stimulus name(s): {', '.join(map(str, duplicates[:5]))}; names must be unique"
-        )
+        raise InputError(f"{label}: duplicate stimulus name(s): {quote_tokens(duplicates)}; names must be unique")
 
 
 # --------------------------------------------------------------------------- manifests
@@ -412,25 +435,27 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     except OSError as exc:
         raise MissingDataError(f"Cannot read manifest {path}: {exc}") from exc
     try:
+        # utf-8-sig: a byte-order mark (Notepad, Excel) is not part of the first key
         if path.suffix.lower() == ".json":
-            manifest = json.loads(raw.decode("utf-8"))
+            manifest = json.loads(raw.decode("utf-8-sig"))
         elif path.suffix.lower() == ".toml":
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python < 3.11
                 import tomli as tomllib
-            manifest = tomllib.loads(raw.decode("utf-8"))
+            manifest = tomllib.loads(raw.decode("utf-8-sig"))
         else:
             raise InputError(f"Manifest {path.name} must be a .toml or .json file")
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise InputError(f"Cannot parse manifest {path}: {exc}") from exc
+    except InputError:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSON/TOML decode errors, bad UTF-8, absurd nesting
+        raise InputError(f"Cannot parse manifest {path}: {first_line(exc)}") from exc
     if not isinstance(manifest, dict):
         raise InputError(f"Manifest {path} must be a table/object of keys")
     for key in manifest:
         if key not in MANIFEST_KEYS:
-            raise InputError(
-                f"Unknown key '{key}' in manifest {path.name}.{did_you_mean(key, MANIFEST_KEYS) or ' Valid: ' + ', '.join(MANIFEST_KEYS) + '.'}"
-            )
+            hint = did_you_mean(str(key), MANIFEST_KEYS) or " Valid: " + ", ".join(MANIFEST_KEYS) + "."
+            raise InputError(f"Unknown key {quote_token(key)} in manifest {path.name}.{hint}")
     return manifest
 
 
@@ -441,6 +466,7 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
     path = Path(path).resolve()
     manifest = read_manifest(path)
     root = path.parent
+    inside = _Inside(root, allow_outside=bool(_get(manifest, "allow_outside", bool, path)), manifest=path)
     name = _get(manifest, "name", str, path) or root.name
     label = f"{name} ({path.name})"
     if "similarity" in manifest and "dissimilarity" in manifest:
@@ -457,15 +483,15 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
     symmetrize = _get(manifest, "symmetrize", bool, path) or False
     tolerance = _get(manifest, "symmetry_tolerance", (int, float), path)
     tolerance = DEFAULT_SYMMETRY_TOLERANCE if tolerance is None else float(tolerance)
-    if tolerance < 0:
-        raise InputError(f"{label}: symmetry_tolerance must be >= 0")
+    if not math.isfinite(tolerance) or tolerance < 0:  # NaN would pass every comparison, so check it first
+        raise InputError(f"{label}: symmetry_tolerance must be a finite number >= 0; got {tolerance!r}")
 
-    image_files = _image_files(root, _get(manifest, "images", str, path), label)
-    listed = _stimulus_list(manifest, root, path)
+    image_files = _image_files(inside, _get(manifest, "images", str, path), label)
+    listed = _stimulus_list(manifest, inside, path)
 
     matrix = matrix_names = None
     if orientation is not None:
-        matrix_file = root / _get(manifest, orientation, str, path)
+        matrix_file = inside.path(orientation, _get(manifest, orientation, str, path))
         matrix, matrix_names = _matrix_io.read_matrix(
             matrix_file, key=_get(manifest, "matrix_key", str, path), names_key=_get(manifest, "names_key", str, path)
         )
@@ -484,7 +510,7 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
             f"{label}: no stimulus names: add 'stimuli' (a name list), or names inside the matrix file (CSV header, names_key)"
         )
     if stimuli is None:
-        stimuli = _names_in_triplets(root / triplets_file)
+        stimuli = _names_in_triplets(inside.path("triplets", triplets_file))
     stimuli = [str(s) for s in stimuli]
 
     if matrix is not None:
@@ -497,7 +523,7 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
     image_paths = _match_images(stimuli, image_files, label) if image_files is not None else None
     judgments = None
     if triplets_file is not None:
-        judgments = _matrix_io.read_triplets(root / triplets_file, _name_index(stimuli), len(stimuli))
+        judgments = _matrix_io.read_triplets(inside.path("triplets", triplets_file), _name_index(stimuli), len(stimuli))
     reason = None if image_paths is not None else f"Dataset '{name}' has no images: add 'images = \"FOLDER\"' to {path}"
     return HumanSimilarity(
         name=name,
@@ -514,11 +540,50 @@ def _get(manifest: dict, key: str, kind, path: Path):
     value = manifest.get(key)
     if value is not None and not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         expected = kind.__name__ if isinstance(kind, type) else "a number"
-        raise InputError(f"Manifest {path.name}: '{key}' must be {expected}, got {value!r}")
+        raise InputError(f"Manifest {path.name}: '{key}' must be {expected}, got {_shown(value)}")
     return value
 
 
-def _stimulus_list(manifest: dict, root: Path, path: Path) -> list[str] | None:
+def _shown(value) -> str:
+    """A manifest value for an error message: its repr, cut short (a manifest may hold a huge value)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Inside:
+    """Resolves a manifest's paths, refusing any that leaves the dataset folder (after symlinks)
+    unless the manifest sets ``allow_outside = true``."""
+
+    def __init__(self, root: Path, *, allow_outside: bool, manifest: Path):
+        self.root = root.resolve()
+        self.allow_outside = allow_outside
+        self.manifest = manifest
+
+    def path(self, key: str, value: str) -> Path:
+        """``root / value``, checked; ``key`` names the manifest entry in the error."""
+        if "\0" in value:
+            raise InputError(f"Manifest {self.manifest.name}: '{key}' holds a NUL character")
+        path = self.root / value
+        self.check(path, f"'{key}' = {quote_token(value, 60)}")
+        return path
+
+    def check(self, path: Path, what: str) -> None:
+        if self.allow_outside:
+            return
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise InputError(
+                f"Manifest {self.manifest.name}: {what} cannot be resolved ({getattr(exc, 'strerror', None) or exc})"
+            ) from exc
+        if not real.is_relative_to(self.root):
+            raise InputError(
+                f"Manifest {self.manifest.name}: {what} leads outside the dataset folder {self.root} (to {real}); "
+                "keep the dataset's files inside its folder, or set allow_outside = true in the manifest"
+            )
+
+
+def _stimulus_list(manifest: dict, inside: _Inside, path: Path) -> list[str] | None:
     from repalign.data._matrix_io import read_names
 
     value = manifest.get("stimuli")
@@ -529,21 +594,23 @@ def _stimulus_list(manifest: dict, root: Path, path: Path) -> list[str] | None:
             raise InputError(f"Manifest {path.name}: 'stimuli' must be a list of strings or a file name")
         return [x.strip() for x in value]
     if isinstance(value, str):
-        return read_names(root / value)
-    raise InputError(f"Manifest {path.name}: 'stimuli' must be a list of strings or a file name, got {value!r}")
+        return read_names(inside.path("stimuli", value))
+    raise InputError(f"Manifest {path.name}: 'stimuli' must be a list of strings or a file name, got {_shown(value)}")
 
 
-def _image_files(root: Path, images: str | None, label: str) -> list[Path] | None:
+def _image_files(inside: _Inside, images: str | None, label: str) -> list[Path] | None:
     from repalign.data.images import list_image_files
 
     if images is None:
         return None
-    folder = root / images
+    folder = inside.path("images", images)
     if not folder.is_dir():
         raise MissingDataError(f"{label}: image folder not found: {folder}")
     files = list_image_files(folder)
     if not files:
         raise InputError(f"{label}: no image files in {folder}")
+    for file in files:  # a symlinked image is as much a path out of the folder as a '../' in the manifest
+        inside.check(file, f"image file {quote_token(file.name)}")
     return files
 
 
@@ -575,10 +642,14 @@ def _match_images(stimuli: list[str], files: list[Path], label: str) -> tuple[Pa
         else:
             unmatched.append(name)
     if ambiguous:
-        raise InputError(f"{label}: stimulus '{ambiguous[0]}' matches several image files; use full file names")
+        raise InputError(
+            f"{label}: stimulus {quote_token(ambiguous[0])} matches several image files; use full file names"
+        )
     if unmatched:
-        shown = ", ".join(unmatched[:3]) + (f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else "")
-        raise InputError(f"{label}: {len(unmatched)} stimulus name(s) match no image file in the image folder: {shown}")
+        raise InputError(
+            f"{label}: {len(unmatched)} stimulus name(s) match no image file in the image folder: "
+            f"{quote_tokens(unmatched)}"
+        )
     if len(set(paths)) != len(paths):
         raise InputError(f"{label}: two stimulus names refer to the same image file")
     extra = len(files) - len(paths)
@@ -589,18 +660,11 @@ def _match_images(stimuli: list[str], files: list[Path], label: str) -> tuple[Pa
 
 def _names_in_triplets(path: Path) -> list[str]:
     """Sorted distinct names of a judgment CSV (stimulus order of a judgment-only dataset)."""
-    import pandas as pd
-
-    from repalign.data._matrix_io import TRIPLET_COLUMNS, read_triplets
+    from repalign.data._matrix_io import TRIPLET_COLUMNS, read_triplet_table
 
     if not path.is_file():
         raise MissingDataError(f"Triplet judgment file not found: {path}")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except Exception:  # let read_triplets produce the precise parse error
-        read_triplets(path, {}, 0)
-        raise
-    table.columns = [str(c).strip().lower() for c in table.columns]
+    table = read_triplet_table(path)
     names: set[str] = set()
     for columns in TRIPLET_COLUMNS.values():
         for column in columns:

@@ -3,6 +3,8 @@
 * :mod:`~repalign.embed.engine` -- :func:`extract_embeddings` (batched, streaming, out-of-memory
   halving, deterministic order) and :func:`is_cached`;
 * :mod:`~repalign.embed.cache` -- the content-addressed embedding cache;
+* :mod:`~repalign.embed.inputs` -- preprocessed inputs kept once per (image set, preprocessing
+  configuration), shared by every model of that configuration, and :func:`order_by_preprocessing`;
 * :mod:`~repalign.embed.files` -- precomputed embeddings: :func:`load_embeddings_file` (.npy / .npz,
   never unpickled) and :func:`match_stimuli` (rows in a human dataset's stimulus order);
 * ``_prefetch`` -- the thread pipeline that decodes the next batches during a forward pass.
@@ -23,11 +25,13 @@ from repalign.embed.engine import (
     usable_cpus,
 )
 from repalign.embed.files import NoMatchingStimuliError, load_embeddings_file, match_stimuli
+from repalign.embed.inputs import InputCache, order_by_preprocessing
 
 __all__ = [
     "CACHE_DTYPES",
     "EXTRACTION_CODE_VERSION",
     "EmbeddingCache",
+    "InputCache",
     "NoMatchingStimuliError",
     "cache_key",
     "default_num_workers",
@@ -36,6 +40,7 @@ __all__ = [
     "is_cached",
     "load_embeddings_file",
     "match_stimuli",
+    "order_by_preprocessing",
     "resolve_device",
     "usable_cpus",
 ]

@@ -9,10 +9,18 @@ so stale embeddings are never reused; nothing is keyed by a model *name* alone.
 Layout under :func:`repalign._paths.cache_home`::
 
     <root>/<key[:2]>/<key>.npy    the (n_images, n_features) array, float32 or float16
-    <root>/<key[:2]>/<key>.json   metadata: the key parts, model, layer, images, shape, dtype, created
+    <root>/<key[:2]>/<key>.json   metadata: the key parts, model, layer, images, shape, dtype,
+                                  sha256 of the array's bytes, created
 
 Both files are written atomically (temporary file + rename), the array first: the JSON
 file is the commit marker, so a reader never sees an entry whose array is incomplete.
+
+Every read checks the array against the sha256 in its metadata, so an array replaced on
+disk -- by hand, by a disk error, by another array of the same shape -- is never used: it
+is logged, removed and reported as a miss, and the caller recomputes it. Entries written
+before the hash was stored (no ``sha256`` in their metadata) cannot be checked; they are
+misses too (recomputed once and rewritten with a hash, with one warning per process),
+since trusting them would keep exactly the silent reuse the hash exists to stop.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from repalign._io import atomic_path, write_json_atomic
+from repalign._npy import read_npy
 from repalign._options import EMBEDDING_DTYPES
 from repalign._paths import cache_home
 from repalign.errors import InputError
@@ -75,29 +84,44 @@ class EmbeddingCache:
 
     # -- single entries --------------------------------------------------------
     def contains(self, key: str) -> bool:
-        """True when a complete entry exists for ``key`` (cheap: no array is read)."""
-        return self._meta_path(key).is_file() and self._array_path(key).is_file()
+        """True when a complete entry with a content hash exists for ``key`` (no array is read)."""
+        meta = self._read_meta(key)
+        return meta is not None and "sha256" in meta and self._array_path(key).is_file()
 
     def load(self, key: str) -> np.ndarray | None:
         """The stored array of ``key``, or None on a miss.
 
-        An entry that cannot be read or whose shape/dtype disagree with its metadata (a disk
-        error, a manual edit) is logged, removed and reported as a miss, so it is recomputed.
+        An entry that cannot be read, whose shape/dtype disagree with its metadata or whose
+        content does not match its sha256 (a disk error, a manual edit, another array put in
+        its place) is logged, removed and reported as a miss, so it is recomputed.
         """
-        if not self.contains(key):
+        meta = self._read_meta(key)
+        if meta is None or not self._array_path(key).is_file():
+            return None
+        if "sha256" not in meta:
+            _warn_unhashed_once(self.root)
             return None
         try:
-            meta = json.loads(self._meta_path(key).read_text("utf-8"))
-            array = np.load(self._array_path(key), allow_pickle=False)
+            array = read_npy(self._array_path(key))
             if list(array.shape) != [meta["n"], meta["d"]] or str(array.dtype) != meta["dtype"]:
                 raise ValueError(
                     f"array {array.dtype}{array.shape} != metadata {meta['dtype']}({meta['n']}, {meta['d']})"
                 )
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("Discarding unreadable embedding cache entry %s: %s", key, exc)
+            if array_sha256(array) != meta["sha256"]:
+                raise ValueError("its array does not match the sha256 stored with it (changed on disk)")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("Discarding unreadable embedding cache entry %s (recomputing it): %s", key, exc)
             self.remove(key)
             return None
         return array
+
+    def _read_meta(self, key: str) -> dict[str, Any] | None:
+        """An entry's metadata, or None when it is absent or unreadable (a miss either way)."""
+        try:
+            meta = json.loads(self._meta_path(key).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) else None
 
     def store(self, key: str, array: np.ndarray, *, parts: Mapping[str, Any], info: Mapping[str, Any]) -> Path:
         """Write ``array`` (n, d) under ``key`` with metadata; returns the array's path.
@@ -120,6 +144,7 @@ class EmbeddingCache:
             "n": int(array.shape[0]),
             "d": int(array.shape[1]),
             "dtype": str(array.dtype),
+            "sha256": array_sha256(array),
             "size_bytes": array_path.stat().st_size,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "parts": dict(parts),
@@ -175,6 +200,24 @@ class EmbeddingCache:
             "n_entries": len(entries),
             "total_bytes": int(sum(e.get("size_bytes", 0) for e in entries)),
         }
+
+
+def array_sha256(array: np.ndarray) -> str:
+    """sha256 of an array's bytes in C order (its dtype and shape are checked separately)."""
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+
+
+_warned_unhashed: set[str] = set()
+
+
+def _warn_unhashed_once(root: Path) -> None:
+    if str(root) not in _warned_unhashed:
+        _warned_unhashed.add(str(root))
+        log.warning(
+            "The embedding cache %s holds entries from an older repalign without a content hash; "
+            "they are recomputed once as they are needed",
+            root,
+        )
 
 
 def _matches_model(meta: Mapping[str, Any], pattern: str) -> bool:

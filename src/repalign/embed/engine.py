@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Version of the extraction code; part of every cache key. Bump it whenever a change here
 #: could change the numbers produced (never for refactors that cannot).
-EXTRACTION_CODE_VERSION = "1"
+#: 2: 16-bit and float images are decoded by their full range (1 clipped them at 255).
+EXTRACTION_CODE_VERSION = "2"
 
 #: Batches each DataLoader worker prepares ahead of the forward pass.
 PREFETCH_FACTOR = 4
@@ -87,6 +88,7 @@ def extract_embeddings(
     cache: bool = True,
     weights: str | os.PathLike | None = None,
     progress: bool = False,
+    input_cache: bool | None = None,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Features of every image, in the image set's order.
 
@@ -102,11 +104,16 @@ def extract_embeddings(
             GPU, a quarter of the CPUs on CPU, 0 when everything fits in one batch; see
             :func:`default_num_workers`). For numpy models (TFLite) on a CPU with more
             than one core, the default (None) is a prefetch *thread* instead; an explicit
-            number (0 included) always means DataLoader processes.
+            number (0 included) always means DataLoader processes. More than the usable
+            CPUs is lowered to their number, with a warning (:func:`bound_num_workers`).
         dtype: ``"float32"`` or ``"float16"``: dtype of the returned and cached arrays.
         cache: read and write the embedding cache (``$REPALIGN_CACHE_HOME``).
         weights: a local weights file for the model (see ``repalign models``).
         progress: show a progress bar (on stderr, when it is a terminal).
+        input_cache: read and write the preprocessed inputs of ``images`` for the model's
+            preprocessing configuration (``<cache home>/inputs``, :mod:`repalign.embed.inputs`),
+            so the next model with the same configuration skips decoding and preprocessing;
+            None (default): as ``cache``. Features are the same either way, bit for bit.
 
     Returns:
         ``(n_images, n_features)`` array for a single layer (``layer`` None or a string),
@@ -124,6 +131,7 @@ def extract_embeddings(
     _check_images(images)
     _check_count("batch_size", batch_size, minimum=1)
     _check_count("num_workers", num_workers, minimum=0)
+    num_workers = bound_num_workers(num_workers)
     if isinstance(model, ModelHandle) and weights is not None:
         raise InputError("'weights' applies to model names only; this model handle is already loaded")
 
@@ -144,7 +152,15 @@ def extract_embeddings(
     if missing:
         handle = _as_handle(model, device=device, weights=weights)
         _check_layers(handle, missing)
-        computed = _extract(handle, images, missing, batch_size=batch_size, num_workers=num_workers, progress=progress)
+        computed = _extract(
+            handle,
+            images,
+            missing,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            input_cache=cache if input_cache is None else bool(input_cache),
+        )
         loaded = _describe_handle(handle)
         for name, array in computed.items():
             array = array.astype(dtype, copy=False)
@@ -405,6 +421,28 @@ def default_num_workers(n_images: int, batch_size: int, device: str = "cuda") ->
     return min(4, usable_cpus())
 
 
+def bound_num_workers(num_workers: int | None) -> int | None:
+    """``num_workers``, lowered to the usable CPUs when it asks for more.
+
+    Each worker is a process holding a copy of the dataset and prefetched batches; beyond
+    one per CPU they add no decoding throughput, only start-up time and memory, and a typo
+    (``--workers 100000``) would fork until the machine runs out of processes. Lowering with
+    a warning keeps a run that asked for a few too many going; None (the default) passes.
+    """
+    if num_workers is None:
+        return None
+    cpus = usable_cpus()
+    if num_workers > cpus:
+        log.warning(
+            "num_workers=%d is more than the %d CPUs this process may use; using %d worker processes",
+            num_workers,
+            cpus,
+            cpus,
+        )
+        return cpus
+    return int(num_workers)
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (the affinity mask, e.g. a container or Slurm allocation)."""
     try:
@@ -421,10 +459,21 @@ def _extract(
     batch_size: int | None,
     num_workers: int | None,
     progress: bool,
+    input_cache: bool = False,
 ) -> dict[str, np.ndarray]:
     """Run the model over every image; ``{layer: (n_images, n_features) float32}``."""
     n = len(images)
     batch_size = int(batch_size or handle.default_batch_size)
+    recorder = None
+    cached_inputs = _input_entry(handle, images) if input_cache else None
+    if cached_inputs is not None:
+        store, key, parts = cached_inputs
+        ready = store.load(key)
+        if ready is not None:
+            log.info("Preprocessed inputs of '%s' read from the input cache (%s)", images.name, key[:12])
+            batches = _ready_batches(handle, ready, batch_size)
+            return _run_batches(handle, images, layers, batches, batch_size, threaded=False, progress=progress)
+        recorder = store.recorder(key, n, parts=parts, info={"images": images.name, "source": handle.spec.source})
     threaded = num_workers is None and _use_thread_pipeline(handle, n, batch_size)
     if threaded:
         log.info(
@@ -439,7 +488,49 @@ def _extract(
     else:
         workers = default_num_workers(n, batch_size, handle.device) if num_workers is None else int(num_workers)
         batches = _loader_batches(handle, images, layers, batch_size, workers)
-    return _run_batches(handle, images, layers, batches, batch_size, threaded=threaded, progress=progress)
+    return _run_batches(
+        handle, images, layers, batches, batch_size, threaded=threaded, progress=progress, recorder=recorder
+    )
+
+
+def _input_entry(handle: ModelHandle, images: ImageSet):
+    """``(InputCache, key, key parts)`` for this handle's preprocessed inputs of ``images``, or
+    None when they cannot be cached: the store is off, or the preprocessing config is empty
+    or not JSON (then it cannot tell configurations apart, and sharing inputs would be unsafe)."""
+    from repalign.embed.inputs import InputCache, input_key_parts
+
+    store = InputCache()
+    config = handle.preprocess_config
+    if not store.enabled or not isinstance(config, dict) or not config:
+        return None
+    transform = type(handle.transform)
+    try:
+        parts = input_key_parts(
+            source=handle.spec.source,
+            transform=f"{transform.__module__}.{transform.__qualname__}",
+            preprocess_config=config,
+            images=images.fingerprint(),
+            code_version=EXTRACTION_CODE_VERSION,
+        )
+        key = cache_key(parts)
+    except InputError as exc:  # a config that is not JSON
+        log.debug("Preprocessed inputs of %s are not cached: %s", handle.spec.name, exc)
+        return None
+    return store, key, parts
+
+
+def _ready_batches(handle: ModelHandle, ready: np.ndarray, batch_size: int):
+    """Batches of already preprocessed inputs (a memory map), as the loaders would give them."""
+    if not handle.uses_torch:
+        for start in range(0, len(ready), batch_size):
+            yield np.asarray(ready[start : start + batch_size])
+        return
+    import torch
+
+    pin = str(handle.device).startswith("cuda")
+    for start in range(0, len(ready), batch_size):
+        batch = torch.from_numpy(np.array(ready[start : start + batch_size]))  # a writable copy of the map
+        yield batch.pin_memory() if pin else batch
 
 
 def _loader_batches(handle: ModelHandle, images: ImageSet, layers: list[str], batch_size: int, workers: int):
@@ -480,8 +571,25 @@ def _run_batches(
     *,
     threaded: bool,
     progress: bool,
+    recorder=None,
 ) -> dict[str, np.ndarray]:
-    """Forward every batch, writing features by position; ``{layer: (n_images, n_features)}``."""
+    """Forward every batch, writing features by position; ``{layer: (n_images, n_features)}``.
+
+    ``recorder`` (an :class:`~repalign.embed.inputs.InputRecorder`) receives every input batch
+    and commits them to the input cache once all images went through.
+    """
+    try:
+        outputs = _forward_all(handle, images, layers, batches, batch_size, threaded, progress, recorder)
+    except BaseException:
+        if recorder is not None:
+            recorder.abort()
+        raise
+    if recorder is not None:
+        recorder.commit()
+    return outputs
+
+
+def _forward_all(handle, images, layers, batches, batch_size, threaded, progress, recorder) -> dict[str, np.ndarray]:
     n = len(images)
     runner = _BatchRunner(handle, layers, batch_size)
     outputs: dict[str, np.ndarray] = {}
@@ -496,6 +604,8 @@ def _run_batches(
                 raise batch.error()
             if not handle.uses_torch and not isinstance(batch, np.ndarray):
                 batch = batch.numpy()
+            if recorder is not None:
+                recorder.add(batch)
             for offset, features in runner.run(batch):
                 for name in layers:
                     block = np.asarray(features[name])

@@ -20,14 +20,14 @@ Example:
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from repalign.errors import InputError, MissingDataError
+from repalign._npy import read_npy, read_npz, read_npz_names
+from repalign.errors import InputError, MissingDataError, quote_tokens
 
 if TYPE_CHECKING:
     from repalign.data.human import HumanSimilarity
@@ -63,32 +63,21 @@ def load_embeddings_file(path: str | os.PathLike) -> tuple[tuple[str, ...] | Non
     suffix = path.suffix.lower()
     if suffix not in EMBEDDINGS_SUFFIXES:
         raise InputError(f"Embeddings must be an .npy or .npz file; got '{path.name}'")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        # np.load goes by the file's content, not its suffix: an .npz named .npy (or the
-        # reverse) would otherwise surface later as an attribute error
-        if suffix == ".npy":
-            if not isinstance(loaded, np.ndarray):
-                loaded.close()
-                raise InputError(f"{path.name} is an .npz archive, not an .npy array; rename it to .npz")
-            embeddings, names = loaded, None
-        else:
-            if isinstance(loaded, np.ndarray):
-                raise InputError(f"{path.name} holds a single .npy array, not an .npz archive; rename it to .npy")
-            with loaded:
-                missing = [name for name in NPZ_ARRAYS if name not in loaded.files]
-                if missing:
-                    raise InputError(
-                        f"{path.name} lacks array(s) {', '.join(sorted(missing))}; an .npz needs 'embeddings' "
-                        f"(n, d) and 'names' (n,) (found: {', '.join(loaded.files) or 'nothing'})"
-                    )
-                embeddings, names = loaded["embeddings"], loaded["names"]
-    except InputError:
-        raise
-    except ValueError as exc:  # object arrays (would need pickle) or a corrupt file
-        raise InputError(f"Cannot read {path.name} without pickle, or it is corrupt ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # unreadable, truncated, a broken archive
-        raise InputError(f"Cannot read {path.name}: {exc}") from exc
+    # The readers go by the file's content and check its header before allocating anything: an
+    # .npz named .npy (or the reverse), a truncated file or a header declaring a huge shape is
+    # a one-line error, not a MemoryError or an attribute error later.
+    if suffix == ".npy":
+        embeddings, names = read_npy(path), None
+    else:
+        arrays = read_npz(path, keys=NPZ_ARRAYS)
+        missing = [name for name in NPZ_ARRAYS if name not in arrays]
+        if missing:
+            found = quote_tokens(read_npz_names(path), shown=5)
+            raise InputError(
+                f"{path.name} lacks array(s) {', '.join(sorted(missing))}; an .npz needs 'embeddings' "
+                f"(n, d) and 'names' (n,) (found: {found or 'nothing'})"
+            )
+        embeddings, names = arrays["embeddings"], arrays["names"]
     if names is not None:
         names = tuple(str(n) for n in names.reshape(-1))
     _check_embeddings(embeddings, names, path.name)

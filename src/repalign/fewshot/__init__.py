@@ -9,6 +9,8 @@ examples; repeat over seeds and report the mean accuracy with a 95% t-interval o
 * :mod:`~repalign.fewshot.evaluate` -- :func:`evaluate_fewshot` (the whole grid from
   precomputed features), :func:`run_fewshot` (embeds what the splits use, then evaluates)
   and :func:`fewshot_rows` (the same as rows of the study's result store);
+* :mod:`~repalign.fewshot.many` -- :func:`evaluate_fewshot_many`, the grid of several models
+  on the same splits, their fits batched together (for a study's runner);
 * :mod:`~repalign.fewshot.settings` -- :class:`HeadSettings`, the heads' hyperparameters;
 * private: ``_heads`` (batching tasks into groups, scoring), ``_linear`` (batched L-BFGS
   logistic regression), ``_mlp`` (MLP heads), ``_dropout`` (input dropout as sparsity),
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from repalign._options import DEFAULT_SHOTS, HEADS, MLP_PRECISIONS
 from repalign.fewshot.evaluate import confidence_interval, evaluate_fewshot, fewshot_rows, run_fewshot, summarize
+from repalign.fewshot.many import evaluate_fewshot_many
 from repalign.fewshot.settings import HeadSettings
 from repalign.fewshot.splits import (
     Split,
@@ -41,6 +44,7 @@ __all__ = [
     "check_labels",
     "confidence_interval",
     "evaluate_fewshot",
+    "evaluate_fewshot_many",
     "fewshot_rows",
     "labels_fingerprint",
     "make_dataset_splits",

@@ -10,7 +10,10 @@ accuracy (:mod:`repalign.fewshot._fast_matmul`).
 
 A task's result does not depend on which other tasks share its batch: one cell of the grid
 can be reproduced alone (see ``benchmarks/bench_fewshot.py`` for the comparison with a plain
-loop of independent fits).
+loop of independent fits). That is also what lets the tasks of several models share groups
+(:func:`repalign.fewshot.evaluate_fewshot_many`): their feature matrices are stacked row-wise,
+each task indexes its own model's rows, and ``Task.source`` tells scoring which rows belong
+together.
 """
 
 from __future__ import annotations
@@ -31,16 +34,28 @@ _HEAD_CODES = {"linear": 0, "mlp1": 1, "mlp2": 2}
 # CPU thread. Measured on 2 idle cores, 2 threads already pay off for MNIST's mlp1 (1-10M);
 # below this size, results were the same either way.
 _MULTITHREAD_MIN_WORK = 500_000
+# A group trains on (tasks x rows x inputs) standardized training values at once; larger
+# groups are split into chunks of at most this many (2^27 float32 = 512 MiB). One model's
+# largest group, 5 seeds of 80 shots x 100 classes on 2048-d, holds 82M and stays whole;
+# ten models' would hold 820M (3.3 GB) and train in chunks of 8 tasks, where a task's work
+# is large enough that a smaller batch costs nothing measurable.
+_GROUP_MAX_ELEMENTS = 1 << 27
 
 
 @dataclass(frozen=True)
 class Task:
-    """One fit: rows of the feature matrix to train on and to evaluate, (n_train,) and (n_eval,)."""
+    """One fit: rows of the feature matrix to train on and to evaluate, (n_train,) and (n_eval,).
+
+    ``source`` names the block of rows the task's rows lie in (one model's features when
+    several models' are stacked); tasks of one source are scored on the union of their
+    evaluation rows, never on another source's.
+    """
 
     seed: int
     shots: int
     train_rows: np.ndarray
     eval_rows: np.ndarray
+    source: int = 0
 
 
 def task_generator_seed(seed: int, shots: int, head: str) -> int:
@@ -83,7 +98,8 @@ def fit_and_score(
         head: "linear", "mlp1" or "mlp2".
         features: (n_rows, d) float32 torch tensor on the compute device.
         targets: (n_rows,) int64 torch tensor of class indices 0..n_classes-1, same device.
-        tasks: the fits; tasks with equal training-set size are batched together.
+        tasks: the fits; tasks with equal training-set size are batched together (in chunks
+            of at most ``_GROUP_MAX_ELEMENTS`` training values).
         n_classes: number of classes.
 
     Returns:
@@ -96,12 +112,15 @@ def fit_and_score(
     for i, task in enumerate(tasks):
         groups.setdefault(len(task.train_rows), []).append(i)
     with deterministic_torch(), fast_float32_matmul(features.device):
-        for n_train, members in sorted(groups.items()):
-            batch = [tasks[i] for i in members]
-            rows = min(n_train, settings.batch_size) if head != "linear" else n_train
-            width = settings.hidden_width if head == "mlp2" else n_classes
-            with _threads_for(features.device, len(batch) * rows * features.shape[1] * width):
-                accuracies[members] = _fit_group(head, features, targets, batch, n_classes, settings)
+        for n_train, group in sorted(groups.items()):
+            per_chunk = max(1, _GROUP_MAX_ELEMENTS // (n_train * features.shape[1]))
+            for chunk in np.array_split(group, -(-len(group) // per_chunk)):  # chunks of equal size
+                members = chunk.tolist()
+                batch = [tasks[i] for i in members]
+                rows = min(n_train, settings.batch_size) if head != "linear" else n_train
+                width = settings.hidden_width if head == "mlp2" else n_classes
+                with _threads_for(features.device, len(batch) * rows * features.shape[1] * width):
+                    accuracies[members] = _fit_group(head, features, targets, batch, n_classes, settings)
     return accuracies
 
 
@@ -173,7 +192,28 @@ def standardized_training_rows(features, train_rows):
 
 
 def _score(features, targets, tasks, layers) -> np.ndarray:
-    """Accuracy of each task on its evaluation rows; layers hold (B, d_in, d_out) weights."""
+    """Accuracy of each task on its evaluation rows; layers hold (B, d_in, d_out) weights.
+
+    Tasks are scored per source, each on the union of its own tasks' evaluation rows.
+    """
+    import torch
+
+    accuracies = np.empty(len(tasks))
+    sources: dict[int, list[int]] = {}
+    for i, task in enumerate(tasks):
+        sources.setdefault(task.source, []).append(i)
+    for members in sources.values():
+        if len(members) < len(tasks):
+            which = torch.as_tensor(members, device=features.device)
+            part = [(w.index_select(0, which), b.index_select(0, which)) for w, b in layers]
+        else:
+            part = layers
+        accuracies[members] = _score_source(features, targets, [tasks[i] for i in members], part)
+    return accuracies
+
+
+def _score_source(features, targets, tasks, layers) -> np.ndarray:
+    """:func:`_score` for tasks of one source."""
     import torch
 
     union = np.unique(np.concatenate([t.eval_rows for t in tasks]))

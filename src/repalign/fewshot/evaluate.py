@@ -108,29 +108,7 @@ def evaluate_fewshot(
 
     from repalign.fewshot._heads import fit_and_score
 
-    features = np.asarray(features)
-    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
-        raise InputError(
-            f"features must be a non-empty 2-D array (n_examples, n_features); got shape {features.shape}."
-        )
-    if not np.issubdtype(features.dtype, np.number):
-        raise InputError(f"features must be numeric; got dtype {features.dtype}.")
-    if feature_indices is None:
-        labels = check_labels(labels, n_features=len(features))
-        rows_of_example = None
-    else:
-        labels = check_labels(labels)
-        feature_indices = np.asarray(feature_indices, dtype=np.int64)
-        if feature_indices.shape != (len(features),):
-            raise InputError(
-                f"feature_indices must give one example index per feature row: {len(features)} rows "
-                f"but {feature_indices.shape} indices."
-            )
-        rows_of_example = np.full(len(labels), -1, dtype=np.int64)
-        rows_of_example[feature_indices] = np.arange(len(features))
-    if not np.all(np.isfinite(features)):
-        bad = int(np.argwhere(~np.isfinite(features))[0][0])
-        raise InputError(f"features contain NaN or infinite values (first in row {bad}).")
+    features, labels, rows_of_example = checked_features(features, labels, feature_indices)
     heads = _check_heads(heads)
     splits = _splits_for(
         labels, splits, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class, dataset=dataset
@@ -140,17 +118,7 @@ def evaluate_fewshot(
 
     classes, targets = np.unique(labels, return_inverse=True)
     keys = sorted(splits.splits)
-    tasks = []
-    for seed, n in keys:
-        split = splits.splits[(seed, n)]
-        train, evaluate = split.train, split.eval
-        if rows_of_example is not None:
-            train, evaluate = rows_of_example[train], rows_of_example[evaluate]
-            if (train < 0).any() or (evaluate < 0).any():
-                raise InputError(
-                    "feature_indices does not cover every example the splits use; embed splits.used_indices()."
-                )
-        tasks.append(Task(seed=seed, shots=n, train_rows=train, eval_rows=evaluate))
+    tasks = grid_tasks(splits, keys, rows_of_example)
     row_targets = targets if rows_of_example is None else targets[np.asarray(feature_indices)]
 
     torch_device = torch.device(resolve_device(device))
@@ -167,20 +135,66 @@ def evaluate_fewshot(
             len(tasks),
             time.perf_counter() - start,
         )
-        for (seed, n), accuracy in zip(keys, accuracies):
-            records.append(
-                {
-                    "dataset": dataset,
-                    "head": head,
-                    "shots": n,
-                    "seed": seed,
-                    "accuracy": float(accuracy),
-                }
-            )
+        records += per_seed_records(dataset, head, keys, accuracies)
     per_seed_frame = pd.DataFrame.from_records(records, columns=list(PER_SEED_COLUMNS))
     if per_seed:
         return per_seed_frame
     return summarize(per_seed_frame)
+
+
+def checked_features(features, labels, feature_indices, *, what: str = "features"):
+    """Validate features (and their example indices) against the labels.
+
+    Returns the features as an array, the labels (int64), and ``rows_of_example`` (n_examples,):
+    the feature row of each example, -1 where it has none (None without ``feature_indices``).
+    ``what`` names the features in errors (e.g. "features of model 'x'").
+    """
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
+        raise InputError(f"{what} must be a non-empty 2-D array (n_examples, n_features); got shape {features.shape}.")
+    if not np.issubdtype(features.dtype, np.number):
+        raise InputError(f"{what} must be numeric; got dtype {features.dtype}.")
+    if feature_indices is None:
+        labels = check_labels(labels, n_features=len(features))
+        rows_of_example = None
+    else:
+        labels = check_labels(labels)
+        feature_indices = np.asarray(feature_indices, dtype=np.int64)
+        if feature_indices.shape != (len(features),):
+            raise InputError(
+                f"feature_indices must give one example index per feature row: {len(features)} rows "
+                f"but {feature_indices.shape} indices."
+            )
+        rows_of_example = np.full(len(labels), -1, dtype=np.int64)
+        rows_of_example[feature_indices] = np.arange(len(features))
+    if not np.all(np.isfinite(features)):
+        bad = int(np.argwhere(~np.isfinite(features))[0][0])
+        raise InputError(f"{what} contain NaN or infinite values (first in row {bad}).")
+    return features, labels, rows_of_example
+
+
+def grid_tasks(splits: SplitManifest, keys, rows_of_example, *, offset: int = 0, source: int = 0) -> list[Task]:
+    """One task per (seed, shots) in ``keys``, on feature rows (shifted by ``offset``)."""
+    tasks = []
+    for seed, n in keys:
+        split = splits.splits[(seed, n)]
+        train, evaluate = split.train, split.eval
+        if rows_of_example is not None:
+            train, evaluate = rows_of_example[train], rows_of_example[evaluate]
+            if (train < 0).any() or (evaluate < 0).any():
+                raise InputError(
+                    "feature_indices does not cover every example the splits use; embed splits.used_indices()."
+                )
+        tasks.append(Task(seed=seed, shots=n, train_rows=train + offset, eval_rows=evaluate + offset, source=source))
+    return tasks
+
+
+def per_seed_records(dataset: str, head: str, keys, accuracies) -> list[dict]:
+    """Rows of the per-seed table (:data:`PER_SEED_COLUMNS`) for one head's accuracies over ``keys``."""
+    return [
+        {"dataset": dataset, "head": head, "shots": n, "seed": seed, "accuracy": float(accuracy)}
+        for (seed, n), accuracy in zip(keys, accuracies)
+    ]
 
 
 def summarize(per_seed_frame: pd.DataFrame) -> pd.DataFrame:

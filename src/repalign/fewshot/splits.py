@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from repalign._options import DEFAULT_FEWSHOT_SPLIT, DEFAULT_N_SEEDS, DEFAULT_SHOTS
-from repalign.errors import InputError
+from repalign.errors import InputError, first_line, quote_token
 
 if TYPE_CHECKING:
     from repalign.data.fewshot_datasets import FewShotDataset
@@ -187,53 +188,120 @@ class SplitManifest:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SplitManifest:
-        """Read a manifest written by :meth:`save`; checks that train and eval never overlap."""
+        """Read a manifest written by :meth:`save`.
+
+        Refused with an :class:`~repalign.errors.InputError`: another ``format`` or a
+        ``version`` this code does not know (a newer repalign's manifest is not guessed at),
+        indices that are not integers (``1.5``, ``"3"``, ``true`` -- never truncated or
+        coerced), and train and eval sets that overlap or leave the dataset.
+        """
         from repalign.errors import MissingDataError
 
         path = Path(path)
         if not path.is_file():
             raise MissingDataError(f"Split manifest not found: {path}")
-        try:
-            if path.suffix == ".json":
-                meta = json.loads(path.read_text())
-                splits = {
-                    (int(e["seed"]), int(e["shots"])): Split(
-                        np.asarray(e["train"], dtype=np.int64),
-                        np.asarray(e["eval"], dtype=np.int64),
-                    )
-                    for e in meta["splits"]
-                }
-            elif path.suffix == ".npz":
-                with np.load(path, allow_pickle=False) as data:
-                    meta = json.loads(str(data["meta"]))
-                    splits = {}
-                    for key in data.files:
-                        if key.startswith("train__"):
-                            _, seed, shots = key.split("__")
-                            seed, shots = (
-                                int(seed.removeprefix("seed")),
-                                int(shots.removeprefix("shots")),
-                            )
-                            eval_key = f"eval__seed{seed}__shots{shots}"
-                            splits[(seed, shots)] = Split(
-                                data[key].astype(np.int64),
-                                data[eval_key].astype(np.int64),
-                            )
-            else:
-                raise InputError(f"Split manifests are .json or .npz files; got '{path.name}'.")
-            if meta.get("format") != MANIFEST_FORMAT:
-                raise InputError(f"{path} is not a repalign split manifest (format {meta.get('format')!r}).")
-            return cls(
-                dataset=str(meta["dataset"]),
-                labels_fingerprint=str(meta["labels_fingerprint"]),
-                n_examples=int(meta["n_examples"]),
-                max_eval_per_class=meta.get("max_eval_per_class"),
-                splits=splits,
+        if path.suffix == ".json":
+            meta, entries = _read_json_manifest(path)
+        elif path.suffix == ".npz":
+            meta, entries = _read_npz_manifest(path)
+        else:
+            raise InputError(f"Split manifests are .json or .npz files; got '{path.name}'.")
+        if meta.get("format") != MANIFEST_FORMAT:
+            raise InputError(
+                f"{path} is not a repalign split manifest (format {quote_token(repr(meta.get('format')))})."
             )
-        except (KeyError, ValueError, TypeError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise InputError(f"Malformed split manifest {path}: {exc!r}") from exc
+        if meta.get("version") != MANIFEST_VERSION or isinstance(meta.get("version"), bool):
+            raise InputError(
+                f"{path} is a split manifest of version {quote_token(repr(meta.get('version')))}; this repalign "
+                f"reads version {MANIFEST_VERSION}. Draw the splits again with this version."
+            )
+        where = f"Malformed split manifest {path}"
+        max_eval = meta.get("max_eval_per_class")
+        splits = {}
+        for seed, shots, train, evals in entries:
+            key = (_integer(seed, f"{where}: seed"), _integer(shots, f"{where}: shots"))
+            if key in splits:
+                raise InputError(f"{where}: seed={key[0]}, shots={key[1]} appears twice.")
+            what = f"{where}: split seed={key[0]}, shots={key[1]}"
+            splits[key] = Split(_indices(train, f"{what}, train"), _indices(evals, f"{what}, eval"))
+        if not isinstance(meta.get("dataset"), str) or not isinstance(meta.get("labels_fingerprint"), str):
+            raise InputError(f"{where}: 'dataset' and 'labels_fingerprint' must be strings.")
+        return cls(
+            dataset=meta["dataset"],
+            labels_fingerprint=meta["labels_fingerprint"],
+            n_examples=_integer(meta.get("n_examples"), f"{where}: n_examples"),
+            max_eval_per_class=None if max_eval is None else _integer(max_eval, f"{where}: max_eval_per_class"),
+            splits=splits,
+        )
+
+
+def _read_json_manifest(path: Path) -> tuple[dict, list[tuple]]:
+    """(meta, [(seed, shots, train, eval)]) of a JSON manifest, values not yet checked."""
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
+        raise InputError(f"Malformed split manifest {path}: {first_line(exc)}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("splits"), list):
+        raise InputError(f"Malformed split manifest {path}: expected an object with a list of 'splits'.")
+    entries = []
+    for entry in meta["splits"]:
+        if not isinstance(entry, dict) or not {"seed", "shots", "train", "eval"} <= set(entry):
+            raise InputError(f"Malformed split manifest {path}: each split needs 'seed', 'shots', 'train' and 'eval'.")
+        entries.append((entry["seed"], entry["shots"], entry["train"], entry["eval"]))
+    return meta, entries
+
+
+def _read_npz_manifest(path: Path) -> tuple[dict, list[tuple]]:
+    """(meta, [(seed, shots, train, eval)]) of an .npz manifest, values not yet checked."""
+    from repalign._npy import read_npz
+
+    arrays = read_npz(path)
+    where = f"Malformed split manifest {path}"
+    meta_array = arrays.get("meta")
+    if meta_array is None or meta_array.dtype.kind != "U" or meta_array.shape != ():
+        raise InputError(f"{where}: no 'meta' string.")
+    try:
+        meta = json.loads(str(meta_array))
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{where}: its 'meta' is not JSON.") from exc
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}: its 'meta' is not an object.")
+    entries = []
+    for key in arrays:
+        if not key.startswith("train__"):
+            continue
+        match = re.fullmatch(r"train__seed(\d+)__shots(\d+)", key)
+        eval_key = key.replace("train__", "eval__", 1)
+        if match is None or eval_key not in arrays:
+            raise InputError(f"{where}: array {quote_token(key)} is not train__seed<S>__shots<N> with its eval__ twin.")
+        entries.append((int(match.group(1)), int(match.group(2)), arrays[key], arrays[eval_key]))
+    return meta, entries
+
+
+def _integer(value, what: str) -> int:
+    """An int from JSON or numpy; floats, strings and booleans are refused, not converted."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{what} must be an integer; got {quote_token(repr(value))}.")
+    return int(value)
+
+
+def _indices(values, what: str) -> np.ndarray:
+    """A 1-D int64 index array from a JSON list or an npz array; never truncates 1.5 to 1."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "iu" or values.ndim != 1:
+            raise InputError(f"{what} must be a 1-D integer array; got {values.dtype} of shape {values.shape}.")
+        if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+            raise InputError(f"{what} holds an index beyond int64.")
+        return values.astype(np.int64)
+    if not isinstance(values, list):
+        raise InputError(f"{what} must be a list of integers; got {type(values).__name__}.")
+    bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, int)), None)
+    if bad is not None:
+        raise InputError(f"{what} must hold integer indices; got {quote_token(repr(bad))}.")
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except OverflowError as exc:
+        raise InputError(f"{what} holds an index beyond int64.") from exc
 
 
 def make_splits(

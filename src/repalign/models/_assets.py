@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 from repalign._io import sha256_file
 from repalign._paths import mirror_dir
-from repalign.errors import InputError, MissingDataError
+from repalign.errors import InputError, MissingDataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,57 @@ def check_weights_file(weights: str | os.PathLike) -> Path:
     if not path.is_file():
         raise MissingDataError(f"Weights file not found: {path}")
     return path
+
+
+def load_state_dict_file(path: str | os.PathLike, *, model: str) -> dict:
+    """The state dict in a PyTorch checkpoint file, read with ``torch.load(weights_only=True)``.
+
+    ``weights_only=True`` rebuilds tensors and plain containers only, so a checkpoint that
+    names any other Python object (a pickle written to run code on load) is refused before
+    anything runs. There is no fallback to a full unpickle, and the error does not suggest
+    one. A checkpoint holding ``{"state_dict": ...}`` (common training scripts) is unwrapped.
+
+    Raises:
+        InputError: the file is not a readable PyTorch checkpoint (random bytes, truncated,
+            a pickle of other objects), or it holds no ``{name: tensor}`` state dict.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols of files it then refuses; the error says it all
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):  # the restricted unpickler met a class or function
+            raise InputError(
+                f"Weights file {path} holds Python objects other than tensors, which repalign never loads (it "
+                f"may be malicious, or a whole model saved with torch.save(model)); save {model}'s "
+                "model.state_dict() instead"
+            ) from exc
+        raise InputError(f"Weights file {path} is not a PyTorch checkpoint, or it is damaged ({_kind(exc)})") from exc
+    except Exception as exc:  # random or truncated bytes fail anywhere in torch's zip and pickle readers
+        raise InputError(f"Weights file {path} is not a PyTorch checkpoint, or it is damaged ({_kind(exc)})") from exc
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise InputError(
+            f"Weights file {path} holds {type(state).__name__}, not a state dict of named tensors; save "
+            f"{model}'s model.state_dict()"
+        )
+    return state
+
+
+def _kind(exc: BaseException) -> str:
+    """An exception's type and first line, without torch's advice on how to load the file anyway."""
+    text = first_line(exc, with_type=True, limit=120)
+    return type(exc).__name__ if "weights" in text.lower() else text
 
 
 def explicit_weights(spec, weights: str | os.PathLike | None) -> tuple[str, Path | None] | None:

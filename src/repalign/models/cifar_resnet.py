@@ -149,12 +149,7 @@ def build_network(blocks_per_stage: int, num_classes: int = 10):
 
 def load_checkpoint(module, path: str | os.PathLike) -> None:
     """Load a checkpoint strictly: every key must match (no missing, no unexpected)."""
-    import torch
-
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
-    if not isinstance(state, dict):
-        raise InputError(f"{path} is not a state dict checkpoint")
+    state = _assets.load_state_dict_file(path, model="this CIFAR ResNet")
     # Saved from nn.DataParallel, hence the 'module.' prefix.
     state = {k.removeprefix("module."): v for k, v in state.items()}
     try:

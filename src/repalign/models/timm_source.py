@@ -262,16 +262,32 @@ def build_module(spec: ModelSpec, weights: str | os.PathLike | None = None):
         module = timm.create_model(spec.arch, pretrained=False)
         try:
             timm.models.load_checkpoint(module, str(path), strict=True, weights_only=True)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise InputError(f"Weights file {path} does not fit timm model '{spec.arch}': {_one_line(exc)}") from exc
+        except Exception as exc:  # garbage, truncated or hostile files fail anywhere in torch's readers
+            raise _weights_error(path, spec.arch, exc) from exc
         return module, weights_id
     try:
         # timm's own loader: safetensors or weights_only torch.load, checkpoint filters
         # (original-format checkpoints), strict key matching.
         module = timm.create_model(spec.arch, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise InputError(f"Weights file {path} does not fit timm model '{spec.arch}': {_one_line(exc)}") from exc
+    except Exception as exc:  # garbage, truncated or hostile files fail anywhere in torch's readers
+        raise _weights_error(path, spec.arch, exc) from exc
     return module, weights_id
+
+
+#: what torch and timm say when a readable state dict has other keys or shapes than the network
+_MISFIT_MARKERS = ("size mismatch", "Missing key", "Unexpected key", "Error(s) in loading state_dict")
+
+
+def _weights_error(path, arch: str, exc: BaseException) -> InputError:
+    """One line for a weights file that failed to load: it does not fit the network, or it is not
+    a readable weights file. torch's own message for the latter suggests weights_only=False, a
+    full unpickle that can run code; it is never passed on."""
+    if isinstance(exc, KeyError) or any(marker in str(exc) for marker in _MISFIT_MARKERS):
+        return InputError(f"Weights file {path} does not fit timm model '{arch}': {_one_line(exc)}")
+    return InputError(
+        f"Weights file {path} is not a readable weights file for timm model '{arch}' (safetensors, or a PyTorch "
+        f"state dict of tensors only), or it is damaged ({type(exc).__name__})"
+    )
 
 
 class TimmModelHandle(TorchModelHandle):

@@ -143,8 +143,7 @@ def build_module(spec: ModelSpec, weights=None):
         module = models.get_model(
             base, weights=None, num_classes=len(enum.meta["categories"]), **_PRETRAINED_KWARGS.get(base, {})
         )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        state = _assets.load_state_dict_file(path, model=spec.name)
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as exc:

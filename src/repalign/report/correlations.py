@@ -32,6 +32,10 @@ from repalign import stats
 from repalign._options import DEFAULT_CORRECTION, DEFAULT_METRICS, DEFAULT_N_BOOTSTRAP
 from repalign.errors import InputError
 
+# the robustness outcomes (out-of-distribution ImageNet test sets, accuracies) are defined once,
+# with the robustness join
+from repalign.robustness import ACCURACY_METRICS, OOD_DATASETS
+
 #: the columns of correlations.csv, in order (one row per correlation the report shows)
 CSV_COLUMNS = (
     "x_metric",
@@ -54,9 +58,7 @@ TOP1_COVARIATE = "imagenet_top1"
 #: what identifies one correlation
 KEY = ("x_metric", "transform", "y_stage", "y_dataset", "y_head", "y_shots", "y_metric", "covariate")
 TARGET_KEY = ("y_stage", "y_dataset", "y_head", "y_shots", "y_metric")
-#: robustness outcomes: the out-of-distribution ImageNet test sets and accuracies
-OOD_DATASETS = ("imagenet-a", "imagenet-r", "imagenet-sketch")
-ACCURACY_METRICS = ("top1", "top5")
+
 #: the covariate's column in the per-model robustness table
 TOP1_COLUMN = "imagenet top1"
 #: how the paper groups the robustness test sets when it compares raw and z² alignment

@@ -54,8 +54,11 @@ def expand_models(config: StudyConfig) -> list[str]:
 
 
 def plan_units(config: StudyConfig, models: list[str] | None = None) -> list[Unit]:
-    """One :class:`Unit` per model, in the order the models were expanded."""
-    models = expand_models(config) if models is None else models
+    """One :class:`Unit` per model, in the order the models were expanded, except that models
+    sharing a preprocessing configuration are pulled together (their inputs are preprocessed once)."""
+    from repalign.embed import order_by_preprocessing
+
+    models = order_by_preprocessing(expand_models(config) if models is None else models)
     return [Unit(id=unit_id(m), model=m, stages=config.stages) for m in models]
 
 

@@ -265,6 +265,16 @@ def test_cli_values_out_of_range_are_one_line_errors(tmp_path, argv, message):
     one_error_line(run_cli(argv), contains=message)
 
 
+def test_jobs_and_threads_cannot_start_a_process_or_thread_storm(caplog):
+    from repalign.embed import usable_cpus
+    from repalign.study.executors import LocalExecutor
+
+    with pytest.raises(ConfigError, match=r"execution.threads \(line 4\): must be <= 1024, got 100000"):
+        parse_config('[models]\ninclude = ["pixels"]\n[execution]\nthreads = 100000\n')
+    assert LocalExecutor(jobs=100_000).jobs == usable_cpus()  # lowered, with a warning
+    assert f"jobs = 100000 but this machine lets the run use {usable_cpus()} CPUs" in caplog.text
+
+
 def test_config_that_is_not_utf8_is_one_line_error(tmp_path):
     config = tmp_path / "latin1.toml"
     raw = '[study]\nname = "caf\u00e9"\n[models]\ninclude = ["pixels"]\n'.encode("latin-1")
@@ -438,6 +448,20 @@ def test_damaged_manifest_or_config_is_named_and_set_aside(study, file, damage):
     assert rerun.code == 0 and f"note: {file} was damaged" in rerun.out
     assert json.loads((path / "manifest.json").read_text())["runs"][-1]["status"] == "finished"
     assert len(list((path / "quarantine").iterdir())) == 1 and load_study(path).damaged == {}
+
+
+def test_resolved_config_edited_to_values_of_the_wrong_kind_is_reported_around(study, tmp_path_factory):
+    """Valid TOML, but a hand edit gave keys the report reads values of another kind."""
+    target = study / "study" / "config.resolved.toml"
+    text = target.read_text()
+    for key, value in [("seed", '"abc"'), ("seed", "-4"), ("similarity", "3"), ("human", "[1, 2]"), ("name", "5")]:
+        target.write_text(
+            "\n".join(f"{key} = {value}" if line.startswith(f"{key} =") else line for line in text.split("\n"))
+        )
+        out = tmp_path_factory.mktemp("r") / "r.html"
+        report = run_cli(["report", study / "study", "--out", out, "--n-bootstrap", "0"])
+        assert report.code == 0 and out.is_file() and "Traceback" not in report.err, (key, value, report.err)
+        assert f"config.resolved.toml: [{'study' if key in ('seed', 'name') else 'alignment'}] {key}" in report.err
 
 
 # ---------------------------------------------------------------------------------------

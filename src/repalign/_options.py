@@ -90,3 +90,6 @@ EXECUTORS = ("local", "ray")
 DEFAULT_EXECUTOR = "local"
 #: local worker processes
 DEFAULT_JOBS = 1
+#: the most CPU threads a unit may ask for (``[execution] threads``): BLAS, OpenMP and torch
+#: would each start that many; more is a typo, not a machine
+MAX_THREADS = 1024

@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from repalign._options import DEFAULT_CORRECTION, DEFAULT_N_BOOTSTRAP
+from repalign._options import DEFAULT_CORRECTION, DEFAULT_N_BOOTSTRAP, MAX_SEED
 from repalign.errors import InputError, RepalignError
 from repalign.report.captions import caption
 
@@ -705,6 +705,35 @@ def _define_z2(sections: list[Section]) -> None:
             return
 
 
+def _is_names(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+#: the keys of config.resolved.toml the report reads, and what each must be. That file is
+#: written by the run, but it is a file: one edited by hand to a value of another type is
+#: left out with a warning (the report then uses its default), never a crash.
+_CONFIG_READ: dict[tuple[str, str], Callable[[Any], bool]] = {
+    ("study", "name"): lambda v: isinstance(v, str),
+    ("study", "seed"): lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED,
+    ("alignment", "human"): _is_names,
+    ("alignment", "similarity"): _is_names,
+    ("fewshot", "datasets"): _is_names,
+    ("robustness", "source"): lambda v: isinstance(v, str),
+}
+
+
+def _with_checked_config(study: Any) -> Any:
+    """``study`` with the config values the report reads checked (see :data:`_CONFIG_READ`)."""
+    import dataclasses
+
+    config = {section: dict(values) for section, values in study.config.items() if isinstance(values, dict)}
+    for (section, key), valid in _CONFIG_READ.items():
+        if key in config.get(section, {}) and not valid(config[section][key]):
+            log.warning("config.resolved.toml: [%s] %s has a value of the wrong kind; ignored", section, key)
+            del config[section][key]
+    return dataclasses.replace(study, config=config) if dataclasses.is_dataclass(study) else study
+
+
 def analyze_study(
     study: Any,
     *,
@@ -727,6 +756,7 @@ def analyze_study(
         from repalign.store import load_study
 
         study = load_study(study)
+    study = _with_checked_config(study)
     inputs = _prepare(study, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction)
     results = study.results
     sections = [section for build in SECTIONS if (section := build(inputs)) is not None]

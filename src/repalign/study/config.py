@@ -311,7 +311,7 @@ class _Validator:
             executor=self.choice(e, "executor", opt.EXECUTORS),
             jobs=self.integer(e, "jobs", minimum=1),
             address=self.address(e, "address"),
-            threads=self.integer(e, "threads", minimum=0),
+            threads=self.integer(e, "threads", minimum=0, maximum=opt.MAX_THREADS),
             device=self.device(e, "device"),
         )
         return StudyConfig(study, models, alignment, fewshot, robustness, execution)

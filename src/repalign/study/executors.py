@@ -293,7 +293,13 @@ class RayExecutor:
                     ) from None
             started_here = True
         try:
-            gpus = ray.cluster_resources().get("GPU", 0)
+            resources = ray.cluster_resources()
+            if self.threads > resources.get("CPU", 0):  # a task asking for more would wait forever
+                raise InputError(
+                    f"threads = {self.threads} CPUs per unit, but the Ray cluster has {resources.get('CPU', 0):g}; "
+                    "lower [execution] threads"
+                )
+            gpus = resources.get("GPU", 0)
             remote = ray.remote(num_cpus=self.threads, num_gpus=1 if gpus else 0, max_retries=0, max_calls=1)(_ray_unit)
             refs = {}
             starts = {}

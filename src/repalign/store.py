@@ -227,7 +227,7 @@ class StudyStore:
 
         ``stage_fingerprints`` ({stage: fingerprint of its settings}) lets a later run with
         other settings recompute only the stages they change (:meth:`stale_stages`);
-        ``inputs`` ({stage: {input: {part: digest}}}, see :func:`input_changes`) does the same
+        ``inputs`` ({stage: {input: {part: digest}}}, see :func:`compare_inputs`) does the same
         for a changed input (a dataset file, an image folder, a weights file).
         """
         import pyarrow as pa
@@ -265,7 +265,7 @@ class StudyStore:
             return "damaged"
         if meta.get(_FINGERPRINT_KEY, b"").decode() != fingerprint:
             return "stale"
-        if inputs is not None and _changed_stages(_recorded_inputs(meta), inputs):
+        if inputs is not None and compare_inputs(_recorded_inputs(meta), inputs):
             return "stale"
         return "failed" if STATUS_FAILED in status else "finished"
 
@@ -275,7 +275,7 @@ class StudyStore:
         """The stages of a unit to compute again under settings ``stage_fingerprints``.
 
         Those (in the order given) whose fingerprint differs from the one its file records,
-        or -- with ``inputs`` -- one of whose inputs changed (:func:`input_changes`); the rows
+        or -- with ``inputs`` -- one of whose inputs changed (:func:`compare_inputs`); the rows
         of the other stages still hold. ``None`` when the whole unit must run: no file, a
         damaged one, failed rows (a crash may have cut a later stage short), or a file written
         without stage fingerprints.
@@ -288,7 +288,7 @@ class StudyStore:
             recorded = json.loads(recorded)
         except (DamagedFileError, ValueError, FileNotFoundError):  # missing or damaged: computed whole
             return None
-        changed = _changed_stages(_recorded_inputs(meta), inputs) if inputs is not None else {}
+        changed = compare_inputs(_recorded_inputs(meta), inputs) if inputs is not None else {}
         return tuple(stage for stage, fp in stage_fingerprints.items() if recorded.get(stage) != fp or stage in changed)
 
     def input_changes(self, unit_id: str, inputs: dict) -> dict[str, list[str]]:
@@ -298,7 +298,7 @@ class StudyStore:
             meta, _ = self._unit_meta(unit_id)
         except (DamagedFileError, FileNotFoundError):
             return {}
-        return _changed_stages(_recorded_inputs(meta), inputs)
+        return compare_inputs(_recorded_inputs(meta), inputs)
 
     def _unit_meta(self, unit_id: str) -> tuple[dict[bytes, bytes], list]:
         """(schema metadata, status column) of an intact unit file."""
@@ -389,7 +389,7 @@ class StudyStore:
         return target
 
 
-def input_changes(recorded: dict | None, current: dict) -> dict[str, list[str]]:
+def compare_inputs(recorded: dict | None, current: dict) -> dict[str, list[str]]:
     """What changed between the inputs a unit file records and the current ones.
 
     Inputs are ``{stage: {input: {part: digest}}}``, e.g. ``{"alignment": {"peterson:mine":
@@ -398,10 +398,6 @@ def input_changes(recorded: dict | None, current: dict) -> dict[str, list[str]]:
     written before inputs were recorded (``recorded`` None) counts as changed everywhere.
     Returns {stage: ["peterson:mine changed: sim.csv", ...]} for the stages with a change.
     """
-    return _changed_stages(recorded, current)
-
-
-def _changed_stages(recorded: dict | None, current: dict) -> dict[str, list[str]]:
     changed: dict[str, list[str]] = {}
     for stage, now in current.items():
         if recorded is None or stage not in recorded:

@@ -3,7 +3,7 @@
 A unit's rows depend on its settings (``StudyConfig.stage_fingerprints``) and on what its
 stages read. This module names those inputs and gives each a digest, as
 ``{stage: {input: {part: digest}}}``, which the store records with the unit's rows and
-compares on the next run (``repalign.store.input_changes``), so a changed input recomputes
+compares on the next run (``repalign.store.compare_inputs``), so a changed input recomputes
 exactly the stages that read it, and the dry run says which file changed:
 
 ``alignment``

@@ -63,6 +63,15 @@ def canonical_json(obj: Any) -> str:
         raise InputError(f"Embedding cache key parts must be JSON-serialisable: {exc}") from exc
 
 
+def read_metadata(path: Path) -> dict[str, Any] | None:
+    """A cache entry's JSON metadata, or None when it is absent or unreadable (a miss either way)."""
+    try:
+        meta = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def cache_key(parts: Mapping[str, Any]) -> str:
     """sha256 hex digest of the canonical JSON of ``parts`` (plus the cache format version)."""
     payload = {"cache_format": CACHE_FORMAT_VERSION, **parts}
@@ -117,11 +126,7 @@ class EmbeddingCache:
 
     def _read_meta(self, key: str) -> dict[str, Any] | None:
         """An entry's metadata, or None when it is absent or unreadable (a miss either way)."""
-        try:
-            meta = json.loads(self._meta_path(key).read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        return meta if isinstance(meta, dict) else None
+        return read_metadata(self._meta_path(key))
 
     def store(self, key: str, array: np.ndarray, *, parts: Mapping[str, Any], info: Mapping[str, Any]) -> Path:
         """Write ``array`` (n, d) under ``key`` with metadata; returns the array's path.

@@ -42,7 +42,7 @@ import numpy as np
 from repalign._io import write_json_atomic
 from repalign._options import DEFAULT_INPUT_CACHE_BYTES
 from repalign._paths import cache_home
-from repalign.embed.cache import canonical_json
+from repalign.embed.cache import canonical_json, read_metadata
 from repalign.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -144,11 +144,7 @@ class InputCache:
         return self.root / key[:2] / f"{key}.json"
 
     def _read_meta(self, key: str) -> dict[str, Any] | None:
-        try:
-            meta = json.loads(self._meta_path(key).read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        return meta if isinstance(meta, dict) else None
+        return read_metadata(self._meta_path(key))
 
     def load(self, key: str) -> np.ndarray | None:
         """The stored inputs of ``key`` (a read-only memory map), or None on a miss.

@@ -42,6 +42,20 @@ def sha256_file(path: str | os.PathLike, *, decompress_gzip: bool = False) -> st
     return digest.hexdigest()
 
 
+_SHA256_SEEN: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file_remembered(path: str | os.PathLike) -> str:
+    """:func:`sha256_file`, remembered per (path, size, mtime) for this process: identities
+    (weights files, a study's input files) are asked for repeatedly, and files can be large."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_SEEN:
+        _SHA256_SEEN[key] = sha256_file(path)
+    return _SHA256_SEEN[key]
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -207,9 +207,21 @@ class EmbeddingCache:
         }
 
 
+#: rows are hashed this many bytes at a time, so a memory-mapped array is never read whole
+_HASH_BLOCK_BYTES = 64 << 20
+
+
 def array_sha256(array: np.ndarray) -> str:
-    """sha256 of an array's bytes in C order (its dtype and shape are checked separately)."""
-    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+    """sha256 of an array's bytes in C order (its dtype and shape are checked separately),
+    read a block of rows at a time (memory maps stay on disk)."""
+    digest = hashlib.sha256()
+    if array.ndim == 0 or len(array) == 0:
+        digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()
+    step = max(1, _HASH_BLOCK_BYTES // max(1, array[:1].nbytes))
+    for start in range(0, len(array), step):
+        digest.update(np.ascontiguousarray(array[start : start + step]).data)
+    return digest.hexdigest()
 
 
 _warned_unhashed: set[str] = set()

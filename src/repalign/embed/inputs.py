@@ -42,7 +42,7 @@ import numpy as np
 from repalign._io import write_json_atomic
 from repalign._options import DEFAULT_INPUT_CACHE_BYTES
 from repalign._paths import cache_home
-from repalign.embed.cache import canonical_json, read_metadata
+from repalign.embed.cache import array_sha256, canonical_json, read_metadata
 from repalign.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 INPUT_CACHE_FORMAT_VERSION = 1
 #: Environment variable overriding :data:`DEFAULT_INPUT_CACHE_BYTES`.
 LIMIT_VARIABLE = "REPALIGN_INPUT_CACHE_BYTES"
-#: Rows hashed at a time when an entry is verified (bounds the memory of a read).
-_HASH_BLOCK_BYTES = 64 << 20
 
 __all__ = [
     "InputCache",
@@ -162,7 +160,7 @@ class InputCache:
             array = np.lib.format.open_memmap(self._array_path(key), mode="r")
             if list(array.shape) != meta["shape"] or str(array.dtype) != meta["dtype"]:
                 raise ValueError(f"array {array.dtype}{array.shape} != metadata {meta['dtype']}{tuple(meta['shape'])}")
-            if _sha256_rows(array) != meta["sha256"]:
+            if array_sha256(array) != meta["sha256"]:
                 raise ValueError("its array does not match the sha256 stored with it (changed on disk)")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("Discarding damaged preprocessed-input cache entry %s (recomputing it): %s", key, exc)
@@ -309,16 +307,6 @@ def _as_numpy(batch: Any) -> np.ndarray | None:
     if callable(numpy) and getattr(batch, "device", None) is not None and str(batch.device) == "cpu":
         return batch.numpy()
     return None
-
-
-def _sha256_rows(array: np.ndarray) -> str:
-    """sha256 of a C-ordered array's bytes, read a block of rows at a time (memory maps)."""
-    digest = hashlib.sha256()
-    row = max(1, array[:1].nbytes)
-    step = max(1, _HASH_BLOCK_BYTES // row)
-    for start in range(0, len(array), step):
-        digest.update(np.ascontiguousarray(array[start : start + step]).data)
-    return digest.hexdigest()
 
 
 def _touch(path: Path) -> None:

@@ -13,7 +13,7 @@ import os
 import warnings
 from pathlib import Path
 
-from repalign._io import sha256_file
+from repalign._io import sha256_file_remembered
 from repalign._paths import mirror_dir
 from repalign.errors import InputError, MissingDataError, first_line
 
@@ -25,8 +25,6 @@ _MIRROR_FOLDERS = {
     "cifar10-resnet": "weights/cifar10_resnet",
     "paper-models": ".",
 }
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def fetch_asset(dataset: str, relpath: str) -> Path:
@@ -66,14 +64,8 @@ def asset_available(dataset: str, relpath: str) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a weights file, remembered per (path, size, mtime) for this process
-    (identities are asked for repeatedly and weight files can be hundreds of MB)."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = sha256_file(path)
-    return _SHA_CACHE[key]
+    """sha256 of a weights file (remembered per path, size and mtime: files can be hundreds of MB)."""
+    return sha256_file_remembered(path)
 
 
 def check_weights_file(weights: str | os.PathLike) -> Path:

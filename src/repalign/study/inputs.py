@@ -32,6 +32,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from repalign._io import sha256_file_remembered
+
 if TYPE_CHECKING:  # plan imports this module (lazily); only the type is needed here
     from repalign.study.config import StudyConfig
     from repalign.study.plan import Unit
@@ -45,8 +47,6 @@ CHEAP_FOLDER_BYTES = 64 * 2**20
 _WEIGHTS_HERE = ("local", "cached")
 
 Inputs = dict[str, dict[str, str | None]]  # input name -> part -> digest
-
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 class StudyInputs:
@@ -189,19 +189,11 @@ def registered_digest(name: str) -> str:
 
 
 def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes, remembered per (path, size, mtime) in this process."""
+    """``sha256:<hex>`` of a file's bytes (remembered per path, size and mtime in this process)."""
     try:
-        stat = path.stat()
+        return f"sha256:{sha256_file_remembered(path)}"
     except OSError:
         return "missing"
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _FILE_DIGESTS[key] = f"sha256:{digest.hexdigest()}"
-    return _FILE_DIGESTS[key]
 
 
 def folder_digest(folder: Path) -> str:

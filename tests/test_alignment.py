@@ -186,7 +186,7 @@ def test_similarity_matrix_bad_input(embeddings, kwargs, error, match):
 SCIPY = {"pearson": stats.pearsonr, "spearman": stats.spearmanr, "kendall": stats.kendalltau}
 
 
-@pytest.mark.parametrize("method", al.PAIRWISE_METHODS)
+@pytest.mark.parametrize("method", sorted(SCIPY))  # the rest: tests/test_rsa_comparisons.py
 @pytest.mark.parametrize("levels", [3, None])
 def test_pairwise_equals_scipy_on_the_same_vectors(method, levels, rng):
     n = 25
@@ -566,8 +566,12 @@ def test_compute_alignment_records(rng):
             "ci_high",
             "n_stimuli",
             "n_missing_pairs",
+            "ceiling_low",
+            "ceiling_high",
         }
         assert record["dataset"] == "toy" and record["n_stimuli"] == 30 and record["n_missing_pairs"] == 1
+        # no participants: the data cannot tell a ceiling
+        assert np.isnan(record["ceiling_low"]) and np.isnan(record["ceiling_high"])
         # the tie rule is recorded where it applies: on the triplet record only
         assert record["ties"] == ("exclude" if record["metric"] == "triplet" else None)
         assert record["ci_low"] < record["value"] < record["ci_high"]

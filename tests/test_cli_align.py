@@ -119,7 +119,10 @@ def test_table_and_csv_formats(tmp_path, capsys):
         == 0
     )
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "dataset,metric,similarity,ties,value,ci_low,ci_high,n_stimuli,n_missing_pairs"
+    assert (
+        lines[0]
+        == "dataset,metric,similarity,ties,value,ci_low,ci_high,n_stimuli,n_missing_pairs,ceiling_low,ceiling_high"
+    )
     assert len(lines) == 4 and all(",neg_euclidean," in line for line in lines[1:])
     assert [line.split(",")[3] for line in lines[1:]] == ["", "", "exclude"]  # the triplet row's tie rule
 

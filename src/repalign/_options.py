@@ -17,8 +17,9 @@ AUTO = "auto"
 #: how a model's (n, n) similarity matrix is computed from its embeddings
 SIMILARITY_METRICS = ("cosine", "dot", "neg_euclidean", "pearson")
 DEFAULT_SIMILARITY = "cosine"
-#: correlations of the upper triangles of two similarity matrices
-PAIRWISE_METHODS = ("pearson", "spearman", "kendall")
+#: comparisons of the upper triangles of two similarity matrices: the correlations, then
+#: rsatoolbox's tau-a and rho-a (honest when a model predicts ties) and cosine
+PAIRWISE_METHODS = ("pearson", "spearman", "kendall", "tau-a", "rho-a", "cosine")
 #: how a triplet tied on either side counts: left out, half a match, or the paper's strict
 #: bits (Definition 3.5: a tie is bit 0)
 TIE_MODES = ("exclude", "half", "strict")

@@ -24,6 +24,9 @@ RESULT_COLUMNS: dict[str, str] = {
     "value": "float64",
     "ci_low": "float64",
     "ci_high": "float64",
+    # alignment: bounds of the best alignment the human data allows (noise ceiling); null where unknown
+    "ceiling_low": "float64",
+    "ceiling_high": "float64",
     "n": "Int64",  # alignment: stimuli; fewshot: seeds
     "weights_match": "boolean",  # robustness: the published row describes exactly the embedded weights
     "status": "string",  # "ok" | "failed"
@@ -32,6 +35,9 @@ RESULT_COLUMNS: dict[str, str] = {
     "timestamp": "string",  # ISO 8601, UTC
     "unit": "string",  # id of the unit of work that produced the row
 }
+
+#: columns added after stores were first written: a unit file without them is read with them null
+ADDED_COLUMNS = frozenset({"ceiling_low", "ceiling_high"})
 
 
 def empty_results() -> pd.DataFrame:

@@ -43,7 +43,7 @@ import pandas as pd
 
 from repalign._io import atomic_path, write_json_atomic, write_text_atomic
 from repalign.errors import InputError, MissingDataError, RepalignError
-from repalign.schema import RESULT_COLUMNS, conform, empty_results
+from repalign.schema import ADDED_COLUMNS, RESULT_COLUMNS, conform, empty_results
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +426,8 @@ def _check_unit_table(table, file: Path) -> tuple[dict[bytes, bytes], pd.DataFra
         raise DamagedFileError(f"{file}: not a unit file of a repalign study (no unit id in its metadata)")
     if unit.decode(errors="replace") != file.stem:
         raise DamagedFileError(f"{file}: holds the rows of unit '{unit.decode(errors='replace')}', not '{file.stem}'")
-    missing = [c for c in RESULT_COLUMNS if c not in table.column_names]
+    # files written before a column was added lack it: it reads as null
+    missing = [c for c in RESULT_COLUMNS if c not in table.column_names and c not in ADDED_COLUMNS]
     if missing:
         raise DamagedFileError(f"{file}: another schema: no column {', '.join(missing[:5])}")
     try:
@@ -436,7 +437,8 @@ def _check_unit_table(table, file: Path) -> tuple[dict[bytes, bytes], pd.DataFra
     # the footer has no checksum of its own: the rows' digest catches a change there (files
     # of repalign versions before it have none and are taken as they are)
     recorded = meta.get(_ROWS_KEY)
-    if recorded is not None and recorded.decode(errors="replace") != _rows_digest(frame):
+    written = frame[[c for c in RESULT_COLUMNS if c in table.column_names]]  # the columns the digest covered
+    if recorded is not None and recorded.decode(errors="replace") != _rows_digest(written):
         raise DamagedFileError(f"{file}: its rows differ from the digest written with them")
     return meta, frame
 

@@ -197,6 +197,23 @@ def _bootstrap_values(
     return values
 
 
+def _participant_means(
+    model: np.ndarray, participants: np.ndarray, metrics: Sequence[str], resamples: np.ndarray, ties: str
+) -> dict[str, np.ndarray]:
+    """Each matrix metric on every resample, averaged over the participants (NaN-skipping)."""
+    if participants.ndim != 3 or participants.shape[1:] != model.shape:
+        raise InputError(f"participants of shape {participants.shape} do not match the {model.shape} model matrix")
+    per_participant = [_bootstrap_values(model, one, None, metrics, resamples, ties) for one in participants]
+    out = {}
+    for metric in metrics:
+        stacked = np.stack([values[metric] for values in per_participant])
+        finite = np.isfinite(stacked)
+        out[metric] = np.where(
+            finite.any(axis=0), np.where(finite, stacked, 0.0).sum(axis=0) / finite.sum(axis=0).clip(1), np.nan
+        )
+    return out
+
+
 def bootstrap_alignment_ci(
     model_sim,
     human_sim=None,
@@ -207,6 +224,7 @@ def bootstrap_alignment_ci(
     random_state=DEFAULT_SEED,
     confidence: float = 0.95,
     ties: str = DEFAULT_TIES,
+    participants=None,
 ) -> dict[str, tuple[float, float]]:
     """Stimulus-bootstrap percentile confidence intervals of alignment metrics.
 
@@ -225,6 +243,9 @@ def bootstrap_alignment_ci(
         random_state: seed or ``numpy.random.Generator``; the same seed gives the same CIs.
         confidence: coverage of the two-sided interval.
         ties: tie rule of the ``"triplet"`` metric.
+        participants: (k, n, n) per-participant matrices: the matrix metrics are then the mean
+            over participants of the metric with each (:func:`repalign.alignment.ceiling.participant_alignment`),
+            every participant scored on the same resamples.
 
     Returns:
         ``{metric: (ci_low, ci_high)}``.
@@ -248,5 +269,13 @@ def bootstrap_alignment_ci(
             raise InputError("Metric triplet_accuracy needs human triplet judgments (judgments=...)")
         model = _check_judgments(model, judgments)
     resamples = _resamples(model.shape[0], int(n_bootstrap), random_state)
-    values = _bootstrap_values(model, human, judgments, metrics, resamples, ties)
+    if participants is None:
+        values = _bootstrap_values(model, human, judgments, metrics, resamples, ties)
+    else:
+        values = _bootstrap_values(
+            model, human, judgments, [m for m in metrics if m not in needs_matrix], resamples, ties
+        )
+        values.update(
+            _participant_means(model, np.asarray(participants, dtype=np.float64), needs_matrix, resamples, ties)
+        )
     return {metric: _percentile_interval(values[metric], confidence, metric) for metric in metrics}

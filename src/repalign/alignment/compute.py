@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,12 @@ from repalign._options import (
 )
 from repalign.alignment._checks import _as_embeddings, _check_choice, _check_pair
 from repalign.alignment.bootstrap import bootstrap_alignment_ci
+from repalign.alignment.ceiling import (
+    has_repeated_judgments,
+    noise_ceiling,
+    participant_alignment,
+    triplet_ceiling,
+)
 from repalign.alignment.pairwise import _upper_pairs, pairwise_alignment
 from repalign.alignment.similarity import similarity_matrix
 from repalign.alignment.triplets import triplet_accuracy, triplet_alignment
@@ -80,9 +87,12 @@ def compute_alignment(
 
     Returns:
         One dict per metric with keys ``dataset, metric, similarity, ties, value, ci_low,
-        ci_high, n_stimuli, n_missing_pairs`` (pairs missing on either side). ``ties`` is the
-        tie rule on the ``"triplet"`` record, ``None`` on the others: their values do not
-        depend on it.
+        ci_high, n_stimuli, n_missing_pairs, ceiling_low, ceiling_high`` (pairs missing on
+        either side). ``ties`` is the tie rule on the ``"triplet"`` record, ``None`` on the
+        others: their values do not depend on it. The ceiling is NaN where the data cannot
+        tell it; where the dataset has per-participant matrices, a matrix metric's value (and
+        CI) is the mean over participants of its value with each participant, the quantity
+        its ceiling bounds (:mod:`repalign.alignment.ceiling`).
     """
     if isinstance(metrics, str):
         metrics = None if metrics == AUTO else (metrics,)
@@ -111,9 +121,12 @@ def compute_alignment(
     judgments = human.judgments if "triplet_accuracy" in chosen else None
     n_missing = _upper_pairs(model, human_sim)[2] if human_sim is not None else 0
 
+    participants = human.participants
     values: dict[str, float] = {}
     for metric in chosen:
-        if metric in PAIRWISE_METHODS:
+        if participants is not None and metric in MATRIX_METRICS:
+            values[metric] = participant_alignment(model, participants, metric, ties=ties)
+        elif metric in PAIRWISE_METHODS:
             values[metric] = pairwise_alignment(model, human_sim, method=metric)
         elif metric == "triplet":
             values[metric] = triplet_alignment(model, human_sim, ties=ties)
@@ -128,9 +141,11 @@ def compute_alignment(
             n_bootstrap=n_bootstrap,
             random_state=random_state,
             ties=ties,
+            participants=participants,
         )
     else:
         intervals = {metric: (float("nan"), float("nan")) for metric in chosen}
+    ceilings = _ceilings(human, chosen, ties)
     return [
         {
             "dataset": human.name,
@@ -142,9 +157,23 @@ def compute_alignment(
             "ci_high": intervals[metric][1],
             "n_stimuli": n_stimuli,
             "n_missing_pairs": n_missing,
+            "ceiling_low": ceilings[metric][0],
+            "ceiling_high": ceilings[metric][1],
         }
         for metric in chosen
     ]
+
+
+def _ceilings(human: HumanSimilarity, metrics: Sequence[str], ties: str) -> dict[str, tuple[float, float]]:
+    """The noise ceiling of each metric where the data can tell it (NaN where not): matrix
+    metrics from per-participant matrices, triplet_accuracy from triplets judged more than once."""
+    out = {metric: (math.nan, math.nan) for metric in metrics}  # one NaN object: records compare equal
+    for metric in metrics:
+        if metric in MATRIX_METRICS and human.participants is not None:
+            out[metric] = tuple(noise_ceiling(human.participants, metric, ties=ties))
+        elif metric == "triplet_accuracy" and has_repeated_judgments(human.judgments):
+            out[metric] = tuple(triplet_ceiling(human.judgments))
+    return out
 
 
 def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFrame:
@@ -162,6 +191,17 @@ def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFram
     from repalign.schema import conform
 
     records = compute_alignment(embeddings, human, **options)
-    columns = ["dataset", "metric", "similarity", "ties", "value", "ci_low", "ci_high", "n_stimuli"]
+    columns = [
+        "dataset",
+        "metric",
+        "similarity",
+        "ties",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n_stimuli",
+        "ceiling_low",
+        "ceiling_high",
+    ]
     frame = pd.DataFrame.from_records(records, columns=columns).rename(columns={"n_stimuli": "n"})
     return conform(frame.assign(stage="alignment"))

@@ -13,6 +13,7 @@ Two ways to give the model side:
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from repalign import _options as opt
@@ -141,6 +142,8 @@ def _compact_for_terminal(records: list[dict]) -> tuple[list[dict], str]:
     if len(tie_rules) <= 1:
         shared.append("ties")
         details += [f"ties={rule} (triplet)" for rule in tie_rules]
+    # ceilings where no dataset has one (most data: no repeated judgments): not worth two columns
+    shared += [c for c in ("ceiling_low", "ceiling_high") if all(math.isnan(r[c]) for r in records)]
     title = "Alignment with human similarity, 95% stimulus-bootstrap CI"
     compact = [{k: v for k, v in r.items() if k not in shared} for r in records]
     return compact, f"{title}\n{', '.join(details)}" if details else title

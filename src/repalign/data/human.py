@@ -20,6 +20,9 @@ A manifest describes (all paths relative to the manifest's folder)::
     symmetrize = false                # average S and S^T instead of refusing an asymmetric matrix
     symmetry_tolerance = 1e-6         # allowed |S - S^T|, relative to max(1, max |S|)
     triplets = "judgments.csv"        # anchor,positive,negative  or  i,j,k,odd  [+ count]
+    participant_similarity = "p.csv"  # or participant_dissimilarity: one matrix per participant
+                                      # (participant,i,j,value CSV, or a (k, n, n) .npy/.npz);
+                                      # without a matrix, their mean is the dataset's matrix
     allow_outside = false             # let the paths above leave the manifest's folder
 
 Every path must stay inside the manifest's folder once symlinks are resolved (image files
@@ -39,6 +42,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +79,8 @@ MANIFEST_KEYS = (
     "symmetrize",
     "symmetry_tolerance",
     "triplets",
+    "participant_similarity",
+    "participant_dissimilarity",
     "allow_outside",
 )
 DEFAULT_SYMMETRY_TOLERANCE = 1e-6
@@ -90,6 +96,9 @@ class HumanSimilarity:
         similarity: (n, n) float64, larger = more similar, symmetric, NaN = missing pair;
             read-only. ``None`` for judgment-only datasets.
         judgments: explicit triplet judgments (indices into ``stimuli``), or ``None``.
+        participants: (k, n, n) float64, one similarity matrix per participant (NaN = a pair
+            the participant did not rate), read-only; ``None`` when only the mean is known.
+            Noise ceilings and reliability need it (:mod:`repalign.alignment.ceiling`).
         image_paths: n image files in stimulus order, or ``None`` when images are not available.
         source: where the data came from (file path or dataset name), for reports.
         images_dataset: the registered dataset its images are fetched from (e.g.
@@ -105,6 +114,7 @@ class HumanSimilarity:
     image_paths: tuple[Path, ...] | None = None
     source: str = ""
     images_dataset: str | None = None
+    participants: np.ndarray | None = field(default=None, repr=False)
     #: Why images are unavailable (the message of :meth:`images`' error).
     missing_images_reason: str | None = field(default=None, repr=False)
 
@@ -119,6 +129,12 @@ class HumanSimilarity:
             object.__setattr__(self, "similarity", view)
             if view.shape != (n, n):
                 raise InputError(f"{self.name}: similarity shape {view.shape} does not match {n} stimuli")
+        if self.participants is not None:
+            view = np.asarray(self.participants, dtype=np.float64).view()
+            view.setflags(write=False)
+            object.__setattr__(self, "participants", view)
+            if view.ndim != 3 or view.shape[1:] != (n, n):
+                raise InputError(f"{self.name}: participant matrices of shape {view.shape} do not match {n} stimuli")
         if self.image_paths is not None and len(self.image_paths) != n:
             raise InputError(f"{self.name}: {len(self.image_paths)} image paths for {n} stimuli")
         if self.judgments is not None and self.judgments.n_stimuli != n:
@@ -475,10 +491,14 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
         "similarity" if "similarity" in manifest else ("dissimilarity" if "dissimilarity" in manifest else None)
     )
     triplets_file = _get(manifest, "triplets", str, path)
-    if orientation is None and triplets_file is None:
+    if "participant_similarity" in manifest and "participant_dissimilarity" in manifest:
+        raise InputError(f"{label}: give either 'participant_similarity' or 'participant_dissimilarity', not both")
+    participant_key = next((k for k in ("participant_similarity", "participant_dissimilarity") if k in manifest), None)
+    participants_file = _get(manifest, participant_key, str, path) if participant_key else None
+    if orientation is None and triplets_file is None and participants_file is None:
         raise InputError(
             f"{label}: the manifest needs 'similarity' or 'dissimilarity' (a matrix file, orientation declared) "
-            "and/or 'triplets' (a judgment CSV)"
+            "and/or 'triplets' (a judgment CSV) and/or 'participant_similarity' (one matrix per participant)"
         )
     symmetrize = _get(manifest, "symmetrize", bool, path) or False
     tolerance = _get(manifest, "symmetry_tolerance", (int, float), path)
@@ -505,7 +525,7 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
     stimuli = listed if listed is not None else matrix_names
     if stimuli is None and image_files is not None:
         stimuli = [p.name for p in image_files]  # judgment-only dataset over an image folder
-    if stimuli is None and orientation is not None:
+    if stimuli is None and (orientation is not None or participants_file is not None):
         raise InputError(
             f"{label}: no stimulus names: add 'stimuli' (a name list), or names inside the matrix file (CSV header, names_key)"
         )
@@ -513,6 +533,20 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
         stimuli = _names_in_triplets(inside.path("triplets", triplets_file))
     stimuli = [str(s) for s in stimuli]
 
+    participants = None
+    if participants_file is not None:
+        from repalign.data.participants import read_participant_matrices
+
+        participants, _ = read_participant_matrices(
+            inside.path(participant_key, participants_file), _name_index(stimuli), len(stimuli)
+        )
+        if participant_key == "participant_dissimilarity":
+            participants = -participants  # larger = more similar, as the dataset's matrix
+        if matrix is None:  # the participants' mean is the dataset's matrix; a pair nobody rated is NaN
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                matrix = np.nanmean(participants, axis=0)
+            np.fill_diagonal(matrix, np.nanmax(matrix) if np.isfinite(matrix).any() else 0.0)
     if matrix is not None:
         matrix = check_similarity_matrix(matrix, stimuli, label=label, symmetrize=symmetrize, tolerance=tolerance)
     else:
@@ -532,6 +566,7 @@ def load_manifest(path: str | os.PathLike) -> HumanSimilarity:
         judgments=judgments,
         image_paths=image_paths,
         source=str(path),
+        participants=participants,
         missing_images_reason=reason,
     )
 

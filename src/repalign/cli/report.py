@@ -33,6 +33,11 @@ def register(subparsers) -> None:
         default=opt.DEFAULT_CORRECTION,
         help="p-value adjustment across each grid of correlations (default: %(default)s)",
     )
+    parser.add_argument(
+        "--relative-to-ceiling",
+        action="store_true",
+        help="draw the noise-ceiling figures as alignment / ceiling (human data with repeated judgments only)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -40,7 +45,12 @@ def run(args) -> int:
     from repalign.report.html import write_report
 
     path = write_report(
-        args.study_dir, out=args.out, n_bootstrap=args.n_bootstrap, random_state=args.seed, correction=args.correction
+        args.study_dir,
+        out=args.out,
+        n_bootstrap=args.n_bootstrap,
+        random_state=args.seed,
+        correction=args.correction,
+        relative_to_ceiling=args.relative_to_ceiling,
     )
     print(path)
     return 0

@@ -162,6 +162,7 @@ class _Inputs:
     correction: str
     notes: list[str]
     notices: list[str]
+    relative_to_ceiling: bool = False  # the ceiling figures draw alignment / ceiling
     long: dict[str, pd.DataFrame] = field(default_factory=dict)  # correlations shown, by table name
 
     def too_few(self) -> str | None:
@@ -334,6 +335,25 @@ def _overview(inputs: _Inputs) -> Section:
         )
     )
     section.tables.append(_table("alignment_per_domain", summaries.alignment_per_domain(inputs.study.alignment)))
+    return section
+
+
+def _ceilings(inputs: _Inputs) -> Section | None:
+    """Alignment against the noise ceiling, where the human data tells it (else no section)."""
+    from repalign.report import figures, summaries
+
+    if inputs.alignment is None:
+        return None
+    table = summaries.alignment_with_ceilings(inputs.study.alignment, similarity=inputs.similarity)
+    if table.empty:
+        return None
+    section = Section("ceilings", "Noise ceilings of the human data")
+    section.tables.append(_table("noise_ceilings", table, similarity=inputs.similarity or "as configured"))
+    relative = " as a fraction of the ceiling's upper bound" if inputs.relative_to_ceiling else ""
+    for dataset, rows in table.groupby("dataset", sort=True):
+        figure = figures.ceiling_figure(rows, dataset=str(dataset), relative=inputs.relative_to_ceiling)
+        text = caption("ceiling_figure", dataset=dataset, relative=relative)
+        section.figures.append(Figure(f"ceiling_{_stem(dataset)}", figure, text))
     return section
 
 
@@ -683,6 +703,7 @@ def _checksums(path: Path, config: dict) -> dict[str, str]:
 #: correlations read what the sections before them computed.
 SECTIONS: tuple[Callable[[_Inputs], Section | None], ...] = (
     _overview,
+    _ceilings,
     _metrics,
     _similarities,
     _robustness,
@@ -740,6 +761,7 @@ def analyze_study(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = None,
     correction: str = DEFAULT_CORRECTION,
+    relative_to_ceiling: bool = False,
 ) -> ReportData:
     """Every section of the report for a study, computed but not rendered.
 
@@ -748,6 +770,8 @@ def analyze_study(
         n_bootstrap: bootstrap resamples over models for every headline CI (0 = none).
         random_state: seed of the bootstraps; default the study's ``[study] seed``.
         correction: p-value adjustment across each grid of correlations ("holm", "fdr_bh", ...).
+        relative_to_ceiling: the noise-ceiling figures draw alignment / ceiling (upper bound)
+            instead of alignment (studies whose human data has no ceiling have no such figure).
 
     Returns:
         ReportData: the sections in report order, each with its notes, tables and figures.
@@ -758,6 +782,7 @@ def analyze_study(
         study = load_study(study)
     study = _with_checked_config(study)
     inputs = _prepare(study, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction)
+    inputs.relative_to_ceiling = bool(relative_to_ceiling)
     results = study.results
     sections = [section for build in SECTIONS if (section := build(inputs)) is not None]
     _define_z2(sections)

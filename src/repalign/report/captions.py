@@ -73,6 +73,16 @@ CAPTIONS: dict[str, str] = {
         "datasets for every model ({domains}; model similarity: {similarity}). Click a column header to sort."
     ),
     "alignment_per_domain": "Alignment of every model on each human dataset and similarity function (not averaged).",
+    "noise_ceilings": (
+        "Alignment on the human datasets whose noise ceiling is known (per-participant matrices, or triplets "
+        "judged more than once). ceiling_low / ceiling_high bound the best alignment the humans' own consistency "
+        "allows (docs/ceilings.md); of_ceiling = value / ceiling_high. With per-participant matrices a metric's "
+        "value is its mean over participants. Model similarity: {similarity}."
+    ),
+    "ceiling_figure": (
+        "{dataset}: every model's alignment (95% stimulus-bootstrap CI) against the noise ceiling of the human "
+        "data (grey band, lower to upper bound){relative}."
+    ),
     "alignment_by_similarity": (
         "Alignment of every model with each model similarity function (columns similarity/metric), averaged over "
         "the same human datasets."

@@ -368,6 +368,41 @@ def hover_positions(fig, hover: Sequence[HoverPoints]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=["title", "fx", "fy"])
 
 
+def ceiling_figure(table: pd.DataFrame, *, dataset: str, relative: bool = False) -> Any:
+    """Per-model alignment bars on one human dataset with its noise-ceiling band, one panel per metric.
+
+    Args:
+        table: rows of :func:`repalign.report.summaries.alignment_with_ceilings` for ``dataset``.
+        relative: draw alignment / ceiling_high (the band then runs from low / high to 1).
+    """
+    metrics = list(dict.fromkeys(table["metric"]))
+    n_models = table["model"].nunique()
+    fig = _new_figure(3.2 * len(metrics) + 1.5, 0.9 + 0.22 * n_models)
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
+    order = table.groupby("model")["value"].mean().sort_values().index.tolist()
+    for ax, metric in zip(axes, metrics):
+        rows = table[table["metric"] == metric].set_index("model").reindex(order)
+        scale = rows["ceiling_high"].to_numpy(float) if relative else np.ones(len(rows))
+        value = rows["value"].to_numpy(float) / scale
+        low, high = rows["ci_low"].to_numpy(float) / scale, rows["ci_high"].to_numpy(float) / scale
+        positions = np.arange(len(rows))
+        ceiling_low = float(np.nanmean(rows["ceiling_low"].to_numpy(float) / scale))
+        ceiling_high = float(np.nanmean(rows["ceiling_high"].to_numpy(float) / scale))
+        ax.axvspan(ceiling_low, ceiling_high, color="0.8", zorder=0, label="noise ceiling")
+        ax.barh(positions, value, color=PALETTE[0], height=0.6)
+        has_ci = np.isfinite(low) & np.isfinite(high)
+        if has_ci.any():
+            errors = np.abs(np.vstack([value - low, high - value]))[:, has_ci]
+            ax.errorbar(value[has_ci], positions[has_ci], xerr=errors, fmt="none", color="black", capsize=2, lw=0.8)
+        ax.set_yticks(positions)
+        ax.set_yticklabels(order)
+        ax.set_title(metric)
+        ax.set_xlabel("alignment / ceiling (upper bound)" if relative else "alignment")
+    axes[0].legend(loc="lower right", fontsize="small")
+    fig.suptitle(f"{dataset}: alignment and the noise ceiling of the human data")
+    return fig
+
+
 def figure_png_bytes(fig, *, dpi: int = 150) -> bytes:
     """The figure as PNG bytes (for embedding in HTML)."""
     buffer = io.BytesIO()

@@ -167,6 +167,7 @@ def write_report(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state: int | None = None,
     correction: str = DEFAULT_CORRECTION,
+    relative_to_ceiling: bool = False,
 ) -> Path:
     """Write the study's HTML report (and its tables as CSV, figures as PNG + PDF).
 
@@ -177,6 +178,7 @@ def write_report(
         n_bootstrap: bootstrap resamples over models for every headline CI (0 = none).
         random_state: seed of the bootstraps; default the study's ``[study] seed``.
         correction: p-value adjustment across each grid of correlations ("holm", "fdr_bh", ...).
+        relative_to_ceiling: draw the noise-ceiling figures as alignment / ceiling.
 
     Returns:
         Path of the HTML file.
@@ -193,7 +195,13 @@ def write_report(
     folder = out_path.parent
     folder.mkdir(parents=True, exist_ok=True)
 
-    report = analyze_study(study, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction)
+    report = analyze_study(
+        study,
+        n_bootstrap=n_bootstrap,
+        random_state=random_state,
+        correction=correction,
+        relative_to_ceiling=relative_to_ceiling,
+    )
     csv_names: dict[str, str] = {}
     images: dict[str, bytes] = {}
     for table in report.tables():

@@ -86,6 +86,47 @@ def alignment_per_domain(alignment: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
+#: the columns of :func:`alignment_with_ceilings`
+CEILING_COLUMNS = [
+    "dataset",
+    "metric",
+    "model",
+    "value",
+    "ci_low",
+    "ci_high",
+    "ceiling_low",
+    "ceiling_high",
+    "of_ceiling",
+]
+
+
+def alignment_with_ceilings(alignment: pd.DataFrame, *, similarity: str | None = None) -> pd.DataFrame:
+    """Every model's alignment on the human datasets whose noise ceiling is known, with it.
+
+    ``of_ceiling`` = value / ceiling_high: the alignment as a fraction of the upper bound of
+    the noise ceiling (at least that fraction of what the human data allows). Rows without a
+    ceiling (no repeated judgments; stores written before the ceiling columns) are left out.
+
+    Returns:
+        DataFrame with :data:`CEILING_COLUMNS`, sorted by dataset, metric and value (highest
+        first); empty when no row has a ceiling.
+    """
+    rows = _ok_rows(alignment, "alignment")
+    if "ceiling_high" not in rows or "ceiling_low" not in rows:
+        return pd.DataFrame(columns=CEILING_COLUMNS)
+    if similarity is not None and "similarity" in rows:
+        rows = rows[rows["similarity"] == similarity]
+    rows = rows[rows["ceiling_high"].notna()]
+    if rows.empty:
+        return pd.DataFrame(columns=CEILING_COLUMNS)
+    numbers = ["value", "ci_low", "ci_high", "ceiling_low", "ceiling_high"]
+    # a (model, dataset, metric) written twice (e.g. by two runs) counts once
+    table = rows.groupby(["dataset", "metric", "model"], sort=True)[numbers].mean().reset_index()
+    table["of_ceiling"] = table["value"] / table["ceiling_high"]
+    table = table.sort_values(["dataset", "metric", "value"], ascending=[True, True, False], kind="stable")
+    return table[CEILING_COLUMNS].reset_index(drop=True)
+
+
 def fewshot_per_model(fewshot: pd.DataFrame) -> pd.DataFrame:
     """Every model's few-shot accuracy per dataset and head, one column per shots (not averaged).
 

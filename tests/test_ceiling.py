@@ -437,3 +437,12 @@ def test_a_store_written_before_the_ceiling_columns_is_read_with_them_null(tmp_p
     pq.write_table(broken, tmp_path / "u1.parquet")
     with pytest.raises(store.DamagedFileError, match="no column value"):
         store._check_unit_table(pq.read_table(tmp_path / "u1.parquet"), tmp_path / "u1.parquet")
+
+
+@pytest.mark.integration
+def test_split_half_interval_of_the_raters_holds_its_value(participant_dataset):
+    # a participant bootstrap would sit below the value (halves with repeated raters are noisier);
+    # the stimulus bootstrap is centred on it
+    _, participants = participant_dataset
+    result = split_half_reliability(participants, n_splits=50, n_bootstrap=200, random_state=0)
+    assert 0.5 < result.ci_low < result.value < result.ci_high < 1.0

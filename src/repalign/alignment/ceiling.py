@@ -6,7 +6,8 @@ consistent the humans themselves are.
   the metric between each participant and the participants pooled *without* them (lower
   bound) and *with* them (upper bound). Its unit is :func:`participant_alignment`, the mean
   over participants of the model's alignment with each participant. :func:`split_half_reliability`
-  correlates the means of two random halves of the participants (Spearman-Brown corrected).
+  correlates the means of two random halves of the participants (Spearman-Brown corrected),
+  with a stimulus-bootstrap interval.
 * Counted triplet judgments: :func:`triplet_ceiling`. The upper bound is the majority-vote
   ceiling, the fraction of judgments that agree with the most frequent answer to their triplet
   (no fixed answer can agree with more); the lower bound predicts each judgment from the
@@ -181,11 +182,12 @@ def split_half_reliability(
     """Split-half reliability of the participants' mean matrix, with a percentile interval.
 
     Each split puts a random half of the participants (k // 2 of them) against the rest and
-    correlates the two halves' mean matrices (``method`` over the pairs present in both); the
+    compares the two halves' mean matrices (``method`` over the pairs present in both); the
     Spearman-Brown formula 2r / (1 + r) turns that into the reliability of a mean of all k.
-    ``value`` averages ``n_splits`` random splits. The interval is the percentile interval of
-    a participant bootstrap: each resample splits the participants at random and draws each
-    half with replacement from its own members, so no participant is on both sides.
+    ``value`` averages ``n_splits`` random splits. The interval is a stimulus bootstrap, like
+    the alignment's: each resample draws n stimuli with replacement and a random split, and
+    scores the pairs of distinct stimuli it holds. (A participant bootstrap would be biased
+    low: a half that holds one participant twice averages fewer independent raters.)
 
     Args:
         participants: (k, n, n), k >= 2.
@@ -201,26 +203,23 @@ def split_half_reliability(
             raise InputError(f"{name} must be an integer >= {least}; got {value!r}")
     if not 0 < confidence < 1:
         raise InputError(f"confidence must be between 0 and 1; got {confidence}")
-    vectors = _upper_vectors(_check_participants(participants))
-    k = len(vectors)
+    array = _check_participants(participants)
+    k, n = array.shape[0], array.shape[1]
     rng = np.random.default_rng(random_state)
+    upper = np.triu_indices(n, k=1)
 
-    def corrected(first: np.ndarray, second: np.ndarray) -> float:
-        a, b = _nan_mean(vectors[first]), _nan_mean(vectors[second])
-        present = ~(np.isnan(a) | np.isnan(b))
+    def corrected(order: np.ndarray, stimuli: np.ndarray | None = None) -> float:
+        first, second = _nan_mean(array[order[: k // 2]]), _nan_mean(array[order[k // 2 :]])
+        rows, cols = upper if stimuli is None else (stimuli[upper[0]], stimuli[upper[1]])
+        a, b = first[rows, cols], second[rows, cols]
+        present = ~(np.isnan(a) | np.isnan(b)) & (rows != cols)
         r = _correlation(a[present], b[present], method)
         return 2.0 * r / (1.0 + r) if r > -1.0 else float("nan")
 
-    splits = [rng.permutation(k) for _ in range(int(n_splits))]
-    value = _mean([corrected(s[: k // 2], s[k // 2 :]) for s in splits], "The split-half correlation")
+    value = _mean([corrected(rng.permutation(k)) for _ in range(int(n_splits))], "The split-half correlation")
     if not n_bootstrap:
         return Reliability(value, float("nan"), float("nan"))
-    resampled = []
-    for _ in range(int(n_bootstrap)):
-        order = rng.permutation(k)
-        first, second = order[: k // 2], order[k // 2 :]
-        resampled.append(corrected(rng.choice(first, len(first)), rng.choice(second, len(second))))
-    resampled = np.asarray(resampled)
+    resampled = np.array([corrected(rng.permutation(k), rng.integers(0, n, n)) for _ in range(int(n_bootstrap))])
     resampled = resampled[np.isfinite(resampled)]
     if len(resampled) == 0:
         return Reliability(value, float("nan"), float("nan"))

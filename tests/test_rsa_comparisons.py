@@ -171,3 +171,28 @@ def test_cli_metric_tau_a_on_peterson_equals_rsatoolbox(tmp_path, animals, capsy
         == 2
     )
     assert "tau-a" in capsys.readouterr().err  # the suggestion names the right spelling
+
+
+@pytest.mark.parametrize("levels", [None, 3])
+@pytest.mark.parametrize("missing_rate", [0.0, 0.2])
+def test_vectorized_bootstrap_of_rho_a_and_cosine_equals_each_resample_scored_alone(rng, levels, missing_rate):
+    from repalign.alignment import bootstrap, pairwise
+
+    n = 14
+    model, human = rng.normal(size=(n, n)), rng.normal(size=(n, n))
+    if levels:
+        model, human = np.round(model * levels / 3), np.round(human * levels / 3)
+    model, human = (model + model.T) / 2, (human + human.T) / 2
+    holes = rng.random((n, n)) < missing_rate
+    human[holes | holes.T] = np.nan
+    resamples = rng.integers(0, n, (120, n))
+    resamples[0] = 0  # one stimulus only: no pair, NaN
+    values = bootstrap._correlations_resampled(model, human, resamples, ("rho-a", "cosine", "spearman"))
+    for method in ("rho-a", "cosine"):
+        direct = []
+        for idx in resamples:
+            x, y, _ = pairwise._upper_pairs(model, human, idx)
+            direct.append(pairwise._correlation(x, y, method))
+            if method == "cosine" and len(x) >= 3:  # the one-resample value is rsatoolbox's
+                assert direct[-1] == pytest.approx(rsatoolbox_value(method, x, y), abs=1e-12)
+        np.testing.assert_allclose(values[method], direct, rtol=0, atol=1e-12, equal_nan=True)

@@ -30,6 +30,9 @@ _PUBLIC = {
     "bootstrap_alignment_ci": "repalign.alignment",
     "TripletCounts": "repalign.alignment",
     "SampledEstimate": "repalign.alignment",
+    "noise_ceiling": "repalign.alignment",
+    "split_half_reliability": "repalign.alignment",
+    "triplet_ceiling": "repalign.alignment",
     # human data
     "load_human": "repalign.data.human",
     "HumanSimilarity": "repalign.data.human",

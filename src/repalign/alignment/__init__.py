@@ -6,12 +6,15 @@ human triplet judgments:
 
 * :func:`similarity_matrix` -- a model's (n, n) similarity matrix from its embeddings;
 * :func:`pairwise_alignment` -- Pearson / Spearman / Kendall correlation of the two upper
-  triangles (the RSA-style measure of the paper);
+  triangles (the RSA-style measure of the paper), and rsatoolbox's tau-a, rho-a and cosine;
 * :func:`triplet_alignment`, :func:`triplet_agreement_counts` -- exact agreement over
   all n(n-1)(n-2)/2 triplets, counted in O(n^2 log n) by a compiled kernel;
 * :func:`triplet_alignment_sampled` -- an unbiased sampled estimate with a binomial CI;
 * :func:`triplet_accuracy` -- agreement with explicit human triplet / odd-one-out judgments;
 * :func:`linear_cka` -- linear centered kernel alignment between two embeddings;
+* :func:`noise_ceiling`, :func:`participant_alignment`, :func:`split_half_reliability`,
+  :func:`triplet_ceiling` -- how well any model could align, given how consistent the humans
+  are (per-participant matrices, counted triplets; docs/ceilings.md);
 * :func:`bootstrap_alignment_ci`, :func:`compute_alignment` -- stimulus-bootstrap
   confidence intervals and tidy result records; :func:`alignment_rows` -- the same as rows
   of the study's result store.
@@ -31,6 +34,14 @@ from repalign._options import (
     TIE_MODES,
 )
 from repalign.alignment.bootstrap import bootstrap_alignment_ci
+from repalign.alignment.ceiling import (
+    Ceiling,
+    Reliability,
+    noise_ceiling,
+    participant_alignment,
+    split_half_reliability,
+    triplet_ceiling,
+)
 from repalign.alignment.cka import linear_cka
 from repalign.alignment.compute import alignment_rows, compute_alignment
 from repalign.alignment.pairwise import pairwise_alignment
@@ -51,16 +62,22 @@ __all__ = [
     "PAIRWISE_METHODS",
     "SIMILARITY_METRICS",
     "TIE_MODES",
+    "Ceiling",
+    "Reliability",
     "SampledEstimate",
     "TripletCounts",
     "alignment_rows",
     "bootstrap_alignment_ci",
     "compute_alignment",
     "linear_cka",
+    "noise_ceiling",
     "pairwise_alignment",
+    "participant_alignment",
     "similarity_matrix",
+    "split_half_reliability",
     "triplet_accuracy",
     "triplet_agreement_counts",
     "triplet_alignment",
     "triplet_alignment_sampled",
+    "triplet_ceiling",
 ]

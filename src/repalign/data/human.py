@@ -114,9 +114,9 @@ class HumanSimilarity:
     image_paths: tuple[Path, ...] | None = None
     source: str = ""
     images_dataset: str | None = None
-    participants: np.ndarray | None = field(default=None, repr=False)
     #: Why images are unavailable (the message of :meth:`images`' error).
     missing_images_reason: str | None = field(default=None, repr=False)
+    participants: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.stimuli)

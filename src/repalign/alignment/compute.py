@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -164,15 +165,26 @@ def compute_alignment(
     ]
 
 
+#: ceilings already computed for a dataset, by (metric, ties): they do not depend on the model,
+#: and a study scores many models against the same dataset object
+_CEILINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _ceilings(human: HumanSimilarity, metrics: Sequence[str], ties: str) -> dict[str, tuple[float, float]]:
     """The noise ceiling of each metric where the data can tell it (NaN where not): matrix
     metrics from per-participant matrices, triplet_accuracy from triplets judged more than once."""
-    out = {metric: (math.nan, math.nan) for metric in metrics}  # one NaN object: records compare equal
+    known = _CEILINGS.setdefault(human, {})
+    out = {}
     for metric in metrics:
-        if metric in MATRIX_METRICS and human.participants is not None:
-            out[metric] = tuple(noise_ceiling(human.participants, metric, ties=ties))
-        elif metric == "triplet_accuracy" and has_repeated_judgments(human.judgments):
-            out[metric] = tuple(triplet_ceiling(human.judgments))
+        key = (metric, ties if metric == "triplet" else None)
+        if key not in known:
+            ceiling = (math.nan, math.nan)  # one NaN object: records compare equal
+            if metric in MATRIX_METRICS and human.participants is not None:
+                ceiling = tuple(noise_ceiling(human.participants, metric, ties=ties))
+            elif metric == "triplet_accuracy" and has_repeated_judgments(human.judgments):
+                ceiling = tuple(triplet_ceiling(human.judgments))
+            known[key] = ceiling
+        out[metric] = known[key]
     return out
 
 

@@ -398,3 +398,31 @@ jobs = 1
     with pytest.raises(ConfigError, match=r"alignment.human: .*absent\.csv.*not found"):
         run_study(project / "nohuman.toml", dry_run=True)
     assert "not found" in fails("run", project / "missing.toml", "--dry-run")
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        ('"r20.pt"', r"models.weights \(line 4\): expected a table of model name"),
+        ('{ "cifar_resnet:resnet20" = 3 }', "expected a table"),
+        ('{ "resnt20" = "r20.pt" }', "'resnt20': Model name 'resnt20' has no source"),
+    ],
+)
+def test_weights_in_a_config_are_checked(weights, match):
+    from repalign.errors import ConfigError
+    from repalign.study.config import parse_config
+
+    text = f'[models]\ninclude = ["cifar_resnet:resnet20"]\n\nweights = {weights}\n'
+    with pytest.raises(ConfigError, match=match):
+        parse_config(text)
+
+
+def test_weights_round_trip_through_toml(tmp_path):
+    from repalign.study.config import load_config, parse_config
+
+    (tmp_path / "r20.pt").write_bytes(b"")
+    (tmp_path / "s.toml").write_text('[models]\ninclude = ["pixels"]\nweights = { "pixels" = "r20.pt" }\n')
+    config = load_config(tmp_path / "s.toml")
+    assert config.models.weights == {"pixels": str(tmp_path / "r20.pt")}
+    assert parse_config(config.to_toml()) == config
+    assert parse_config('[models]\ninclude = ["pixels"]\n').models.weights == {}

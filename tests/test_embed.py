@@ -592,7 +592,9 @@ def test_cli_embed_folder_to_npz(photo_folder, tmp_path, capsys):
     saved = np.load(out, allow_pickle=False)
     files = sorted(photo_folder.iterdir())
     assert list(saved["stimuli"]) == [p.name for p in files]
-    np.testing.assert_array_equal(saved[PENULTIMATE], extract_embeddings("pixels", FileImageSet(files, name="photos")))
+    # the embeddings file format (docs/own-data.md): one layer is "embeddings", named in "layer"
+    assert str(saved["layer"]) == PENULTIMATE and str(saved["model"]) == "pixels"
+    np.testing.assert_array_equal(saved["embeddings"], extract_embeddings("pixels", FileImageSet(files, name="photos")))
     assert main(["embed", "pixels", "--dataset", str(photo_folder), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["cache"] == "hit"
 
@@ -627,7 +629,7 @@ def test_cli_embed_human_dataset_saves_stimuli(mirror, tmp_path, capsys):
     assert main(["embed", "pixels", "--dataset", "peterson:animals", "--out", str(out), "--dtype", "float16"]) == 0
     saved = np.load(out, allow_pickle=False)
     assert tuple(saved["stimuli"]) == load_human("peterson:animals")[0].stimuli
-    assert saved[PENULTIMATE].shape == (120, 3072) and saved[PENULTIMATE].dtype == np.float16
+    assert saved["embeddings"].shape == (120, 3072) and saved["embeddings"].dtype == np.float16
 
 
 def test_importing_engine_and_cli_does_not_import_torch():

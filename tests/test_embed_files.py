@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from repalign.data.human import HumanSimilarity
-from repalign.embed import NoMatchingStimuliError, load_embeddings_file, match_stimuli
-from repalign.errors import InputError, MissingDataError
+from repalign.embed import (
+    NoMatchingStimuliError,
+    load_embeddings_file,
+    match_stimuli,
+    read_embeddings_file,
+    write_embeddings_file,
+)
+from repalign.errors import InputError, MissingDataError, UnknownNameError
 
 STIMULI = ("animals/cat.png", "animals/dog.png", "animals/owl.png", "animals/fox.png")
 
@@ -79,8 +85,28 @@ def _write(tmp_path, name: str, **arrays) -> str:
     [
         ("flat.npy", {"x": np.zeros(4)}, InputError, r"flat\.npy: embeddings must be 2-D .* got shape \(4,\)"),
         ("words.npy", {"x": np.array([["a", "b"]])}, InputError, "embeddings must be numbers; got dtype <U1"),
-        ("nonames.npz", {"embeddings": features(4)}, InputError, r"lacks array\(s\) names;.*found: 'embeddings'"),
-        ("empty.npz", {}, InputError, r"lacks array\(s\) embeddings, names;.*found: nothing"),
+        ("empty.npz", {}, InputError, r"empty\.npz holds no embeddings; .*found: nothing"),
+        ("words.npz", {"names": np.array(list("abcd"))}, InputError, r"holds no embeddings.*found: 'names'"),
+        (
+            "stimuli.npz",
+            {"embeddings": features(4), "stimuli": np.arange(4)},
+            InputError,
+            "'stimuli' must hold strings",
+        ),
+        ("labels.npz", {"embeddings": features(4), "labels": np.zeros(3, int)}, InputError, "3 labels for 4"),
+        (
+            "flabels.npz",
+            {"embeddings": features(4), "labels": np.zeros(4)},
+            InputError,
+            "'labels' must be a 1-D integer",
+        ),
+        ("meta.npz", {"embeddings": features(4), "model": np.arange(2)}, InputError, "'model' must be one string"),
+        (
+            "layers.npz",
+            {"embeddings:a": features(4), "embeddings:b": features(4), "layers": np.array(["a", "b"])},
+            InputError,
+            r"holds 2 layers \('a', 'b'\); choose one",
+        ),
         (
             "objects.npz",
             {"embeddings": features(4), "names": np.array(list("abcd"), dtype=object)},
@@ -180,3 +206,70 @@ def test_unmatched_stimuli(toy):
 def test_match_validates_its_inputs(toy, embeddings, names, match):
     with pytest.raises(InputError, match=match):
         match_stimuli(embeddings, names, toy)
+
+
+# ------------------------------------------------------------------------------ the file format
+
+
+def test_written_files_read_back_with_their_metadata(tmp_path):
+    x = features(4)
+    path = write_embeddings_file(
+        tmp_path / "f.npz",
+        {"penultimate": x},
+        stimuli=STIMULI,
+        model="pixels",
+        model_id="pixels:64",
+        dataset="toy",
+    )
+    file = read_embeddings_file(path)
+    np.testing.assert_array_equal(file.embeddings, x)
+    assert file.embeddings.dtype == np.float32
+    assert (file.stimuli, file.labels, file.layer, file.layers) == (STIMULI, None, "penultimate", ("penultimate",))
+    assert (file.model, file.model_id, file.dataset) == ("pixels", "pixels:64", "toy")
+    assert read_embeddings_file(path, layer="penultimate").layer == "penultimate"
+    with pytest.raises(UnknownNameError, match="Unknown layer in f.npz .logits."):
+        read_embeddings_file(path, layer="logits")
+    # every array is a plain one: numpy's own reader opens it with pickle off
+    with np.load(path, allow_pickle=False) as raw:
+        assert str(raw["format"]) == "repalign-embeddings/1"
+        assert sorted(raw.files) == sorted(["embeddings", "stimuli", "format", "model", "model_id", "dataset", "layer"])
+
+
+def test_several_layers_and_labels(tmp_path):
+    a, b = features(6, 1), features(6, 2)[:, :3]
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    path = write_embeddings_file(tmp_path / "l.npz", {"a": a, "b": b}, labels=labels)
+    file = read_embeddings_file(path, layer="b")
+    np.testing.assert_array_equal(file.embeddings, b)
+    np.testing.assert_array_equal(file.labels, labels)
+    assert file.labels.dtype == np.int64 and file.stimuli is None and file.layers == ("a", "b")
+    with pytest.raises(InputError, match="holds 2 layers"):
+        read_embeddings_file(path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"embeddings": np.zeros(3)}, "must be 2-D"),
+        ({"embeddings": {"a": np.zeros((3, 2)), "b": np.zeros((4, 2))}}, "different numbers of rows"),
+        ({"embeddings": np.zeros((3, 2)), "stimuli": ["a", "a", "b"]}, "names repeat"),
+        ({"embeddings": np.zeros((3, 2)), "stimuli": ["a", "b"]}, "2 names for 3"),
+        ({"embeddings": np.zeros((3, 2)), "labels": [0.5, 1, 2]}, "1-D integer"),
+        ({"embeddings": {}}, "No embeddings to write"),
+    ],
+)
+def test_writing_checks_what_it_writes(tmp_path, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        write_embeddings_file(tmp_path / "w.npz", **kwargs)
+    assert not (tmp_path / "w.npz").exists()
+
+
+def test_files_of_the_older_layout_still_read(tmp_path):
+    """``embed --out`` wrote one array per layer (``penultimate``) beside ``stimuli`` or ``labels``."""
+    x = features(4)
+    np.savez(tmp_path / "old.npz", penultimate=x, stimuli=np.array(STIMULI))
+    file = read_embeddings_file(tmp_path / "old.npz")
+    assert file.stimuli == STIMULI and file.layer == "penultimate"
+    np.testing.assert_array_equal(file.embeddings, x)
+    np.savez(tmp_path / "old_labels.npz", penultimate=x, labels=np.arange(4))
+    np.testing.assert_array_equal(read_embeddings_file(tmp_path / "old_labels.npz").labels, np.arange(4))

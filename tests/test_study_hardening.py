@@ -544,7 +544,8 @@ def test_run_left_running_by_a_killed_process_is_marked_killed(study):
             "peterson:animls",
             "alignment.human: 'peterson:animls': Unknown Peterson domain 'animls'. Did you mean: animals?",
         ),
-        ("human", "no/such/folder", "alignment.human: 'no/such/folder': Human dataset path not found"),
+        # a path is the config file's: the error names where it looked
+        ("human", "no/such/folder", "/no/such/folder': Human dataset path not found"),
         ("fewshot", "mnsit", "fewshot.datasets: 'mnsit': Unknown few-shot dataset 'mnsit'. Did you mean: mnist?"),
         ("models", "pixles", "Model name 'pixles' has no source. Did you mean: pixels?"),
     ],

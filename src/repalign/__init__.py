@@ -35,21 +35,26 @@ _PUBLIC = {
     "triplet_ceiling": "repalign.alignment",
     # human data
     "load_human": "repalign.data.human",
+    "load_human_file": "repalign.data.matrix_file",
     "HumanSimilarity": "repalign.data.human",
     "list_human_datasets": "repalign.data.human",
     # models and embeddings
     "list_models": "repalign.models",
     "resolve_model": "repalign.models",
     "load_model": "repalign.models",
+    "wrap_model": "repalign.models",
     "describe_model": "repalign.models",
     "expand_model_patterns": "repalign.models",
     "extract_embeddings": "repalign.embed",
     "is_cached": "repalign.embed",
     "load_embeddings_file": "repalign.embed",
+    "read_embeddings_file": "repalign.embed",
+    "write_embeddings_file": "repalign.embed",
     "match_stimuli": "repalign.embed",
     "load_dataset_images": "repalign.data",
     # few-shot
     "run_fewshot": "repalign.fewshot",
+    "run_fewshot_file": "repalign.fewshot",
     "evaluate_fewshot": "repalign.fewshot",
     "load_fewshot_dataset": "repalign.data.fewshot_datasets",
     # theory

@@ -4,10 +4,11 @@ Two ways to give the model side:
 
 * ``repalign align MODEL --human peterson:animals``: embeddings are extracted from the
   dataset's images (through the embedding cache) and records carry ``model``/``model_id``;
-* ``repalign align --embeddings FILE --human DATASET``: ``FILE`` is an ``.npy`` with one
-  row per stimulus in the dataset's order, or an ``.npz`` with ``embeddings`` and
-  ``names`` (rows matched to the dataset's stimulus names, so one file can serve several
-  datasets).
+* ``repalign align --embeddings FILE --human DATASET``: ``FILE`` is an embeddings file as
+  ``repalign embed --out`` writes it (docs/own-data.md): an ``.npz`` with ``embeddings`` and
+  ``stimuli`` (rows matched to the dataset's stimulus names, so one file can serve several
+  datasets; records carry the ``model``/``model_id`` the file names), or an ``.npy`` with one
+  row per stimulus in the dataset's order.
 """
 
 from __future__ import annotations
@@ -38,13 +39,25 @@ def register(subparsers) -> None:
         "--embeddings",
         metavar="FILE",
         type=Path,
-        help=".npy (rows in the dataset's stimulus order) or .npz with arrays 'embeddings' and 'names'",
+        help="an embeddings file: .npz with 'embeddings' and 'stimuli' (as embed --out writes), or .npy "
+        "(rows in the dataset's stimulus order)",
     )
     parser.add_argument(
         "--human",
         required=True,
         metavar="DATASET[,DATASET...]",
-        help="human datasets: peterson, peterson:animals, ..., or a user dataset folder/manifest",
+        help="human datasets: peterson, peterson:animals, ..., a user dataset folder/manifest, or one matrix "
+        "file (sim.csv, rdm.npy; square or condensed in pdist order)",
+    )
+    parser.add_argument(
+        "--human-names",
+        metavar="FILE",
+        help="names file of a --human matrix file without names (one name a line, in matrix order)",
+    )
+    parser.add_argument(
+        "--dissimilarity",
+        action="store_true",
+        help="the --human matrix file holds dissimilarities (distances), not similarities",
     )
     parser.add_argument(
         "--similarity",
@@ -80,6 +93,7 @@ def register(subparsers) -> None:
     add_device_option(parser, note="MODEL only: ")
     parser.add_argument("--layer", default=None, help="MODEL only: layer to read (default: penultimate)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="MODEL only: images per batch")
+    parser.add_argument("--weights", metavar="PATH", help="MODEL only: a local weights file for the model")
     add_format_option(parser)
     parser.set_defaults(handler=run_align)
 
@@ -100,11 +114,13 @@ def run_align(args) -> int:
             raise unknown_name("alignment metric", metric, ALIGNMENT_METRICS)
     if args.embeddings is not None and (args.layer is not None or args.batch_size is not None):
         raise InputError("--layer and --batch-size apply to MODEL only, not to --embeddings")
+    if args.embeddings is not None and args.weights is not None:
+        raise InputError("--weights applies to MODEL only; the embeddings in --embeddings are computed already")
     if args.model is not None:  # cuda asked for and absent is an error even when every embedding is cached
         from repalign._device import require_device
 
         require_device(args.device)
-    datasets = _load_datasets(args.human)
+    datasets = _load_datasets(args.human, names=args.human_names, dissimilarity=args.dissimilarity)
     provider = _ModelEmbeddings(args) if args.model is not None else _FileEmbeddings(args.embeddings)
 
     records = []
@@ -149,13 +165,13 @@ def _compact_for_terminal(records: list[dict]) -> tuple[list[dict], str]:
     return compact, f"{title}\n{', '.join(details)}" if details else title
 
 
-def _load_datasets(spec: str) -> list:
+def _load_datasets(spec: str, *, names: str | None = None, dissimilarity: bool = False) -> list:
     from repalign.data.human import load_human
 
     datasets = []
     for part in (p.strip() for p in spec.split(",")):
         if part:
-            datasets.extend(load_human(part))
+            datasets.extend(load_human(part, names=names, dissimilarity=dissimilarity))
     if not datasets:
         raise InputError(f"--human '{spec}' names no dataset")
     return datasets
@@ -185,19 +201,22 @@ class _ModelEmbeddings:
             layer=self.args.layer,
             device=self.args.device,
             batch_size=self.args.batch_size,
+            weights=self.args.weights,
             progress=True,
         )
 
 
 class _FileEmbeddings:
-    """Precomputed embeddings from an .npy (dataset order) or .npz (rows named) file."""
+    """Precomputed embeddings from an embeddings file: .npz (rows named) or .npy (dataset order)."""
 
     def __init__(self, path: Path):
-        from repalign.embed import load_embeddings_file
+        from repalign.embed import read_embeddings_file
 
+        file = read_embeddings_file(path)
         self.source = path.name
-        self.identity: dict = {}
-        self.names, self.embeddings = load_embeddings_file(path)
+        # the model the file says produced it: records then read as those of `align MODEL`
+        self.identity = {k: v for k, v in (("model", file.model), ("model_id", file.model_id)) if v is not None}
+        self.names, self.embeddings = file.stimuli, file.embeddings
 
     def for_dataset(self, human, *, many: bool):
         from repalign.embed import NoMatchingStimuliError, match_stimuli

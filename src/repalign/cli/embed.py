@@ -25,7 +25,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--layer", action="append", metavar="L", help="layer name (repeat for several; default: penultimate)"
     )
-    parser.add_argument("--out", metavar="FILE.npz", help="also save the arrays (one per layer) to this .npz file")
+    parser.add_argument(
+        "--out",
+        metavar="FILE.npz",
+        help="also write an embeddings file (docs/own-data.md) that align/fewshot --embeddings read",
+    )
     parser.add_argument("--weights", metavar="PATH", help="local weights file for the model")
     add_device_option(parser)
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the model's)")
@@ -41,8 +45,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-
     from repalign._device import require_device
     from repalign.data import load_dataset_images
     from repalign.embed import extract_embeddings, is_cached
@@ -52,8 +54,6 @@ def run(args) -> int:
     require_device(args.device)  # even when the embeddings are cached and nothing runs on it
     source = load_dataset_images(args.dataset)
     images = source.images
-    # saved beside the embeddings: what identifies each row
-    extras = {"stimuli": np.array(source.stimuli)} if source.stimuli is not None else {"labels": source.labels}
     layers = args.layer or None
     cached = (
         False if args.no_cache else is_cached(args.model, images, layer=layers, weights=args.weights, dtype=args.dtype)
@@ -72,11 +72,20 @@ def run(args) -> int:
     )
     arrays = result if isinstance(result, dict) else {layers[0] if layers else "penultimate": result}
     if args.out:
-        from repalign._io import atomic_path
+        from repalign.embed import write_embeddings_file
+        from repalign.models import resolve_model
 
-        # An open handle: given a path, np.savez would append ".npz" to the temporary name.
-        with atomic_path(args.out) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **arrays, **extras)
+        # the one file format that align --embeddings and fewshot --embeddings read (docs/own-data.md):
+        # the rows' stimulus names or class labels beside them, and what produced them
+        write_embeddings_file(
+            args.out,
+            arrays,
+            stimuli=source.stimuli,
+            labels=source.labels,
+            model=args.model,
+            model_id=resolve_model(args.model).resolved_id,
+            dataset=source.name,
+        )
     records = [
         {
             "model": args.model,

@@ -1,8 +1,14 @@
-"""``repalign fewshot MODEL --dataset mnist``: few-shot transfer accuracy of a model's embeddings."""
+"""``repalign fewshot MODEL --dataset mnist``: few-shot transfer accuracy of a model's embeddings.
+
+``repalign fewshot --embeddings FILE``: the same for an embeddings file (``embed --out``
+writes one, docs/own-data.md) whose rows carry class labels, or whose rows are the examples
+of ``--dataset`` in its order.
+"""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from repalign import _options as opt
 from repalign.cli._output import add_device_option, add_format_option, emit
@@ -19,13 +25,21 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "model",
-        help="model name, e.g. pixels, tflite:mobilenet_v2_1.0_224_quant, timm:resnet50",
+        nargs="?",
+        metavar="MODEL",
+        help="model name, e.g. pixels, tflite:mobilenet_v2_1.0_224_quant, timm:resnet50 (or use --embeddings)",
+    )
+    parser.add_argument(
+        "--embeddings",
+        metavar="FILE",
+        help="an embeddings file (.npz as embed --out writes it, with 'labels'; or .npy rows of --dataset)",
     )
     parser.add_argument(
         "--dataset",
-        required=True,
-        help="mnist, fashion_mnist, cifar10, cifar100, or a dataset folder (ImageFolder)",
+        help="mnist, fashion_mnist, cifar10, cifar100, or a dataset folder (ImageFolder); "
+        "with --embeddings optional (the file's labels)",
     )
+    parser.add_argument("--weights", metavar="PATH", help="MODEL only: a local weights file for the model")
     # --shots and --seeds default to None, not to their values, so that with --splits FILE
     # "not given" differs from "given": the manifest fixes both, and a value that disagrees
     # with it is refused (run_fewshot) instead of ignored
@@ -90,6 +104,12 @@ def run(args) -> int:
     from repalign._device import require_device
     from repalign.fewshot import SplitManifest, run_fewshot
 
+    if (args.model is None) == (args.embeddings is None):
+        raise InputError("Give either a MODEL or --embeddings FILE (exactly one of them)")
+    if args.embeddings is not None and (args.weights is not None or args.batch_size is not None):
+        raise InputError("--weights and --batch-size apply to MODEL only, not to --embeddings")
+    if args.model is not None and args.dataset is None:
+        raise InputError("MODEL needs --dataset, e.g. --dataset mnist")
     require_device(args.device)  # even when the embeddings are cached and nothing runs on it
 
     shots = None if args.shots is None else parse_int_list(args.shots, "--shots")
@@ -101,7 +121,7 @@ def run(args) -> int:
     splits = None
     if args.splits:
         splits = SplitManifest.load(args.splits)
-    elif args.save_splits:
+    elif args.save_splits and args.dataset is not None:
         from repalign.fewshot import make_dataset_splits
 
         splits = make_dataset_splits(
@@ -111,6 +131,8 @@ def run(args) -> int:
             max_eval_per_class=args.max_eval_per_class,
             split=args.split,
         )
+    if args.embeddings is not None:
+        return _run_file(args, shots=shots, heads=heads, splits=splits)
     if args.save_splits:
         splits.save(args.save_splits)
     frame = run_fewshot(
@@ -125,7 +147,44 @@ def run(args) -> int:
         split=args.split,
         device=args.device,
         batch_size=args.batch_size,
+        weights=args.weights,
         progress=sys.stderr.isatty(),
     )
     emit(frame, args.format, title=f"few-shot accuracy: {args.model} on {args.dataset}")
+    return 0
+
+
+def _run_file(args, *, shots, heads, splits) -> int:
+    from repalign.fewshot import make_splits, run_fewshot_file
+
+    if splits is None and args.save_splits:
+        # the splits of a labelled file: drawn from its labels, as run_fewshot_file would draw them
+        from repalign.embed import read_embeddings_file
+
+        file = read_embeddings_file(args.embeddings)
+        if file.labels is None:
+            raise InputError(f"{file.source} has no 'labels'; give --dataset to draw and save its splits")
+        given = {k: v for k, v in (("shots", shots), ("seeds", args.seeds)) if v is not None}
+        splits = make_splits(
+            file.labels,
+            **given,
+            max_eval_per_class=args.max_eval_per_class,
+            dataset=file.dataset or Path(file.source).stem,
+        )
+    if args.save_splits:
+        splits.save(args.save_splits)
+    # a dataset given explicitly is loaded in its --split; else the file's labels decide
+    dataset_options = {} if args.dataset is None else {"dataset": args.dataset, "split": args.split}
+    frame = run_fewshot_file(
+        args.embeddings,
+        shots=shots,
+        heads=heads,
+        seeds=args.seeds,
+        max_eval_per_class=args.max_eval_per_class,
+        splits=splits,
+        per_seed=args.per_seed,
+        device=args.device,
+        **dataset_options,
+    )
+    emit(frame, args.format, title=f"few-shot accuracy: {args.embeddings}")
     return 0

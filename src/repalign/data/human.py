@@ -6,7 +6,9 @@
   animals, automobiles, fruits, furniture, various, vegetables;
 * a manifest file (``repalign.toml`` or ``repalign.json``) or a folder holding one;
 * a pickle in the upstream Peterson format (``{domain: {"similarity", "fnames"}}``),
-  read with the restricted unpickler.
+  read with the restricted unpickler;
+* one matrix file (``sim.csv``, ``rdm.npy``, ...), square or condensed in ``pdist`` order,
+  without a manifest: see :mod:`repalign.data.matrix_file`.
 
 A manifest describes (all paths relative to the manifest's folder)::
 
@@ -179,26 +181,43 @@ def list_human_datasets() -> list[str]:
     return ["peterson", *(f"peterson:{d}" for d in PETERSON_DOMAINS)]
 
 
-def load_human(spec: str | os.PathLike, *, progress: bool = False) -> list[HumanSimilarity]:
+def load_human(
+    spec: str | os.PathLike,
+    *,
+    progress: bool = False,
+    names: str | os.PathLike | None = None,
+    dissimilarity: bool = False,
+) -> list[HumanSimilarity]:
     """Load human similarity data.
 
     Args:
         spec: ``"peterson"``, ``"peterson:<domain>"``, a manifest (``repalign.toml`` /
-            ``repalign.json``), a folder holding one, or an upstream-format Peterson pickle.
+            ``repalign.json``), a folder holding one, an upstream-format Peterson pickle, or
+            one matrix file (:func:`repalign.data.matrix_file.load_human_file`).
         progress: show progress bars while data is copied/downloaded into the data home.
+        names, dissimilarity: for a matrix file only: its names file, and whether its values
+            are dissimilarities.
 
     Returns:
         One :class:`HumanSimilarity` per dataset (six for ``"peterson"``).
     """
+    from repalign.data.matrix_file import is_matrix_file, load_human_file
+
     text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if (names is not None or dissimilarity) and not (path.is_file() and is_matrix_file(path)):
+        raise InputError(
+            f"A names file and --dissimilarity apply to one matrix file (.csv, .npy, ...); '{text}' is not one"
+        )
     if text == "peterson" or text.startswith("peterson:"):
         return _load_peterson(text, progress=progress)
-    path = Path(text).expanduser()
     if path.is_dir():
         return [load_manifest(_find_manifest(path))]
     if path.is_file():
         if path.suffix.lower() in (".pkl", ".pickle"):
             return _peterson_from_arrays(read_peterson_pickle(path), source=str(path), progress=progress)
+        if is_matrix_file(path):
+            return [load_human_file(path, names=names, dissimilarity=dissimilarity)]
         return [load_manifest(path)]
     if os.sep in text or "/" in text or Path(text).suffix:
         raise MissingDataError(f"Human dataset path not found: {path}")

@@ -38,12 +38,14 @@ class DatasetImages:
         stimuli: (n_images,) names: the file names of an image folder, the stimulus names of a
             human dataset; None for a few-shot dataset.
         labels: (n_images,) int64 class of each image of a few-shot dataset; None otherwise.
+        name: the dataset's own name (``peterson:animals``, ``mnist``, the folder's name).
     """
 
     kind: str
     images: ImageSet
     stimuli: tuple[str, ...] | None = None
     labels: np.ndarray | None = None
+    name: str = ""
 
 
 def load_dataset_images(spec: str | os.PathLike) -> DatasetImages:
@@ -70,7 +72,10 @@ def load_dataset_images(spec: str | os.PathLike) -> DatasetImages:
         files = list_image_files(folder)
         if files:
             return DatasetImages(
-                "image_folder", FileImageSet(files, name=folder.name), stimuli=tuple(p.name for p in files)
+                "image_folder",
+                FileImageSet(files, name=folder.name),
+                stimuli=tuple(p.name for p in files),
+                name=folder.name,
             )
 
     errors = []
@@ -84,12 +89,12 @@ def load_dataset_images(spec: str | os.PathLike) -> DatasetImages:
             raise InputError(f"'{text}' holds {len(datasets)} datasets ({names}); pick one, e.g. '{datasets[0].name}'")
         (human,) = datasets
         # images() raises MissingDataError naming the files when the dataset has none here
-        return DatasetImages("human", human.images(), stimuli=human.stimuli)
+        return DatasetImages("human", human.images(), stimuli=human.stimuli, name=human.name)
     try:
         fewshot = load_fewshot_dataset(text)
     except RepalignError as exc:
         errors.append(f"not a few-shot dataset ({exc})")
     else:
-        return DatasetImages("fewshot", fewshot.images, labels=np.asarray(fewshot.labels))
+        return DatasetImages("fewshot", fewshot.images, labels=np.asarray(fewshot.labels), name=fewshot.name)
     kind = "folder holds no images and is" if folder.is_dir() else "is not an image folder and"
     raise UnknownNameError(f"Dataset '{text}' {kind} " + "; ".join(errors))

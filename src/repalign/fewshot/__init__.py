@@ -9,6 +9,7 @@ examples; repeat over seeds and report the mean accuracy with a 95% t-interval o
 * :mod:`~repalign.fewshot.evaluate` -- :func:`evaluate_fewshot` (the whole grid from
   precomputed features), :func:`run_fewshot` (embeds what the splits use, then evaluates)
   and :func:`fewshot_rows` (the same as rows of the study's result store);
+* :mod:`~repalign.fewshot.files` -- :func:`run_fewshot_file`, the same grid on an embeddings file;
 * :mod:`~repalign.fewshot.many` -- :func:`evaluate_fewshot_many`, the grid of several models
   on the same splits, their fits batched together (for a study's runner);
 * :mod:`~repalign.fewshot.settings` -- :class:`HeadSettings`, the heads' hyperparameters;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from repalign._options import DEFAULT_SHOTS, HEADS, MLP_PRECISIONS
 from repalign.fewshot.evaluate import confidence_interval, evaluate_fewshot, fewshot_rows, run_fewshot, summarize
+from repalign.fewshot.files import run_fewshot_file
 from repalign.fewshot.many import evaluate_fewshot_many
 from repalign.fewshot.settings import HeadSettings
 from repalign.fewshot.splits import (
@@ -50,5 +52,6 @@ __all__ = [
     "make_dataset_splits",
     "make_splits",
     "run_fewshot",
+    "run_fewshot_file",
     "summarize",
 ]

@@ -232,6 +232,7 @@ def run_fewshot(
     num_workers: int | None = None,
     progress: bool = False,
     settings: HeadSettings | None = None,
+    weights: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Embed a dataset with ``model`` and evaluate few-shot transfer on it.
 
@@ -245,7 +246,8 @@ def run_fewshot(
             that also draws the splits loads it once and passes it here).
         split: the dataset split the protocol draws from (None: "test", as in the study). A
             loaded dataset is one split already: ``split`` may only repeat it.
-        batch_size, num_workers, progress: passed to :func:`repalign.embed.extract_embeddings`.
+        batch_size, num_workers, progress, weights: passed to :func:`repalign.embed.extract_embeddings`
+            (``weights``: a local weights file for the model).
         Other options: as :func:`evaluate_fewshot`.
 
     Returns:
@@ -280,6 +282,7 @@ def run_fewshot(
         batch_size=batch_size,
         num_workers=num_workers,
         progress=progress,
+        weights=weights,
     )
     frame = evaluate_fewshot(
         features,

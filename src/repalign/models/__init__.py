@@ -2,7 +2,8 @@
 
 Sources: ``timm:NAME[@random[:SEED]]``, ``torchvision:NAME[.WEIGHTS]``, ``tflite:NAME``,
 ``cifar_resnet:resnet20|32|44|56``, ``pixels[:SIZE]``, and behind extras ``open_clip:ARCH/PRETRAINED``,
-``hf:REPO``, ``onnx:PATH``, ``torchscript:PATH``. See docs/models.md.
+``hf:REPO``, ``onnx:PATH``, ``torchscript:PATH``; an in-memory torch module through
+:func:`wrap_model`. See docs/models.md.
 
 Importing this package never imports torch; sources are imported when first used.
 """
@@ -10,6 +11,7 @@ Importing this package never imports torch; sources are imported when first used
 from __future__ import annotations
 
 from repalign.models.base import PENULTIMATE, ModelHandle, ModelSpec
+from repalign.models.module_source import state_dict_sha256, wrap_model
 from repalign.models.registry import (
     OFFLINE_PRESET,
     PRESETS,
@@ -38,5 +40,7 @@ __all__ = [
     "paper_model_names",
     "parse_model_name",
     "resolve_model",
+    "state_dict_sha256",
     "weights_status",
+    "wrap_model",
 ]

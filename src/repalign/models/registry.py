@@ -153,6 +153,11 @@ def load_model(
             "bfloat16", "float16". Outputs are float32 in every case.
         options: source-specific, e.g. ``num_threads`` for tflite.
     """
+    if not isinstance(name, (str, ModelSpec)) and hasattr(name, "state_dict"):
+        raise InputError(
+            "load_model takes a model name; wrap an in-memory torch module with "
+            "repalign.wrap_model(module, transform=..., name=...)"
+        )
     spec = _spec(name)
     return source_module(spec.source).load(spec, device=device, weights=weights, precision=precision, **options)
 

@@ -46,6 +46,9 @@ class StudySection:
 class ModelsSection:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # model name -> a local weights file (``--weights``), e.g. { "cifar_resnet:resnet20" = "r20.pt" };
+    # a relative path is relative to the config file
+    weights: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,12 @@ class StudyConfig:
 # entry points
 # ---------------------------------------------------------------------------------------
 def load_config(path: str | os.PathLike) -> StudyConfig:
-    """Read and validate a study config file (TOML)."""
+    """Read and validate a study config file (TOML).
+
+    Paths in it -- ``[models] weights`` files, and ``[alignment] human`` / ``[fewshot] datasets``
+    entries that are not built-in names -- are relative to the file's folder, not to the
+    working directory; the config holds them resolved (absolute).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -194,16 +202,57 @@ def load_config(path: str | os.PathLike) -> StudyConfig:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the config as UTF-8"
         ) from None
-    return parse_config(text, name=path.stem, origin=str(path))
+    return parse_config(text, name=path.stem, origin=str(path), base_dir=path.resolve().parent)
 
 
-def parse_config(text: str, *, name: str | None = None, origin: str = "config") -> StudyConfig:
-    """Validate TOML text into a config."""
+def parse_config(
+    text: str, *, name: str | None = None, origin: str = "config", base_dir: str | os.PathLike | None = None
+) -> StudyConfig:
+    """Validate TOML text into a config; relative paths in it are resolved against ``base_dir``
+    (None: left as written, i.e. relative to the working directory)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: not valid TOML: {exc}") from exc
-    return StudyConfig.from_dict(data, source_text=text, name=name)
+    config = StudyConfig.from_dict(data, source_text=text, name=name)
+    return config if base_dir is None else _resolve_paths(config, Path(base_dir))
+
+
+def _resolve_paths(config: StudyConfig, base: Path) -> StudyConfig:
+    """The config with its relative paths made absolute against ``base`` (the config's folder).
+
+    A built-in name (``peterson:animals``, ``mnist``) is never a path; any other entry is one
+    when it exists under ``base`` or is written like a path (a separator, a suffix, ``~``).
+    """
+    from repalign.data.fewshot_datasets import FEWSHOT_DATASETS
+
+    def resolved(entry: str) -> str:
+        path = Path(entry).expanduser()
+        if path.is_absolute():
+            return entry
+        return str((base / path).resolve())
+
+    def is_path(entry: str) -> bool:
+        return (
+            "/" in entry
+            or os.sep in entry
+            or entry.startswith("~")
+            or bool(Path(entry).suffix)
+            or (base / entry).exists()
+        )
+
+    human = tuple(
+        resolved(h) if not (h == "peterson" or h.startswith("peterson:")) and is_path(h) else h
+        for h in config.alignment.human
+    )
+    datasets = tuple(resolved(d) if d not in FEWSHOT_DATASETS and is_path(d) else d for d in config.fewshot.datasets)
+    weights = {model: resolved(path) for model, path in config.models.weights.items()}
+    return dataclasses.replace(
+        config,
+        models=dataclasses.replace(config.models, weights=weights),
+        alignment=dataclasses.replace(config.alignment, human=human),
+        fewshot=dataclasses.replace(config.fewshot, datasets=datasets),
+    )
 
 
 def as_config(config: StudyConfig | dict | str | os.PathLike) -> StudyConfig:
@@ -242,7 +291,8 @@ class _Given:
     cls: type
 
     def default(self, key: str) -> Any:
-        return next(f.default for f in dataclasses.fields(self.cls) if f.name == key)
+        f = next(f for f in dataclasses.fields(self.cls) if f.name == key)
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
     def get(self, key: str, default: Any = _UNSET) -> Any:
         if key in self.values:
@@ -287,7 +337,11 @@ class _Validator:
             raise self.fail(
                 "models", "include", 'is required: list the models to study, e.g. include = ["pixels", "tflite:*"]'
             )
-        models = ModelsSection(include=self.strings(m, "include", nonempty=True), exclude=self.strings(m, "exclude"))
+        models = ModelsSection(
+            include=self.strings(m, "include", nonempty=True),
+            exclude=self.strings(m, "exclude"),
+            weights=self.weights(m, "weights"),
+        )
         a = self.section(data, "alignment")
         alignment = AlignmentSection(
             human=self.strings(a, "human"),
@@ -372,6 +426,25 @@ class _Validator:
         if nonempty and not value:
             raise self.fail(d.name, key, "must list at least one entry")
         return tuple(dict.fromkeys(value))  # drop duplicates, keep order
+
+    def weights(self, d: _Given, key) -> dict[str, str]:
+        """A table of model name -> weights file path."""
+        from repalign.models import parse_model_name
+
+        value = d.get(key)
+        if not isinstance(value, dict) or not all(isinstance(v, str) and v.strip() for v in value.values()):
+            raise self.fail(
+                d.name,
+                key,
+                f'expected a table of model name = "weights file", e.g. {{ "timm:resnet50" = "r50.pt" }}, '
+                f"got {_type(value)}",
+            )
+        for model in value:
+            try:
+                parse_model_name(model)
+            except RepalignError as exc:
+                raise self.fail(d.name, key, f"{model!r}: {exc}") from None
+        return dict(value)
 
     def cap(self, d: _Given, key) -> int | None:
         """An optional positive cap: the file's 0 (or no key) means none (TOML has no null)."""
@@ -491,4 +564,6 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)  # JSON string escapes are valid TOML basic strings
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table; JSON-quoted keys are valid TOML keys
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")

@@ -166,6 +166,24 @@ def _is_user_manifest(spec: str) -> bool:
     )
 
 
+def check_weights_files(config: StudyConfig, models: list[str]) -> None:
+    """Every ``[models] weights`` entry names one of the study's models and a file that exists.
+
+    Raises:
+        ConfigError: naming the entry (the dry run stops here too, before any work).
+    """
+    from pathlib import Path
+
+    from repalign.errors import did_you_mean
+
+    for model, path in config.models.weights.items():
+        if model not in models:
+            hint = did_you_mean(model, models) or " Give the exact name of a model the study includes."
+            raise ConfigError(f"models.weights: {model!r} is not one of the study's models.{hint}")
+        if not Path(path).is_file():
+            raise ConfigError(f"models.weights: {model!r}: weights file not found: {path}")
+
+
 def check_fewshot_names(config: StudyConfig) -> None:
     """Every few-shot dataset is a registered name or an existing folder, and no two share a
     name (rows carry the dataset's name). Reads no data.

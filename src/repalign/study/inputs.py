@@ -73,7 +73,7 @@ class StudyInputs:
 
     def for_unit(self, unit: Unit) -> dict[str, Inputs]:
         """``{stage: {input: {part: digest}}}`` of every stage of ``unit``."""
-        model = {unit.model: model_parts(unit.model)}
+        model = {unit.model: model_parts(unit.model, weights=self.config.models.weights.get(unit.model))}
         out: dict[str, Inputs] = {}
         for stage in unit.stages:
             if stage == "alignment":
@@ -85,12 +85,12 @@ class StudyInputs:
         return out
 
 
-def refresh_model(inputs: dict[str, Inputs], model: str) -> dict[str, Inputs]:
+def refresh_model(inputs: dict[str, Inputs], model: str, *, weights: str | None = None) -> dict[str, Inputs]:
     """``inputs`` with the model's unknown parts identified again: weights that were not
     here when the run was planned are after the unit ran (it downloaded them)."""
     if not any(None in stage.get(model, {}).values() for stage in inputs.values()):
         return inputs
-    parts = model_parts(model)
+    parts = model_parts(model, weights=weights)
     return {stage: {**values, model: parts} if model in values else values for stage, values in inputs.items()}
 
 
@@ -153,19 +153,20 @@ def fewshot_parts(name: str) -> dict[str, str | None]:
     return {"files": folder_digest(path) if path.is_dir() else "missing"}
 
 
-def model_parts(model: str) -> dict[str, str | None]:
+def model_parts(model: str, *, weights: str | None = None) -> dict[str, str | None]:
     """The model's weights and preprocessing (as the embedding cache keys them), and the
-    extraction code version. Weights not here (to be downloaded) are ``None``: unknown."""
+    extraction code version. Weights not here (to be downloaded) are ``None``: unknown.
+    ``weights``: the config's local weights file for the model."""
     from repalign.embed import EXTRACTION_CODE_VERSION
     from repalign.models import describe_model, weights_status
 
     parts: dict[str, str | None] = {"weights": None, "preprocess": None, "extraction": EXTRACTION_CODE_VERSION}
     try:
-        status = weights_status(model)
+        status = weights_status(model, weights=weights)
         if status not in _WEIGHTS_HERE:  # random / builtin: the name says it all; download: not known yet
             parts["weights"] = None if status == "download" else status
             return parts
-        info = describe_model(model)
+        info = describe_model(model, weights=weights)
     except Exception as exc:  # a model that cannot be described fails in its unit, and says why there
         log.debug("inputs of %s: %s", model, exc)
         return parts

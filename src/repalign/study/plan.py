@@ -166,7 +166,8 @@ def describe_plan(config: StudyConfig, units: list[Unit], store) -> tuple[list[d
                 "state": describe_state(unit, state, stages, reasons),
             }
             if image_sets:
-                record["embeddings cached"] = _cached_summary(unit.model, image_sets)
+                weights = config.models.weights.get(unit.model)
+                record["embeddings cached"] = _cached_summary(unit.model, image_sets, weights=weights)
             records.append(record)
     return records, notes
 
@@ -193,13 +194,13 @@ def fewshot_inputs(name: str, config: StudyConfig):
     return data, splits
 
 
-def _cached_summary(model: str, image_sets: dict[str, Any]) -> str:
+def _cached_summary(model: str, image_sets: dict[str, Any], *, weights: str | None = None) -> str:
     from repalign.embed import is_cached
 
     n_cached = 0
     for images in image_sets.values():
         try:
-            n_cached += bool(is_cached(model, images))
+            n_cached += bool(is_cached(model, images, weights=weights))
         except Exception as exc:  # an unknown source or missing weights: not cached
             log.debug("is_cached(%s) failed: %s", model, exc)
     return f"{n_cached}/{len(image_sets)}"

@@ -219,10 +219,13 @@ def _check_before_work(cfg: StudyConfig, *, dry_run: bool) -> None:
     device (an explicit cuda/mps must exist here, even if every embedding is cached) and
     that a Ray cluster at the given address answers."""
     from repalign._device import require_device
-    from repalign.study.datacheck import check_fewshot_names
+    from repalign.study.datacheck import check_fewshot_names, check_weights_files
     from repalign.study.executors import check_ray_address
+    from repalign.study.plan import expand_models
 
     check_fewshot_names(cfg)
+    if cfg.models.weights:  # every path of the config exists, dry run or not
+        check_weights_files(cfg, expand_models(cfg))
     if dry_run:  # a plan may be made on a laptop for a GPU cluster
         return
     if cfg.execution.executor == "local":  # on Ray the device is the workers', checked in each unit
@@ -290,7 +293,9 @@ def _execute(
                 rows,
                 fingerprint=fingerprint,
                 stage_fingerprints=stage_fingerprints,
-                inputs=refresh_model(inputs[result.unit.id], result.unit.model),
+                inputs=refresh_model(
+                    inputs[result.unit.id], result.unit.model, weights=cfg.models.weights.get(result.unit.model)
+                ),
             )
             failed = rows[rows["status"] == STATUS_FAILED]
             n_failed = len(failed)

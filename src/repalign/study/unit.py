@@ -153,7 +153,11 @@ def _alignment_rows(model: str, human, config: StudyConfig) -> pd.DataFrame:
     from repalign.embed import extract_embeddings
 
     embeddings = extract_embeddings(
-        model, human.images(), device=config.execution.device, num_workers=loader_workers(config)
+        model,
+        human.images(),
+        device=config.execution.device,
+        num_workers=loader_workers(config),
+        weights=config.models.weights.get(model),
     )
     a = config.alignment
     frames = [
@@ -194,6 +198,7 @@ def _fewshot_rows(model: str, dataset: str, config: StudyConfig) -> pd.DataFrame
         heads=config.fewshot.heads,
         device=config.execution.device,
         num_workers=loader_workers(config),
+        weights=config.models.weights.get(model),
     )
 
 

@@ -347,6 +347,9 @@ def test_a_wrong_address_is_one_line_and_exit_2_within_the_timeout(tmp_path, add
     address = address.replace("CLOSED", str(free_port()))
     result = run_cli(["run", str(config), "--address", address, "--connect-timeout", "3"], dict(os.environ), timeout=60)
     elapsed = time.monotonic() - started
-    line = one_error_line(result, f"No Ray cluster answers at {address}")
+    # a closed port is refused at once; an address nothing answers (or where a middlebox only
+    # accepts TCP, as on some sandboxes) runs into the timeout
+    line = one_error_line(result, address)
+    assert "No Ray cluster answers at" in line or "did not answer within 3 s" in line, line
     assert elapsed < 3 + 10
     print(f"wrong address {address}: {elapsed:.1f} s: {line}")

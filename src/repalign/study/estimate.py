@@ -162,7 +162,8 @@ class ModelSize:
 
 
 def model_sizes(models: list[str]) -> dict[str, ModelSize]:
-    """The published size of each model, from timm's inference benchmark by architecture; for an
+    """The published size of each model, from timm's inference benchmark by architecture (at the
+    largest input size it was benchmarked at: timm's test size, the conservative one); for an
     architecture the benchmark lacks, GMACs fitted on the parameter count of timm's results
     table (activations unknown); non-timm models are unknown. Reads only the mirror/data home."""
     out: dict[str, ModelSize] = {}
@@ -173,8 +174,13 @@ def model_sizes(models: list[str]) -> dict[str, ModelSize]:
         if arch is None:
             out[model] = ModelSize(None, None, None, "unknown")
             continue
-        if table is None:
-            table = {row["model"]: row for row in _benchmark_rows() if row.get("infer_gmacs")}
+        if table is None:  # an architecture benchmarked at several input sizes: the largest (as timm tests it)
+            table = {}
+            for row in _benchmark_rows():
+                if row.get("infer_gmacs") and _number(row.get("infer_img_size")) is not None:
+                    kept = table.get(row["model"])
+                    if kept is None or float(row["infer_img_size"]) >= float(kept["infer_img_size"]):
+                        table[row["model"]] = row
         if arch in table:
             row = table[arch]
             out[model] = ModelSize(

@@ -96,13 +96,13 @@ def free_port() -> int:
 
 
 def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, pgid) of a live process, or None."""
+    """(ppid, pgid) of a running process; None when it is gone or a zombie (dead, not yet reaped)."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return int(fields[1]), int(fields[2])
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+    return None if fields[0] == "Z" else (int(fields[1]), int(fields[2]))
 
 
 def session_processes(leader: int) -> set[int]:
@@ -243,6 +243,7 @@ def reference(tmp_path_factory, mirror):
     out = tmp_path_factory.mktemp("local") / "study"
     outcome = run_study(parse_config(study_toml(out, executor="local")), live=False)
     assert outcome.exit_code == 0
+    print(f"local executor (1 job): {outcome.duration_s:.1f} s")
     return load_study(out)
 
 
@@ -353,3 +354,29 @@ def test_a_wrong_address_is_one_line_and_exit_2_within_the_timeout(tmp_path, add
     assert "No Ray cluster answers at" in line or "did not answer within 3 s" in line, line
     assert elapsed < 3 + 10
     print(f"wrong address {address}: {elapsed:.1f} s: {line}")
+
+
+def test_each_task_gets_the_resources_of_its_model_size(tmp_path, mirror, caplog, monkeypatch):
+    """On a real local Ray cluster with one (logical) GPU: a model of unpublished size asks for
+    the documented memory and a whole GPU, and Ray grants exactly that to its task."""
+    import logging
+
+    import ray
+
+    from repalign import _options as opt
+
+    monkeypatch.setenv("REPALIGN_CACHE_HOME", str(tmp_path / "cache"))
+    config = parse_config(study_toml(tmp_path / "study")).replace("fewshot", datasets=[])
+    config = config.replace("models", include=["cifar_resnet:resnet20"])
+    ray.init(address="local", num_cpus=1, num_gpus=1, include_dashboard=False, object_store_memory=100_000_000)
+    try:
+        with caplog.at_level(logging.INFO, logger="repalign.study.ray_executor"):
+            outcome = run_study(config, live=False)
+    finally:
+        ray.shutdown()
+    assert outcome.exit_code == 0
+    granted = [r.getMessage() for r in caplog.records if " ran on " in r.getMessage()]
+    assert len(granted) == 1, granted
+    memory = opt.UNIT_BASE_MEMORY_BYTES + opt.UNKNOWN_MODEL_BYTES
+    assert "'GPU': 1.0" in granted[0] and "'CPU': 1.0" in granted[0], granted[0]
+    assert f"'memory': {float(memory)}" in granted[0] or f"'memory': {memory}" in granted[0], granted[0]

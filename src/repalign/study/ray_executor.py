@@ -88,7 +88,8 @@ def _ray_unit(unit_dict: dict, config_dict: dict, threads: int, embeddings: list
         computed = [entry for entry in cached_embeddings(None) if entry["key"] not in shipped]
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
-    return {"rows": rows, "embeddings": computed, "node": node}
+    resources = ray.get_runtime_context().get_assigned_resources()
+    return {"rows": rows, "embeddings": computed, "node": node, "resources": resources}
 
 
 def cached_embeddings(model: str | None) -> list[dict]:
@@ -215,6 +216,13 @@ class RayExecutor:
                     result = ray.get(ref)
                     rows = result["rows"]
                     store_embeddings(result["embeddings"])
+                    log.info(
+                        "%s ran on %s with %s; %d embedding arrays returned",
+                        unit.model,
+                        result["node"],
+                        result["resources"],
+                        len(result["embeddings"]),
+                    )
                 except Exception as exc:  # RayTaskError, WorkerCrashedError, NodeDiedError, ...
                     tries = attempts.get(unit.id, 1)
                     reason = f"ray task failed: {_ray_error(exc)}" + (f" (after {tries} attempts)" if tries > 1 else "")

@@ -275,6 +275,18 @@ def test_every_address_form_gives_the_local_values(cluster, reference, tmp_path,
     cached = EmbeddingCache(tmp_path / "driver-cache").entries()
     assert sorted({e["model"] for e in cached}) == sorted(MODELS) and len(cached) == 2 * len(MODELS)
     print(f"{form}: {elapsed:.1f} s, nodes {sorted(nodes)}")
+    if form != "gcs":
+        return
+    # the same study into a new directory: the driver ships its cached embeddings with each
+    # unit, so the workers (whose caches are temporary) compute none
+    started = time.monotonic()
+    again = run_cli(["-v", "run", str(config), "--address", address, "--no-live", "--output", str(tmp_path / "b")], env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    returned = re.findall(r"(\S+) ran on \S+ with .*; (\d+) embedding arrays returned", again.stderr)
+    assert sorted(returned) == sorted((m, "0") for m in MODELS), again.stderr[-3000:]
+    got = load_study(tmp_path / "b")
+    pd.testing.assert_frame_equal(sorted_values(got.results), sorted_values(reference.results), check_exact=True)
+    print(f"{form}, embeddings from the driver's cache: {time.monotonic() - started:.1f} s")
 
 
 def test_a_node_lost_mid_study_is_retried_and_resume_changes_nothing(tmp_path, reference, mirror):
@@ -380,3 +392,26 @@ def test_each_task_gets_the_resources_of_its_model_size(tmp_path, mirror, caplog
     memory = opt.UNIT_BASE_MEMORY_BYTES + opt.UNKNOWN_MODEL_BYTES
     assert "'GPU': 1.0" in granted[0] and "'CPU': 1.0" in granted[0], granted[0]
     assert f"'memory': {float(memory)}" in granted[0] or f"'memory': {memory}" in granted[0], granted[0]
+
+
+def test_the_token_can_come_from_a_token_file(cluster, tmp_path, monkeypatch):
+    """``[execution] token_file``: the right token joins, a wrong, missing or empty one is one
+    clear error; this process's own environment holds no token (only ~/.ray may, another one)."""
+    from repalign.errors import InputError
+    from repalign.study.cluster import check_cluster
+
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    right, wrong, empty = tmp_path / "right", tmp_path / "wrong", tmp_path / "empty"
+    right.write_text(cluster.env["RAY_AUTH_TOKEN"] + "\n")
+    wrong.write_text(secrets.token_hex(16))
+    empty.write_text("\n")
+    for address in (cluster.address, cluster.client_address):
+        check_cluster(address, timeout=30, token_file=str(right))
+        with pytest.raises(InputError, match="refused the authentication token"):
+            check_cluster(address, timeout=30, token_file=str(wrong))
+    with pytest.raises(InputError, match="token_file .* cannot be read"):
+        check_cluster(cluster.address, timeout=30, token_file=str(tmp_path / "absent"))
+    with pytest.raises(InputError, match="token_file .* is empty"):
+        check_cluster(cluster.address, timeout=30, token_file=str(empty))
+    assert "RAY_AUTH_MODE" not in os.environ  # the check changed nothing in this process

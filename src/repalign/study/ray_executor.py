@@ -193,41 +193,51 @@ class RayExecutor:
         window = 2 * max(1, slots)  # queued beyond the running ones: enough to keep every slot busy
 
         events = _start_events(ray)
-        task = ray.remote(max_retries=opt.RAY_TASK_RETRIES, max_calls=1)(_ray_unit)
         running: dict[Any, Unit] = {}
-        started: dict[str, float] = {}
-        steps: dict[str, tuple[str, str | None]] = {}
-        attempts: dict[str, int] = {}
-        while pending or running:
-            while pending and len(running) < window:
-                unit = pending.pop(0)
-                need = resources[unit.id]
-                ref = task.options(num_cpus=self.threads, num_gpus=need.num_gpus, memory=need.memory_bytes).remote(
-                    unit.to_dict(), config_dict, self.threads, cached_embeddings(unit.model), events
-                )
-                running[ref] = unit
-                started[unit.id] = time.perf_counter()
-                on_event(unit, "start", None)
-            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            events = self._forward_events(ray, events, running, steps, attempts, on_event)
-            for ref in done:
-                unit = running.pop(ref)
-                try:
-                    result = ray.get(ref)
-                    rows = result["rows"]
-                    store_embeddings(result["embeddings"])
-                    log.info(
-                        "%s ran on %s with %s; %d embedding arrays returned",
-                        unit.model,
-                        result["node"],
-                        result["resources"],
-                        len(result["embeddings"]),
+        try:
+            task = ray.remote(max_retries=opt.RAY_TASK_RETRIES, max_calls=1)(_ray_unit)
+            started: dict[str, float] = {}
+            steps: dict[str, tuple[str, str | None]] = {}
+            attempts: dict[str, int] = {}
+            while pending or running:
+                while pending and len(running) < window:
+                    unit = pending.pop(0)
+                    need = resources[unit.id]
+                    ref = task.options(num_cpus=self.threads, num_gpus=need.num_gpus, memory=need.memory_bytes).remote(
+                        unit.to_dict(), config_dict, self.threads, cached_embeddings(unit.model), events
                     )
-                except Exception as exc:  # RayTaskError, WorkerCrashedError, NodeDiedError, ...
-                    tries = attempts.get(unit.id, 1)
-                    reason = f"ray task failed: {_ray_error(exc)}" + (f" (after {tries} attempts)" if tries > 1 else "")
-                    rows = pd.DataFrame([crash_row(unit, steps.get(unit.id), reason)])
-                yield UnitResult(unit, rows, time.perf_counter() - started.pop(unit.id))
+                    running[ref] = unit
+                    started[unit.id] = time.perf_counter()
+                    on_event(unit, "start", None)
+                done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                events = self._forward_events(ray, events, running, steps, attempts, on_event)
+                for ref in done:
+                    unit = running.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                        rows = result["rows"]
+                        store_embeddings(result["embeddings"])
+                        log.info(
+                            "%s ran on %s with %s; %d embedding arrays returned",
+                            unit.model,
+                            result["node"],
+                            result["resources"],
+                            len(result["embeddings"]),
+                        )
+                    except Exception as exc:  # RayTaskError, WorkerCrashedError, NodeDiedError, ...
+                        tries = attempts.get(unit.id, 1)
+                        reason = f"ray task failed: {_ray_error(exc)}" + (
+                            f" (after {tries} attempts)" if tries > 1 else ""
+                        )
+                        rows = pd.DataFrame([crash_row(unit, steps.get(unit.id), reason)])
+                    yield UnitResult(unit, rows, time.perf_counter() - started.pop(unit.id))
+        finally:  # interrupted, or done: leave nothing of this run on a cluster that outlives it
+            for ref in running:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            if events is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(events)
 
     @staticmethod
     def _forward_events(ray, events, running, steps, attempts, on_event):

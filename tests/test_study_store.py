@@ -248,3 +248,27 @@ def test_unit_ids_are_file_safe_distinct_and_round_trip():
     assert ids[3].startswith("timm_resnet18_random-")
     unit = Unit(id=ids[0], model="a:b", stages=("alignment", "fewshot"))
     assert Unit.from_dict(unit.to_dict()) == unit
+
+
+def test_progress_names_the_ray_node_of_each_unit_and_its_retries():
+    stream = io.StringIO()
+    unit = Unit(id="u", model="m", stages=("alignment",))
+    progress = StudyProgress(1, live=False, stream=stream)
+    progress.unit_started(unit)
+    progress.unit_node(unit, "10.0.0.7/0a1b2c3d")
+    progress.unit_step(unit, "alignment", "peterson:animals")
+    progress.unit_node(unit, "10.0.0.8/4e5f6a7b", 2)  # the first node was lost: Ray runs it again
+    progress.unit_finished(unit, n_failed_rows=0, duration_s=1.0)
+    progress.close()
+    text = stream.getvalue()
+    assert "m: running on 10.0.0.7/0a1b2c3d\n" in text
+    assert "m: alignment peterson:animals on 10.0.0.7/0a1b2c3d" in text
+    assert "m: running on 10.0.0.8/4e5f6a7b (attempt 2)" in text
+
+    screen = io.StringIO()
+    live = StudyProgress(1, live=True, stream=screen)
+    live.unit_started(unit)
+    live.unit_step(unit, "fewshot", "mnist")
+    live.unit_node(unit, "[red]node", 2)  # shown as written, never as markup
+    live.close()  # the final render shows the running unit's step and node
+    assert "fewshot mnist on [red]node (attempt 2)" in screen.getvalue()

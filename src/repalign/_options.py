@@ -94,3 +94,27 @@ DEFAULT_JOBS = 1
 #: the most CPU threads a unit may ask for (``[execution] threads``): BLAS, OpenMP and torch
 #: would each start that many; more is a typo, not a machine
 MAX_THREADS = 1024
+
+# -- Ray clusters (docs/cluster.md) ----------------------------------------------------------
+#: seconds to join a Ray cluster (``--connect-timeout``, ``[execution] connect_timeout``):
+#: an unreachable address, a refused token or a version mismatch is an error within this
+#: bound (Ray itself waits 20-30 s per attempt and then retries)
+DEFAULT_CONNECT_TIMEOUT_S = 30
+#: times Ray runs a unit again when its worker or node died (a crash, a lost node); after
+#: that the unit is a failed row. An exception inside a unit is a failed row at once.
+RAY_TASK_RETRIES = 2
+#: what a unit asks a Ray cluster for (study/sizing.py): a worker with torch and the unit's
+#: data, plus the model's weights (float32) and every activation of a forward pass of this
+#: many images (inference frees most activations as it goes, so this bounds a larger batch)
+UNIT_BASE_MEMORY_BYTES = 1 << 30
+SIZING_BATCH_IMAGES = 8
+#: a model of unpublished size (not in timm's tables) is sized as this much beyond the base
+#: and takes a whole GPU: never two unknown giants on one device
+UNKNOWN_MODEL_BYTES = 1 << 30
+#: the CUDA context and allocator slack of a process using a GPU
+GPU_CONTEXT_BYTES = 512 << 20
+#: the GPU shares a unit may ask for: a power of two keeps shares packing exactly
+GPU_SHARES = (0.125, 0.25, 0.5, 1.0)
+#: GPU memory assumed per GPU when ``[execution] gpu_memory_gb = 0`` (a small data-centre
+#: GPU: a larger real GPU then holds its share with room to spare)
+DEFAULT_GPU_MEMORY_GB = 16

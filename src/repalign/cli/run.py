@@ -23,7 +23,18 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--jobs", type=int_at_least(1), metavar="N", help="local worker processes (override [execution] jobs)"
     )
-    parser.add_argument("--address", metavar="auto|HOST:PORT", help="ray cluster to join (default: start a local one)")
+    parser.add_argument(
+        "--address",
+        metavar="auto|HOST:PORT|ray://HOST:PORT",
+        help="Ray cluster to join (implies --executor ray; default: start a private local one); "
+        "the auth token comes from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / [execution] token_file",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=int_at_least(1),
+        metavar="S",
+        help=f"seconds to join the Ray cluster before a one-line error (default {opt.DEFAULT_CONNECT_TIMEOUT_S})",
+    )
     parser.add_argument("--output", metavar="DIR", help="study directory (override [study] output)")
     parser.add_argument("--no-live", action="store_true", help="plain log lines instead of the live progress display")
     cost = parser.add_argument_group("cost estimate (with --dry-run)")
@@ -63,6 +74,7 @@ def handle(args) -> int:
         address=args.address,
         output=args.output,
         live=False if args.no_live else None,
+        connect_timeout=args.connect_timeout,
     )
     if outcome.dry_run:
         emit(outcome.plan, "table", title=f"plan: {outcome.n_units} units -> {outcome.path}")

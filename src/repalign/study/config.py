@@ -85,6 +85,12 @@ class ExecutionSection:
     address: str = ""
     threads: int = 0
     device: str = opt.DEFAULT_DEVICE
+    # Ray clusters (docs/cluster.md): seconds to join; a file holding the cluster's auth
+    # token (its path only -- the token is never written to the study); GPU memory per GPU
+    # for sizing units (0 = opt.DEFAULT_GPU_MEMORY_GB)
+    connect_timeout: int = opt.DEFAULT_CONNECT_TIMEOUT_S
+    token_file: str = ""
+    gpu_memory_gb: int = 0
 
 
 @dataclass(frozen=True)
@@ -367,6 +373,9 @@ class _Validator:
             address=self.address(e, "address"),
             threads=self.integer(e, "threads", minimum=0, maximum=opt.MAX_THREADS),
             device=self.device(e, "device"),
+            connect_timeout=self.integer(e, "connect_timeout", minimum=1, maximum=3600),
+            token_file=self.string(e, "token_file"),
+            gpu_memory_gb=self.integer(e, "gpu_memory_gb", minimum=0, maximum=4096),
         )
         return StudyConfig(study, models, alignment, fewshot, robustness, execution)
 

@@ -145,18 +145,60 @@ def estimate_study(
     if not (fewshot_seconds >= 0 and math.isfinite(fewshot_seconds)):
         raise InputError(f"--fewshot-seconds must be a non-negative number; got {fewshot_seconds!r}")
     images = _images_per_model(config)
-    table, fit = _benchmark_table(), _parameter_fit()
-    costs = []
-    for model in models:
-        arch = _arch(model)
-        if arch in table:
-            costs.append(ModelCost(model, images, table[arch], "benchmark"))
-        elif arch is not None and (params := _param_counts().get(arch)) is not None:
-            costs.append(ModelCost(model, images, fit(params), "parameter fit"))
-        else:
-            costs.append(ModelCost(model, images, None, "unknown"))
+    sizes = model_sizes(models)
+    costs = [ModelCost(model, images, sizes[model].gmacs, sizes[model].source) for model in models]
     n_fewshot = len(models) * len(config.fewshot.datasets) if "fewshot" in config.stages else 0
     return StudyEstimate(costs, n_fewshot, throughput_gmacs_per_s, fewshot_seconds)
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """A model's published size at its default input size (None: not published)."""
+
+    params_m: float | None  # millions of parameters
+    gmacs: float | None  # GMACs per image
+    activations_m: float | None  # millions of activation values per image (timm's "infer_macts")
+    source: str  # "benchmark", "parameter fit" or "unknown"
+
+
+def model_sizes(models: list[str]) -> dict[str, ModelSize]:
+    """The published size of each model, from timm's inference benchmark by architecture (at the
+    largest input size it was benchmarked at: timm's test size, the conservative one); for an
+    architecture the benchmark lacks, GMACs fitted on the parameter count of timm's results
+    table (activations unknown); non-timm models are unknown. Reads only the mirror/data home."""
+    out: dict[str, ModelSize] = {}
+    table: dict[str, dict[str, str]] | None = None
+    counts, fit = None, None  # read once, when first needed
+    for model in models:
+        arch = _arch(model)
+        if arch is None:
+            out[model] = ModelSize(None, None, None, "unknown")
+            continue
+        if table is None:  # an architecture benchmarked at several input sizes: the largest (as timm tests it)
+            table = {}
+            for row in _benchmark_rows():
+                if row.get("infer_gmacs") and _number(row.get("infer_img_size")) is not None:
+                    kept = table.get(row["model"])
+                    if kept is None or float(row["infer_img_size"]) >= float(kept["infer_img_size"]):
+                        table[row["model"]] = row
+        if arch in table:
+            row = table[arch]
+            out[model] = ModelSize(
+                _number(row.get("param_count")), float(row["infer_gmacs"]), _number(row.get("infer_macts")), "benchmark"
+            )
+        elif (params := (counts := counts or _param_counts()).get(arch)) is not None:
+            fit = fit or _parameter_fit()
+            out[model] = ModelSize(params, fit(params), None, "parameter fit")
+        else:
+            out[model] = ModelSize(None, None, None, "unknown")
+    return out
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def _arch(model: str) -> str | None:

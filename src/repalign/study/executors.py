@@ -10,14 +10,8 @@ the result store -- so workers never touch the study directory.
     signal and the step in progress; the other workers are not affected.
 
 ``ray``
-    One Ray task per unit (``max_retries=0``: a crash is a result, not a retry loop;
-    ``max_calls=1``: a fresh worker process per unit, so GPU memory and thread settings do
-    not leak between models). Each task asks for ``threads`` CPUs and, when the cluster has
-    GPUs, one GPU. A task returns its rows as a pandas DataFrame through Ray's object store
-    to the driver, which writes the store: **no shared filesystem is needed** for results.
-    Embeddings are cached per node (``$REPALIGN_CACHE_HOME`` of each node) unless that
-    variable points at shared storage; data is fetched per node (mirror or download).
-    A task that dies (``WorkerCrashedError``) or raises becomes a failed row.
+    One Ray task per unit on a Ray cluster (:mod:`repalign.study.ray_executor`; joining a
+    cluster: :mod:`repalign.study.cluster`; what each unit asks for: :mod:`repalign.study.sizing`).
 """
 
 from __future__ import annotations
@@ -36,7 +30,6 @@ from typing import Any
 import pandas as pd
 
 from repalign._options import DEFAULT_JOBS, EXECUTORS
-from repalign.errors import InputError, OptionalDependencyError
 from repalign.store import STATUS_FAILED, utc_now
 from repalign.study.plan import Unit
 
@@ -245,139 +238,15 @@ class _Running:
         return UnitResult(self.unit, pd.DataFrame(rows), time.perf_counter() - self.started)
 
 
-# ---------------------------------------------------------------------------------------
-# ray
-# ---------------------------------------------------------------------------------------
-def _ray_unit(unit_dict: dict, config_dict: dict, threads: int) -> pd.DataFrame:
-    """Body of a Ray task: compute one unit, return its rows (through the object store)."""
-    limit_threads(threads)
-    from repalign.schema import conform
-    from repalign.study.config import StudyConfig
-    from repalign.study.unit import run_unit
-
-    return conform(run_unit(Unit.from_dict(unit_dict), StudyConfig.from_dict(config_dict)))
-
-
-class RayExecutor:
-    """One Ray task per unit on a Ray cluster.
-
-    ``address``: ``""`` starts a private local cluster for this run (stopped afterwards);
-    ``"auto"`` joins the cluster of this node; ``"HOST:PORT"`` joins a remote one. When Ray
-    is already initialised in this process (e.g. by a notebook or a test), that cluster is used.
-    """
-
-    name = "ray"
-
-    def __init__(self, address: str = "", threads: int = 0):
-        self.address = address
-        self.threads = threads or 1
-
-    def run(self, units: list[Unit], config_dict: dict, on_event: EventCallback) -> Iterator[UnitResult]:
-        try:
-            import ray
-        except ImportError as exc:
-            raise OptionalDependencyError("ray", "ray", "The ray executor") from exc
-
-        started_here = False
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            kwargs["address"] = self.address or "local"
-            log.info("connecting to Ray (address=%s)", kwargs["address"])
-            check_ray_address(kwargs["address"])
-            with _keep_sigterm_handler():
-                try:
-                    ray.init(**kwargs)
-                except Exception as exc:  # ConnectionError ("no running Ray instance"), ValueError (address), ...
-                    raise InputError(
-                        f"Cannot start or join Ray at address {kwargs['address']!r}: {_ray_error(exc)}"
-                    ) from None
-            started_here = True
-        try:
-            resources = ray.cluster_resources()
-            if self.threads > resources.get("CPU", 0):  # a task asking for more would wait forever
-                raise InputError(
-                    f"threads = {self.threads} CPUs per unit, but the Ray cluster has {resources.get('CPU', 0):g}; "
-                    "lower [execution] threads"
-                )
-            gpus = resources.get("GPU", 0)
-            remote = ray.remote(num_cpus=self.threads, num_gpus=1 if gpus else 0, max_retries=0, max_calls=1)(_ray_unit)
-            refs = {}
-            starts = {}
-            for unit in units:
-                ref = remote.remote(unit.to_dict(), config_dict, self.threads)
-                refs[ref] = unit
-                starts[ref] = time.perf_counter()
-                on_event(unit, "start", None)
-            while refs:
-                done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
-                for ref in done:
-                    unit = refs.pop(ref)
-                    try:
-                        rows = ray.get(ref)
-                    except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
-                        rows = pd.DataFrame([crash_row(unit, None, f"ray task failed: {_ray_error(exc)}")])
-                    yield UnitResult(unit, rows, time.perf_counter() - starts.pop(ref))
-        finally:
-            if started_here:
-                ray.shutdown()
-
-
-def _ray_error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:2000]
-
-
-#: seconds to wait for a Ray cluster's port to answer before saying it is unreachable
-RAY_CONNECT_TIMEOUT_S = 5.0
-
-
-def check_ray_address(address: str, *, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
-    """Before any work: a Ray cluster named by ``HOST:PORT`` (or ``ray://HOST:PORT``) answers
-    on its port within ``timeout`` seconds. Ray itself waits minutes for an address where
-    nothing listens; ``""``/``"local"`` (a private cluster) and ``"auto"`` are left to it.
-
-    Raises:
-        InputError: naming the address and why it cannot be reached.
-    """
-    import socket
-
-    if address in ("", "local", "auto"):
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"Ray address {address!r} is not HOST:PORT (or auto, or ray://HOST:PORT)")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        from repalign._io import describe_os_error
-
-        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else describe_os_error(exc)
-        raise InputError(
-            f"No Ray cluster answers at {address} ({reason}); start one with `ray start --head`, "
-            "or fix --address / [execution] address"
-        ) from None
-
-
-@contextlib.contextmanager
-def _keep_sigterm_handler():
-    """``ray.init`` installs its own SIGTERM handler in the driver; keep the caller's (the
-    CLI turns SIGTERM into a clean interruption, exit code 143)."""
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if in_main else None
-    try:
-        yield
-    finally:
-        if in_main and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def make_executor(name: str, *, jobs: int = DEFAULT_JOBS, threads: int = 0, address: str = ""):
+def make_executor(name: str, *, jobs: int = DEFAULT_JOBS, threads: int = 0, address: str = "", **ray_options):
+    """``local`` or ``ray``; ``ray_options`` (connect_timeout, token_file, gpu_memory_gb) go to the
+    :class:`~repalign.study.ray_executor.RayExecutor`."""
     if name == "local":
         return LocalExecutor(jobs=jobs, threads=threads)
     if name == "ray":
-        return RayExecutor(address=address, threads=threads)
+        from repalign.study.ray_executor import RayExecutor
+
+        return RayExecutor(address=address, threads=threads, **ray_options)
     from repalign.errors import unknown_name
 
     raise unknown_name("executor", name, EXECUTORS)

@@ -47,6 +47,7 @@ class StudyProgress:
         self.durations: list[float] = []
         self.started = time.monotonic()
         self._steps: dict[str, str] = {}
+        self._nodes: dict[str, str] = {}  # ray: where each running unit runs
         self._rich = None
         if self.live:
             self._start_rich()
@@ -66,9 +67,20 @@ class StudyProgress:
         else:
             progress_log.info("[%d/%d] start %s", self.done, self.total, unit.model)
 
+    def unit_node(self, unit: Unit, node: str, attempt: int = 1) -> None:
+        """Ray: the unit runs on ``node`` (a second attempt: Ray retries it after a lost worker or node)."""
+        where = f"on {node}" + (f" (attempt {attempt})" if attempt > 1 else "")
+        self._nodes[unit.id] = where
+        if self._rich and unit.id in self._rich_tasks:
+            self._rich.update(self._rich_tasks[unit.id], step=_escape(f"{self._steps.get(unit.id, '')} {where}"))
+        elif not self._rich:
+            progress_log.info("        %s: running %s", unit.model, where)
+
     def unit_step(self, unit: Unit, stage: str, dataset: str | None) -> None:
         step = f"{stage} {dataset}" if dataset else stage
         self._steps[unit.id] = step
+        if unit.id in self._nodes:
+            step = f"{step} {self._nodes[unit.id]}"
         if self._rich and unit.id in self._rich_tasks:
             self._rich.update(self._rich_tasks[unit.id], step=_escape(step))
         elif not self._rich:
@@ -79,6 +91,7 @@ class StudyProgress:
         self.durations.append(duration_s)
         self.failed += bool(n_failed_rows)
         self._steps.pop(unit.id, None)
+        self._nodes.pop(unit.id, None)
         status = f"FAILED ({n_failed_rows} failed rows)" if n_failed_rows else "ok"
         if self._rich:
             task = self._rich_tasks.pop(unit.id, None)

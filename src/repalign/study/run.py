@@ -86,6 +86,7 @@ def run_study(
     address: str | None = None,
     output: str | os.PathLike | None = None,
     live: bool | None = None,
+    connect_timeout: int | None = None,
 ) -> StudyOutcome:
     """Run (or with ``dry_run=True`` only plan) a study.
 
@@ -94,6 +95,7 @@ def run_study(
         executor, jobs, address: override ``[execution]`` (``address`` implies nothing about
             the executor; pass ``executor="ray"`` too).
         output: override ``[study] output`` (the study directory).
+        connect_timeout: override ``[execution] connect_timeout`` (seconds to join a Ray cluster).
         live: rich live progress (True), log lines (False), or by terminal (None).
 
     Returns:
@@ -103,7 +105,9 @@ def run_study(
     """
     from repalign.data import read_only
 
-    cfg = _with_overrides(as_config(config), executor=executor, jobs=jobs, address=address, output=output)
+    cfg = _with_overrides(
+        as_config(config), executor=executor, jobs=jobs, address=address, output=output, connect_timeout=connect_timeout
+    )
     with read_only() if dry_run else contextlib.nullcontext():  # a dry run copies nothing (e.g. the model list)
         units = plan_units(cfg)
     _check_before_work(cfg, dry_run=dry_run)
@@ -217,10 +221,10 @@ def _check_before_work(cfg: StudyConfig, *, dry_run: bool) -> None:
     """What can be checked before any work, from names alone: few-shot dataset names (the
     human datasets are checked as they load, models as they are planned); for a run, the
     device (an explicit cuda/mps must exist here, even if every embedding is cached) and
-    that a Ray cluster at the given address answers."""
+    that a Ray cluster at the given address lets this driver join (token, versions)."""
     from repalign._device import require_device
+    from repalign.study.cluster import check_cluster
     from repalign.study.datacheck import check_fewshot_names, check_weights_files
-    from repalign.study.executors import check_ray_address
     from repalign.study.plan import expand_models
 
     check_fewshot_names(cfg)
@@ -228,10 +232,11 @@ def _check_before_work(cfg: StudyConfig, *, dry_run: bool) -> None:
         check_weights_files(cfg, expand_models(cfg))
     if dry_run:  # a plan may be made on a laptop for a GPU cluster
         return
-    if cfg.execution.executor == "local":  # on Ray the device is the workers', checked in each unit
-        require_device(cfg.execution.device)
+    ex = cfg.execution
+    if ex.executor == "local":  # on Ray the device is the workers', checked in each unit
+        require_device(ex.device)
     else:
-        check_ray_address(cfg.execution.address)
+        check_cluster(ex.address, timeout=ex.connect_timeout, token_file=ex.token_file)
 
 
 def _close_manifest(store: StudyStore, manifest: dict[str, Any]) -> None:
@@ -271,7 +276,18 @@ def _execute(
     inputs = {w.unit.id: w.inputs for w in todo}
     stage_fingerprints = todo[0].fingerprints
     ex = cfg.execution
-    executor = make_executor(ex.executor, jobs=ex.jobs, threads=ex.threads, address=ex.address)
+    ray_options = {
+        "connect_timeout": ex.connect_timeout,
+        "token_file": ex.token_file,
+        "gpu_memory_gb": ex.gpu_memory_gb,
+    }
+    executor = make_executor(
+        ex.executor,
+        jobs=ex.jobs,
+        threads=ex.threads,
+        address=ex.address,
+        **(ray_options if ex.executor == "ray" else {}),
+    )
     parallel = ex.jobs if ex.executor == "local" else len(todo)
     progress = StudyProgress(outcome.n_units, already_done=outcome.n_skipped, parallel=parallel, live=live)
 
@@ -280,6 +296,8 @@ def _execute(
             progress.unit_started(unit)
         elif event == "stage":
             progress.unit_step(unit, *payload)
+        elif event == "node":  # ray: the node running the unit, and which attempt this is
+            progress.unit_node(unit, *payload)
 
     try:
         for result in executor.run([w.unit for w in todo], cfg.to_dict(), on_event):
@@ -308,8 +326,9 @@ def _execute(
         progress.close()
 
 
-def _with_overrides(cfg: StudyConfig, *, executor, jobs, address, output) -> StudyConfig:
-    execution = {k: v for k, v in {"executor": executor, "jobs": jobs, "address": address}.items() if v is not None}
+def _with_overrides(cfg: StudyConfig, *, executor, jobs, address, output, connect_timeout=None) -> StudyConfig:
+    given = {"executor": executor, "jobs": jobs, "address": address, "connect_timeout": connect_timeout}
+    execution = {k: v for k, v in given.items() if v is not None}
     if execution:
         cfg = cfg.replace("execution", **execution)
     if output is not None:

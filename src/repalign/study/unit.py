@@ -18,8 +18,9 @@ Fault injection (test-only)
 ``REPALIGN_TEST_FAULT="MODEL_GLOB:STAGE:KIND[;...]"`` makes the unit of a matching model
 fail on purpose when it enters ``STAGE`` (``alignment``, ``fewshot``, ``robustness`` or
 ``*``). ``KIND`` is ``segfault`` (SIGSEGV to itself), ``exit`` (``os._exit(1)``), ``raise``
-(a RuntimeError), ``oom`` (a MemoryError) or ``hang`` (sleeps ten minutes: a run that is
-surely still going when a test signals it). It exists so the failure-isolation tests can
+(a RuntimeError), ``oom`` (a MemoryError), ``hang`` (sleeps ten minutes: a run that is
+surely still going when a test signals it) or ``slow`` (sleeps ten seconds, then goes on: a
+unit surely still running when a test stops its Ray node). It exists so the failure-isolation tests can
 crash a real worker process; never set it outside tests.
 """
 
@@ -234,5 +235,7 @@ def inject_fault(model: str, stage: str) -> None:
             raise MemoryError(f"injected out-of-memory in {stage}")
         elif kind == "hang":
             time.sleep(600)
+        elif kind == "slow":
+            time.sleep(10)
         else:
             raise RuntimeError(f"injected failure in {stage}")

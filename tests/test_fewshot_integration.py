@@ -145,7 +145,7 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
         "1,2",
         "--heads",
         "linear,mlp1",
-        "--seeds",
+        "--n-seeds",
         "2",
         "--max-eval-per-class",
         "4",
@@ -197,7 +197,7 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
                 "1",
                 "--heads",
                 "linear",
-                "--seeds",
+                "--n-seeds",
                 "2",
                 "--max-eval-per-class",
                 "3",
@@ -226,7 +226,7 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
             ["--dataset", "mnist", "--shots", "1,x"],
             "--shots takes comma-separated integers",
         ),
-        (["--dataset", "mnist", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--dataset", "mnist", "--n-seeds", "0"], "--n-seeds must be at least 1"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(mirror, capsys, argv, message):

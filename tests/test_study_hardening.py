@@ -250,7 +250,7 @@ def _closed_port() -> int:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["align", "pixels", "--human", "x", "--bootstrap", "100000000000"], "<= 100000, got 100000000000"),
+        (["align", "pixels", "--human", "x", "--n-bootstrap", "100000000000"], "<= 100000, got 100000000000"),
         (["align", "pixels", "--human", "x", "--seed", "-5"], "argument --seed: expected a whole number >= 0"),
         (["report", "DIR", "--seed", "-5"], "argument --seed: expected a whole number >= 0"),
         (["report", "DIR", "--n-bootstrap", "100000000000"], "argument --n-bootstrap"),

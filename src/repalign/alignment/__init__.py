@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from repalign._options import (
     ALIGNMENT_METRICS,
+    COMPARISON_METHODS,
     DEFAULT_METRICS,
     MATRIX_METRICS,
     PAIRWISE_METHODS,
@@ -32,6 +33,7 @@ from repalign._options import (
 )
 from repalign.alignment.bootstrap import bootstrap_alignment_ci
 from repalign.alignment.cka import linear_cka
+from repalign.alignment.compare import compare_models, comparison_matrix
 from repalign.alignment.compute import alignment_rows, compute_alignment
 from repalign.alignment.pairwise import pairwise_alignment
 from repalign.alignment.similarity import similarity_matrix
@@ -46,6 +48,7 @@ from repalign.alignment.triplets import (
 
 __all__ = [
     "ALIGNMENT_METRICS",
+    "COMPARISON_METHODS",
     "DEFAULT_METRICS",
     "MATRIX_METRICS",
     "PAIRWISE_METHODS",
@@ -55,6 +58,8 @@ __all__ = [
     "TripletCounts",
     "alignment_rows",
     "bootstrap_alignment_ci",
+    "compare_models",
+    "comparison_matrix",
     "compute_alignment",
     "linear_cka",
     "pairwise_alignment",

@@ -12,11 +12,12 @@ Two ways to give the model side:
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
 from repalign import _options as opt
-from repalign.cli._output import add_device_option, add_format_option, bootstrap_option, emit, seed_option
+from repalign.cli._output import CommaList, add_device_option, add_format_option, bootstrap_option, emit, seed_option
 from repalign.errors import InputError, MissingDataError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
         help="alignment of a model or of precomputed embeddings with human similarity data",
         description="Compare a model's similarity matrix with human similarity judgments: Pearson / "
         "Spearman / Kendall correlation of the pairwise similarities and exact triplet agreement, with "
-        "stimulus-bootstrap 95%% confidence intervals. See docs/alignment.md.",
+        "stimulus-bootstrap 95% confidence intervals. See docs/alignment.md.",
     )
     parser.add_argument(
         "model", nargs="?", metavar="MODEL", help="model name, e.g. timm:resnet50 (or use --embeddings)"
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--human",
         required=True,
+        action=CommaList,
         metavar="DATASET[,DATASET...]",
         help="human datasets: peterson, peterson:animals, ..., or a user dataset folder/manifest",
     )
@@ -53,6 +55,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--metrics",
+        action=CommaList,
         default=opt.AUTO,
         metavar="M[,M...]",
         help=f"comma-separated, from {', '.join(opt.ALIGNMENT_METRICS)}, or auto (the default): "
@@ -66,8 +69,13 @@ def register(subparsers) -> None:
         help="tie rule of the triplet metric: exclude (left out), half (half credit) or strict (the paper's "
         "Definition 3.5: a tie is bit 0) (default: %(default)s)",
     )
+    # the count is --n-bootstrap everywhere (align, report, the TOML's n_bootstrap); --bootstrap,
+    # the old spelling, still works and is not shown
     parser.add_argument(
-        "--bootstrap",
+        "--bootstrap", dest="n_bootstrap", type=bootstrap_option(), default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--n-bootstrap",
         type=bootstrap_option(),
         default=opt.DEFAULT_N_BOOTSTRAP,
         metavar="N",
@@ -116,7 +124,7 @@ def run_align(args) -> int:
             human,
             similarity=args.similarity,
             metrics=metrics,
-            n_bootstrap=args.bootstrap,
+            n_bootstrap=args.n_bootstrap,
             random_state=args.seed,
             ties=args.ties,
         )

@@ -108,3 +108,39 @@ def test_user_text_is_printed_as_typed_and_whole_in_a_pipe():
     assert any(long_name in line for line in out.splitlines())  # one line, not cut or folded
     assert "[red]x" in out and "[/bold] [link=http://a]b" in out and "[bold]title" in out
     assert "\x1b[" not in out  # no colour codes in a pipe
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_long_steps_show_progress_on_a_terminal_only_and_keep_their_values(monkeypatch, rng):
+    """The stimulus bootstrap and the few-shot heads draw a bar on a terminal, nothing in a pipe,
+    and the values do not depend on whether one was drawn."""
+    import numpy as np
+
+    from repalign.alignment import bootstrap_alignment_ci
+    from repalign.fewshot import evaluate_fewshot
+
+    x = rng.normal(size=(30, 5))
+    model, human = np.corrcoef(x), np.corrcoef(x + rng.normal(size=x.shape))
+    features = np.vstack([rng.normal(loc=k, size=(12, 4)) for k in range(3)])
+    labels = np.repeat(np.arange(3), 12)
+
+    def run(progress: bool):
+        ci = bootstrap_alignment_ci(model, human, metrics=("pearson", "triplet"), n_bootstrap=450, progress=progress)
+        grid = evaluate_fewshot(features, labels, shots=2, heads="linear", seeds=2, progress=progress, dataset="toy")
+        return ci, grid
+
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    drawn = run(True)
+    assert "bootstrap resamples" in terminal.getvalue() and "few-shot heads on toy" in terminal.getvalue()
+    pipe = io.StringIO()
+    monkeypatch.setattr("sys.stderr", pipe)
+    quiet = run(True)
+    off = run(False)
+    assert pipe.getvalue() == ""
+    assert drawn[0] == quiet[0] == off[0]
+    assert drawn[1].equals(quiet[1]) and quiet[1].equals(off[1])

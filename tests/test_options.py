@@ -87,7 +87,8 @@ def test_a_default_config_takes_the_options():
     assert cfg.alignment.n_bootstrap == opt.DEFAULT_N_BOOTSTRAP
     assert cfg.study.seed == opt.DEFAULT_SEED
     assert cfg.fewshot.shots == opt.DEFAULT_SHOTS and cfg.fewshot.heads == opt.HEADS
-    assert cfg.fewshot.seeds == opt.DEFAULT_N_SEEDS
+    assert cfg.fewshot.n_seeds == opt.DEFAULT_N_SEEDS
+    assert cfg.compare.methods == opt.DEFAULT_COMPARISON_METHODS and cfg.compare.similarity == opt.DEFAULT_SIMILARITY
     assert cfg.robustness.source == opt.NO_ROBUSTNESS
     assert cfg.execution.executor == opt.DEFAULT_EXECUTOR and cfg.execution.jobs == opt.DEFAULT_JOBS
     assert cfg.execution.device == opt.DEFAULT_DEVICE

@@ -95,7 +95,7 @@ n_bootstrap = 5
 datasets = [{datasets}]
 shots = [1]
 heads = ["linear"]
-seeds = 1
+n_seeds = 1
 
 [execution]
 threads = 1

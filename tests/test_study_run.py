@@ -52,7 +52,7 @@ n_bootstrap = 20
 datasets = ["mnist"]
 shots = [1, 5]
 heads = ["linear", "mlp1"]
-seeds = 2
+n_seeds = 2
 max_eval_per_class = 10
 
 [robustness]
@@ -248,9 +248,9 @@ def test_second_run_on_a_locked_study_is_refused(tmp_path, mirror):
 def test_cli_errors_dry_run_and_results_formats(reference, tmp_path):
     outcome, study = reference
     bad = tmp_path / "bad.toml"
-    bad.write_text('[models]\ninclude = ["pixels"]\n[fewshot]\nseeds = 0\n')
+    bad.write_text('[models]\ninclude = ["pixels"]\n[fewshot]\nn_seeds = 0\n')
     done = cli("run", str(bad))
-    assert done.returncode == 2 and "fewshot.seeds (line 4): must be >= 1, got 0" in done.stderr
+    assert done.returncode == 2 and "fewshot.n_seeds (line 4): must be >= 1, got 0" in done.stderr
 
     done = cli("run", str(outcome.path / "config.resolved.toml"), "--dry-run")
     assert done.returncode == 0, done.stderr

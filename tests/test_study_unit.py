@@ -38,7 +38,7 @@ n_bootstrap = 20
 datasets = ["mnist"]
 shots = [1, 5]
 heads = ["linear", "mlp1"]
-seeds = 2
+n_seeds = 2
 max_eval_per_class = 10
 
 [robustness]
@@ -154,7 +154,7 @@ def test_each_fewshot_dataset_is_loaded_and_split_once_per_unit(mirror, monkeypa
         monkeypatch.setattr(module, "make_splits", counting_draw)
 
     config = parse_config(QUICK).replace(
-        "fewshot", datasets=["mnist", "fashion_mnist"], shots=[1], heads=["linear"], seeds=1, max_eval_per_class=3
+        "fewshot", datasets=["mnist", "fashion_mnist"], shots=[1], heads=["linear"], n_seeds=1, max_eval_per_class=3
     )
     config = config.replace("alignment", human=[]).replace("robustness", source="none")
     (unit,) = plan_units(config)

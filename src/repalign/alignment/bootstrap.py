@@ -18,6 +18,7 @@ from repalign._options import (
     PAIRWISE_METHODS,
     TIE_MODES,
 )
+from repalign._progress import progress_bar
 from repalign.alignment._checks import _as_similarity, _check_choice, _check_pair
 from repalign.alignment.pairwise import _correlation, _upper_pairs
 from repalign.alignment.triplets import TripletCounts, _check_judgments, _judgment_scores, _weighted_accuracy
@@ -207,6 +208,7 @@ def bootstrap_alignment_ci(
     random_state=DEFAULT_SEED,
     confidence: float = 0.95,
     ties: str = DEFAULT_TIES,
+    progress: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """Stimulus-bootstrap percentile confidence intervals of alignment metrics.
 
@@ -225,6 +227,7 @@ def bootstrap_alignment_ci(
         random_state: seed or ``numpy.random.Generator``; the same seed gives the same CIs.
         confidence: coverage of the two-sided interval.
         ties: tie rule of the ``"triplet"`` metric.
+        progress: a progress bar of the resamples on stderr (shown on a terminal only).
 
     Returns:
         ``{metric: (ci_low, ci_high)}``.
@@ -248,5 +251,13 @@ def bootstrap_alignment_ci(
             raise InputError("Metric triplet_accuracy needs human triplet judgments (judgments=...)")
         model = _check_judgments(model, judgments)
     resamples = _resamples(model.shape[0], int(n_bootstrap), random_state)
-    values = _bootstrap_values(model, human, judgments, metrics, resamples, ties)
+    # in chunks of whole blocks, progress bar or not: the vectorized correlations see the same
+    # blocks either way, so the values never depend on whether a terminal was watching
+    parts = []
+    with progress_bar("bootstrap resamples", len(resamples), enabled=progress) as advance:
+        for start in range(0, len(resamples), _RESAMPLES_PER_BLOCK):
+            chunk = resamples[start : start + _RESAMPLES_PER_BLOCK]
+            parts.append(_bootstrap_values(model, human, judgments, metrics, chunk, ties))
+            advance(len(chunk))
+    values = {metric: np.concatenate([part[metric] for part in parts]) for metric in metrics}
     return {metric: _percentile_interval(values[metric], confidence, metric) for metric in metrics}

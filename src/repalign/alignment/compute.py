@@ -62,6 +62,7 @@ def compute_alignment(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state=DEFAULT_SEED,
     ties: str = DEFAULT_TIES,
+    progress: bool = False,
 ) -> list[dict]:
     """Alignment of a model's embeddings with one human dataset, as tidy records.
 
@@ -77,6 +78,7 @@ def compute_alignment(
         n_bootstrap: stimulus-bootstrap resamples for the 95% CI (0: no CI, NaN bounds).
         random_state: seed of the bootstrap.
         ties: tie rule of the ``"triplet"`` metric.
+        progress: a progress bar of the bootstrap on stderr (shown on a terminal only).
 
     Returns:
         One dict per metric with keys ``dataset, metric, similarity, ties, value, ci_low,
@@ -128,6 +130,7 @@ def compute_alignment(
             n_bootstrap=n_bootstrap,
             random_state=random_state,
             ties=ties,
+            progress=progress,
         )
     else:
         intervals = {metric: (float("nan"), float("nan")) for metric in chosen}

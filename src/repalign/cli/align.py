@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from repalign import _options as opt
@@ -127,6 +128,7 @@ def run_align(args) -> int:
             n_bootstrap=args.n_bootstrap,
             random_state=args.seed,
             ties=args.ties,
+            progress=sys.stderr.isatty(),
         )
         records.extend({**provider.identity, **row} for row in rows)
     if not records:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from repalign._device import resolve_device
 from repalign._options import DEFAULT_DEVICE, HEADS
+from repalign._progress import progress_bar
 from repalign.errors import InputError, unknown_name
 from repalign.fewshot._heads import Task
 from repalign.fewshot.settings import HeadSettings
@@ -80,6 +81,7 @@ def evaluate_fewshot(
     feature_indices: Sequence[int] | None = None,
     device: str = DEFAULT_DEVICE,
     settings: HeadSettings | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Few-shot accuracy of precomputed features over the grid shots x heads x seeds.
 
@@ -99,6 +101,7 @@ def evaluate_fewshot(
         dataset: the name put in the ``dataset`` column.
         device: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:1", "mps".
         settings: head hyperparameters (defaults documented in docs/fewshot.md).
+        progress: a progress bar of the heads' training on stderr (shown on a terminal only).
 
     Returns:
         Columns dataset, head, shots, n_seeds, accuracy, ci_low, ci_high (accuracies in
@@ -125,17 +128,20 @@ def evaluate_fewshot(
     x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=torch_device)
     y = torch.as_tensor(row_targets, device=torch_device)
     records = []
-    for head in heads:
-        start = time.perf_counter()
-        accuracies = fit_and_score(head, x, y, tasks, n_classes=len(classes), settings=settings)
-        log.info(
-            "few-shot %s on %s: %d fits in %.2fs",
-            head,
-            dataset,
-            len(tasks),
-            time.perf_counter() - start,
-        )
-        records += per_seed_records(dataset, head, keys, accuracies)
+    # one step per head: each head's fits over the grid run as one batch
+    with progress_bar(f"few-shot heads on {dataset}", len(heads), enabled=progress) as advance:
+        for head in heads:
+            start = time.perf_counter()
+            accuracies = fit_and_score(head, x, y, tasks, n_classes=len(classes), settings=settings)
+            log.info(
+                "few-shot %s on %s: %d fits in %.2fs",
+                head,
+                dataset,
+                len(tasks),
+                time.perf_counter() - start,
+            )
+            records += per_seed_records(dataset, head, keys, accuracies)
+            advance()
     per_seed_frame = pd.DataFrame.from_records(records, columns=list(PER_SEED_COLUMNS))
     if per_seed:
         return per_seed_frame
@@ -245,7 +251,8 @@ def run_fewshot(
             that also draws the splits loads it once and passes it here).
         split: the dataset split the protocol draws from (None: "test", as in the study). A
             loaded dataset is one split already: ``split`` may only repeat it.
-        batch_size, num_workers, progress: passed to :func:`repalign.embed.extract_embeddings`.
+        batch_size, num_workers: passed to :func:`repalign.embed.extract_embeddings`.
+        progress: progress bars of the embedding and of the heads' training (on a terminal only).
         Other options: as :func:`evaluate_fewshot`.
 
     Returns:
@@ -291,6 +298,7 @@ def run_fewshot(
         feature_indices=used,
         device=device,
         settings=settings,
+        progress=progress,
     )
     frame.insert(0, "model_id", _model_id(model))
     frame.insert(0, "model", model)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from repalign.errors import RepalignError
 from repalign.schema import conform, empty_results
 from repalign.store import (
     RUN_FAILED,
@@ -152,6 +153,7 @@ def run_study(
             outcome.n_skipped = len(units) - len(todo)
             log.info("%d units, %d finished, %d to run", len(units), outcome.n_skipped, len(todo))
             _execute(cfg, store, todo, fingerprint, outcome, live, failed_here)
+            outcome.notes += _compare_models(cfg, store, [u.model for u in units])
             run_record["status"] = RUN_FINISHED
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises a KeyboardInterrupt for it)
             run_record["status"] = RUN_INTERRUPTED
@@ -318,6 +320,16 @@ def _remove_partial_files(store: StudyStore) -> None:
     if store.results_dir.is_dir():
         for tmp in store.results_dir.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+
+
+def _compare_models(cfg: StudyConfig, store: StudyStore, models: list[str]) -> list[str]:
+    """``[compare]``: the units' results are safe in the store whatever happens here."""
+    from repalign.study.compare import run_comparison
+
+    try:
+        return run_comparison(cfg, store, models)
+    except RepalignError as exc:
+        return [f"model comparison not written: {exc}"]
 
 
 def _write_report(study_dir: Path, notes: list[str]) -> Path | None:

@@ -63,7 +63,7 @@ def test_npy_embeddings_give_the_library_values_with_cis(tmp_path, animals, caps
     }
     for record in records:
         assert record["dataset"] == "peterson:animals" and record["similarity"] == "cosine"
-        assert record["n_stimuli"] == 120 and record["n_missing_pairs"] == 0
+        assert record["n"] == 120 and record["n_missing_pairs"] == 0
         assert record["value"] == pytest.approx(expected[record["metric"]], abs=1e-12)
         assert record["ci_low"] <= record["value"] <= record["ci_high"]
         assert "model" not in record
@@ -119,7 +119,7 @@ def test_table_and_csv_formats(tmp_path, capsys):
         == 0
     )
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "dataset,metric,similarity,ties,value,ci_low,ci_high,n_stimuli,n_missing_pairs"
+    assert lines[0] == "dataset,metric,similarity,ties,value,ci_low,ci_high,n,n_missing_pairs"
     assert len(lines) == 4 and all(",neg_euclidean," in line for line in lines[1:])
     assert [line.split(",")[3] for line in lines[1:]] == ["", "", "exclude"]  # the triplet row's tie rule
 
@@ -168,7 +168,7 @@ def test_judgment_dataset_scores_triplet_accuracy(tmp_path, animals, capsys):
     (record,) = run_json(
         capsys, "--embeddings", str(tmp_path / "emb.npy"), "--human", str(folder), "--n-bootstrap", "30"
     )
-    assert record["metric"] == "triplet_accuracy" and record["n_stimuli"] == n
+    assert record["metric"] == "triplet_accuracy" and record["n"] == n
     # continuous model similarities: no model ties, so accuracy on the human-decided
     # triplets is agree / (agree + disagree) of the exact counts
     assert record["value"] == pytest.approx(al.triplet_alignment(al.similarity_matrix(x), human), abs=1e-12)

@@ -177,7 +177,7 @@ def test_changed_inputs_rerun_exactly_the_stages_that_read_them(finished, tmp_pa
     # alignment rows are those of the new matrix, value for value
     human = load_human(study / "mine")[0]
     x = extract_embeddings("pixels", human.images())
-    expected = {r["metric"]: r["value"] for r in compute_alignment(x, human, n_bootstrap=5, random_state=0)}
+    expected = compute_alignment(x, human, n_bootstrap=5, random_state=0).set_index("metric")["value"].to_dict()
     aligned = [frame[frame["stage"] == "alignment"].set_index("metric")["value"].to_dict() for frame in (before, after)]
     assert aligned[1] == expected and aligned[0] != expected
     assert plan_states(config) == ["done (skip)"]

@@ -347,7 +347,8 @@ def test_changed_ties_or_added_similarity_recompute_alignment_only(tmp_path, mir
     aligned = after[(after["stage"] == "alignment") & (after["status"] == "ok")]
     assert len(aligned) == 2 * 3
     for similarity in ("cosine", "neg_euclidean"):
-        for record in compute_alignment(x, human, similarity=similarity, ties="strict", n_bootstrap=20):
+        table = compute_alignment(x, human, similarity=similarity, ties="strict", n_bootstrap=20)
+        for record in table.to_dict(orient="records"):
             row = aligned[(aligned["similarity"] == similarity) & (aligned["metric"] == record["metric"])].iloc[0]
             assert (row["value"], row["ci_low"], row["ci_high"]) == (
                 record["value"],

@@ -72,7 +72,7 @@ def _expected_rows(config, unit) -> pd.DataFrame:
         metrics=("pearson", "spearman", "triplet"),
         n_bootstrap=20,
         random_state=3,
-    ):
+    ).to_dict(orient="records"):
         rows.append(
             {
                 "stage": "alignment",
@@ -83,7 +83,7 @@ def _expected_rows(config, unit) -> pd.DataFrame:
                 "value": r["value"],
                 "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"],
-                "n": r["n_stimuli"],
+                "n": r["n"],
             }
         )
     table = run_fewshot(
@@ -101,13 +101,13 @@ def _expected_rows(config, unit) -> pd.DataFrame:
             {
                 "stage": "fewshot",
                 "dataset": r["dataset"],
-                "metric": "accuracy",
+                "metric": r["metric"],
                 "head": r["head"],
                 "shots": r["shots"],
-                "value": r["accuracy"],
+                "value": r["value"],
                 "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"],
-                "n": r["n_seeds"],
+                "n": r["n"],
             }
         )
     robust = to_result_rows(robustness_table(["pixels"], source="timm-2022-07-27"))

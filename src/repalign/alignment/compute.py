@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
+#: the columns of :func:`compute_alignment`: the result store's names, plus n_missing_pairs
+ALIGNMENT_COLUMNS = ("dataset", "metric", "similarity", "ties", "value", "ci_low", "ci_high", "n", "n_missing_pairs")
+
 
 def _metrics_for(human: HumanSimilarity, metrics: tuple[str, ...] | None) -> list[str]:
     """The metrics to compute for one dataset: ``None`` adapts to what it provides; an
@@ -63,8 +66,8 @@ def compute_alignment(
     random_state=DEFAULT_SEED,
     ties: str = DEFAULT_TIES,
     progress: bool = False,
-) -> list[dict]:
-    """Alignment of a model's embeddings with one human dataset, as tidy records.
+) -> pd.DataFrame:
+    """Alignment of a model's embeddings with one human dataset, as a tidy table.
 
     Args:
         embeddings: (n_stimuli, n_features), rows in ``human.stimuli`` order.
@@ -81,11 +84,14 @@ def compute_alignment(
         progress: a progress bar of the bootstrap on stderr (shown on a terminal only).
 
     Returns:
-        One dict per metric with keys ``dataset, metric, similarity, ties, value, ci_low,
-        ci_high, n_stimuli, n_missing_pairs`` (pairs missing on either side). ``ties`` is the
-        tie rule on the ``"triplet"`` record, ``None`` on the others: their values do not
-        depend on it.
+        A DataFrame, one row per metric, with columns :data:`ALIGNMENT_COLUMNS`: ``dataset,
+        metric, similarity, ties, value, ci_low, ci_high, n`` (the result store's names;
+        ``n`` = stimuli) and ``n_missing_pairs`` (pairs missing on either side). ``ties`` is
+        the tie rule on the ``"triplet"`` row, null on the others: their values do not depend
+        on it.
     """
+    import pandas as pd  # here, so importing the alignment package does not import pandas
+
     if isinstance(metrics, str):
         metrics = None if metrics == AUTO else (metrics,)
     if metrics is not None:
@@ -134,7 +140,7 @@ def compute_alignment(
         )
     else:
         intervals = {metric: (float("nan"), float("nan")) for metric in chosen}
-    return [
+    records = [
         {
             "dataset": human.name,
             "metric": metric,
@@ -143,28 +149,28 @@ def compute_alignment(
             "value": values[metric],
             "ci_low": intervals[metric][0],
             "ci_high": intervals[metric][1],
-            "n_stimuli": n_stimuli,
+            "n": n_stimuli,
             "n_missing_pairs": n_missing,
         }
         for metric in chosen
     ]
+    frame = pd.DataFrame.from_records(records, columns=list(ALIGNMENT_COLUMNS))
+    # None, not NaN, where no tie rule applies (pandas would make a string column's None a NaN)
+    frame["ties"] = pd.Series([r["ties"] for r in records], index=frame.index, dtype=object)
+    return frame
 
 
 def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFrame:
     """:func:`compute_alignment` as result rows of the study's store (:mod:`repalign.schema`).
 
     One row per metric: stage ``"alignment"``, ``n`` = the number of stimuli; the columns a
-    run adds (model, unit, status, timing) are left null.
+    run adds (model, unit, status, timing) are left null, and ``n_missing_pairs`` (no store
+    column) is dropped.
 
     Args:
         embeddings, human: as :func:`compute_alignment`.
         **options: keyword options of :func:`compute_alignment`.
     """
-    import pandas as pd  # here, so importing the alignment package does not import pandas
-
     from repalign.schema import conform
 
-    records = compute_alignment(embeddings, human, **options)
-    columns = ["dataset", "metric", "similarity", "ties", "value", "ci_low", "ci_high", "n_stimuli"]
-    frame = pd.DataFrame.from_records(records, columns=columns).rename(columns={"n_stimuli": "n"})
-    return conform(frame.assign(stage="alignment"))
+    return conform(compute_alignment(embeddings, human, **options).assign(stage="alignment"))

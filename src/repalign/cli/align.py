@@ -130,7 +130,7 @@ def run_align(args) -> int:
             ties=args.ties,
             progress=sys.stderr.isatty(),
         )
-        records.extend({**provider.identity, **row} for row in rows)
+        records.extend({**provider.identity, **row} for row in rows.to_dict(orient="records"))
     if not records:
         raise MissingDataError(f"No dataset in '{args.human}' could be scored (see the warnings above)")
     if args.format == "table":
@@ -143,7 +143,7 @@ def run_align(args) -> int:
 
 def _compact_for_terminal(records: list[dict]) -> tuple[list[dict], str]:
     """Move columns that hold one value for every record into the table's title."""
-    shared = [c for c in ("model", "model_id", "similarity", "n_stimuli") if c in records[0]]
+    shared = [c for c in ("model", "model_id", "similarity", "n") if c in records[0]]
     shared = [c for c in shared if len({r[c] for r in records}) == 1]
     details = [f"{c}={records[0][c]}" for c in shared]
     # ties is set on triplet records only (null on the others): one rule for all goes to the title

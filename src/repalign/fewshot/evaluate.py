@@ -37,16 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-RESULT_COLUMNS = (
-    "dataset",
-    "head",
-    "shots",
-    "n_seeds",
-    "accuracy",
-    "ci_low",
-    "ci_high",
-)
-PER_SEED_COLUMNS = ("dataset", "head", "shots", "seed", "accuracy")
+#: the columns of the few-shot tables: the result store's names (value = accuracy, n = seeds),
+#: so a table and the store's rows read the same (docs/fewshot.md)
+RESULT_COLUMNS = ("dataset", "head", "shots", "metric", "value", "ci_low", "ci_high", "n")
+PER_SEED_COLUMNS = ("dataset", "head", "shots", "seed", "metric", "value")
+#: the one metric of few-shot rows
+ACCURACY = "accuracy"
 
 
 def confidence_interval(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float]:
@@ -104,8 +100,9 @@ def evaluate_fewshot(
         progress: a progress bar of the heads' training on stderr (shown on a terminal only).
 
     Returns:
-        Columns dataset, head, shots, n_seeds, accuracy, ci_low, ci_high (accuracies in
-        [0, 1]); with ``per_seed=True``: dataset, head, shots, seed, accuracy.
+        Columns dataset, head, shots, metric ("accuracy"), value (the mean accuracy over
+        seeds, in [0, 1]), ci_low, ci_high, n (seeds): the result store's names; with
+        ``per_seed=True``: dataset, head, shots, seed, metric, value.
     """
     import torch
 
@@ -198,7 +195,7 @@ def grid_tasks(splits: SplitManifest, keys, rows_of_example, *, offset: int = 0,
 def per_seed_records(dataset: str, head: str, keys, accuracies) -> list[dict]:
     """Rows of the per-seed table (:data:`PER_SEED_COLUMNS`) for one head's accuracies over ``keys``."""
     return [
-        {"dataset": dataset, "head": head, "shots": n, "seed": seed, "accuracy": float(accuracy)}
+        {"dataset": dataset, "head": head, "shots": n, "seed": seed, "metric": ACCURACY, "value": float(accuracy)}
         for (seed, n), accuracy in zip(keys, accuracies)
     ]
 
@@ -207,16 +204,17 @@ def summarize(per_seed_frame: pd.DataFrame) -> pd.DataFrame:
     """Collapse per-seed rows to mean accuracy and 95% t-interval per (dataset, head, shots)."""
     rows = []
     for (dataset, head, n), group in per_seed_frame.groupby(["dataset", "head", "shots"], sort=False):
-        mean, low, high = confidence_interval(group["accuracy"].to_numpy())
+        mean, low, high = confidence_interval(group["value"].to_numpy())
         rows.append(
             {
                 "dataset": dataset,
                 "head": head,
                 "shots": int(n),
-                "n_seeds": len(group),
-                "accuracy": mean,
+                "metric": ACCURACY,
+                "value": mean,
                 "ci_low": low,
                 "ci_high": high,
+                "n": len(group),
             }
         )
     return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
@@ -323,9 +321,7 @@ def fewshot_rows(model: str, dataset: str | os.PathLike | FewShotDataset, **opti
             "fewshot_rows gives one row per (head, shots) over its seeds; "
             "call run_fewshot(..., per_seed=True) for one row per seed."
         )
-    summary = run_fewshot(model, dataset, **options)
-    rows = summary.rename(columns={"accuracy": "value", "n_seeds": "n"})
-    return conform(rows.assign(stage="fewshot", metric="accuracy"))
+    return conform(run_fewshot(model, dataset, **options).assign(stage="fewshot"))
 
 
 def _loaded(dataset: str | os.PathLike | FewShotDataset, split: str | None) -> FewShotDataset:

@@ -144,3 +144,17 @@ def test_long_steps_show_progress_on_a_terminal_only_and_keep_their_values(monke
     assert pipe.getvalue() == ""
     assert drawn[0] == quiet[0] == off[0]
     assert drawn[1].equals(quiet[1]) and quiet[1].equals(off[1])
+
+
+def test_a_folder_named_like_markup_is_printed_as_typed(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "[red]x[bold]"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, size=(20, 20, 3), dtype=np.uint8)).save(folder / f"[b]{i}.png")
+    result = run_cli(["compare", "pixels", "pixels:8", "--images", folder, "--methods", "linear_cka"])
+    assert result.code == 0, result.err
+    assert "linear_cka on [red]x[bold] (6 images)" in result.out and "pixels:8" in result.out

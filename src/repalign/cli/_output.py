@@ -97,14 +97,20 @@ def emit(records: list[dict[str, Any]] | Any, fmt: str, *, title: str | None = N
 
         # Text objects, never markup strings: names from users ("[/bold]", "[link=...]") are
         # shown as written, neither parsed (a MarkupError) nor turned into styles
-        table = Table(title=None if title is None else Text(title))
+        console = _console(stream)
+        # on a terminal the title sits over the table; in a pipe it is a line of its own, so
+        # that it is never wrapped to the table's width
+        on_terminal = console.width < _PIPE_WIDTH
+        table = Table(title=Text(title) if title is not None and on_terminal else None)
+        if title is not None and not on_terminal:
+            console.print(Text(title))
         columns = _columns(records)
         for column in columns:
             # fold, never cut: a model name cut to "timm:vit_large_patch14_…" names no model
             table.add_column(Text(str(column)), overflow="fold")
         for record in records:
             table.add_row(*[Text(_cell(record.get(c))) for c in columns])
-        _console(stream).print(table)
+        console.print(table)
 
 
 def _console(stream):
@@ -115,7 +121,11 @@ def _console(stream):
     is_terminal = getattr(stream, "isatty", None) and stream.isatty()
     if is_terminal:
         return Console(file=stream)
-    return Console(file=stream, width=100_000, color_system=None, soft_wrap=False)
+    return Console(file=stream, width=_PIPE_WIDTH, color_system=None, soft_wrap=False)
+
+
+#: the width of a console that is not a terminal: wide enough that nothing wraps
+_PIPE_WIDTH = 100_000
 
 
 def _columns(records: list[dict]) -> list[str]:

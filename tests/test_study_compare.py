@@ -4,9 +4,13 @@ Also the [fewshot] count's one spelling (n_seeds) with the old one still read.""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pandas as pd
 import pytest
 
+from cli_capture import run_cli
 from repalign.errors import ConfigError
 from repalign.study.config import StudyConfig, parse_config
 
@@ -113,3 +117,25 @@ threads = 1
     assert [f.name for f in section.figures] == ["comparison_rsa_kendall"]
     assert report.table("model_comparison").frame["method"].eq("rsa_kendall").all()
     assert [f.name for f in report.section("overview").figures] == ["alignment_bars_peterson_animals"]
+
+
+def test_results_prints_the_comparison_table(tmp_path):
+    """`repalign results DIR --stage comparison`: the table a run wrote, or its header alone."""
+    from repalign.alignment import compare_models
+    from repalign.store import StudyStore
+
+    (tmp_path / "results").mkdir()
+    empty = run_cli(["results", tmp_path, "--stage", "comparison", "--format", "csv"])
+    assert empty.code == 0 and empty.out == "model_a,model_b,method,similarity,value,n\n"
+    rng = np.random.default_rng(0)
+    table = compare_models({"a": rng.normal(size=(10, 3)), "b": rng.normal(size=(10, 4))}, methods="linear_cka")
+    store = StudyStore(tmp_path)
+    with store.locked():
+        store.write_model_comparison(table, inputs_key="k")
+    assert store.model_comparison_inputs() == "k"
+    shown = run_cli(["results", tmp_path, "--stage", "comparison", "--format", "csv"])
+    assert shown.code == 0
+    columns = ["model_a", "model_b", "method", "value", "n"]  # similarity: null on CKA rows
+    read = pd.read_csv(io.StringIO(shown.out))
+    assert list(read.columns) == list(table.columns)
+    pd.testing.assert_frame_equal(read[columns], table[columns], check_dtype=False)

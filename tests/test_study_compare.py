@@ -139,3 +139,18 @@ def test_results_prints_the_comparison_table(tmp_path):
     read = pd.read_csv(io.StringIO(shown.out))
     assert list(read.columns) == list(table.columns)
     pd.testing.assert_frame_equal(read[columns], table[columns], check_dtype=False)
+
+
+@pytest.mark.integration
+def test_an_unknown_compare_image_set_stops_the_run_before_any_work(tmp_path, mirror):
+    from repalign.errors import UnknownNameError
+    from repalign.study.run import run_study
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[study]\noutput = "{tmp_path / "out"}"\n[models]\ninclude = ["pixels", "pixels:8"]\n'
+        '[alignment]\nhuman = ["peterson:animals"]\n[compare]\nimages = "peterson:cats"\n'
+    )
+    with pytest.raises(UnknownNameError, match="peterson:cats"):
+        run_study(config, live=False)
+    assert not (tmp_path / "out" / "results").exists()

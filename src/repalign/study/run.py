@@ -115,6 +115,10 @@ def run_study(
 
     started = time.monotonic()
     humans = check_human_data(cfg, fetch=True)  # a bad name or a name clash stops the run here
+    if cfg.compare.images:  # a [compare] set that does not exist stops the run before any work, not after it
+        from repalign.data import load_dataset_images
+
+        load_dataset_images(cfg.compare.images)
     notes = _say_domains(humans)
     study_inputs = StudyInputs(cfg, humans.names)
     with store.locked():

@@ -2,7 +2,7 @@
 
 Times, in the same run: the whole command (a fresh process each time: imports, numba's cached
 kernels, the stimulus bootstrap) with the default 1000 bootstrap resamples and with
-``--bootstrap 0``; a bare ``import repalign.cli``; and, in process, the Pearson/Spearman bootstrap
+``--n-bootstrap 0``; a bare ``import repalign.cli``; and, in process, the Pearson/Spearman bootstrap
 computed for all resamples at once (ours) against scipy called once per resample (the
 straightforward loop, and what the code did before), on the same resamples. Target: the command
 under 1.5 s wall on cached embeddings. The last line is JSON.
@@ -66,13 +66,13 @@ def main() -> None:
         env = {**os.environ, "REPALIGN_CACHE_HOME": cache}
         os.environ["REPALIGN_CACHE_HOME"] = cache
         align = [sys.executable, "-m", "repalign", "align", MODEL, "--human", "peterson:animals"]
-        subprocess.run(align + ["--bootstrap", "0"], env=env, check=True, capture_output=True)  # caches
+        subprocess.run(align + ["--n-bootstrap", "0"], env=env, check=True, capture_output=True)  # caches
         default = _wall(align, env, args.repeat)
-        no_bootstrap = _wall(align + ["--bootstrap", "0"], env, args.repeat)
+        no_bootstrap = _wall(align + ["--n-bootstrap", "0"], env, args.repeat)
         bare = _wall([sys.executable, "-c", "import repalign.cli"], env, args.repeat)
         ours, loop = _bootstrap_ratio(args.repeat)
     print(f"repalign align (cached, 1000 resamples)   {default:6.2f} s   target < 1.5 s")
-    print(f"repalign align (cached, --bootstrap 0)    {no_bootstrap:6.2f} s")
+    print(f"repalign align (cached, --n-bootstrap 0)    {no_bootstrap:6.2f} s")
     print(f"python -c 'import repalign.cli'           {bare:6.2f} s")
     print(f"pearson+spearman bootstrap, 1000 resamples: ours {ours:.3f} s, scipy loop {loop:.3f} s, x{loop / ours:.1f}")
     print(

@@ -208,7 +208,8 @@ def run_ours_head(features, labels, manifest, head, settings):
         device="cpu",
         settings=settings,
     )
-    return frame, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return frame.rename(columns={"value": "accuracy"}), seconds  # the baselines' column name
 
 
 def warm_up(features, labels, heads, settings, loops=("same-draws",)):
@@ -339,13 +340,13 @@ def compare_models(n_models, shots, seeds, heads, settings, loop_models=None):
             features, labels, heads=head, splits=manifest, per_seed=True, device="cpu", settings=settings
         )
         times["many"][head] = time.perf_counter() - start
-        frames["many"].append(many)
+        frames["many"].append(many.rename(columns={"value": "accuracy"}))
         start = time.perf_counter()
         for name in names:
             one = evaluate_fewshot(
                 features[name], labels, heads=head, splits=manifest, per_seed=True, device="cpu", settings=settings
             )
-            frames["per-model"].append(one.assign(model=name))
+            frames["per-model"].append(one.rename(columns={"value": "accuracy"}).assign(model=name))
         times["per-model"][head] = time.perf_counter() - start
         loop_seconds = 0.0
         for name in loop_names:

@@ -60,8 +60,8 @@ def _alignment(model: str, device: str) -> dict[str, float]:
 
     (animals,) = load_human("peterson:animals")
     embeddings = extract_embeddings(model, animals.images(), device=device, cache=False)
-    records = compute_alignment(embeddings, animals, metrics=("pearson", "spearman", "triplet"), n_bootstrap=0)
-    return {record["metric"]: float(record["value"]) for record in records}
+    table = compute_alignment(embeddings, animals, metrics=("pearson", "spearman", "triplet"), n_bootstrap=0)
+    return dict(zip(table["metric"], table["value"].astype(float)))
 
 
 def _fewshot(model: str, device: str, quick: bool) -> dict[str, float]:
@@ -76,7 +76,7 @@ def _fewshot(model: str, device: str, quick: bool) -> dict[str, float]:
         max_eval_per_class=10 if quick else 50,
         device=device,
     )
-    return {f"{row.head}/{row.shots}": float(row.accuracy) for row in frame.itertuples()}
+    return {f"{row.head}/{row.shots}": float(row.value) for row in frame.itertuples()}
 
 
 def agreement(device: str, quick: bool) -> dict:

@@ -552,24 +552,26 @@ def test_compute_alignment_records(rng):
     human_sim = al.similarity_matrix(x + rng.normal(size=(30, 6)))
     human_sim[2, 9] = human_sim[9, 2] = np.nan
     human = make_human("toy", human_sim)
-    records = al.compute_alignment(x, human, metrics=("pearson", "kendall", "triplet"), n_bootstrap=100, random_state=1)
+    table = al.compute_alignment(x, human, metrics=("pearson", "kendall", "triplet"), n_bootstrap=100, random_state=1)
+    # a DataFrame with the result store's column names (value, n), as run_fewshot returns
+    assert list(table.columns) == [
+        "dataset",
+        "metric",
+        "similarity",
+        "ties",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n",
+        "n_missing_pairs",
+        "ceiling_low",
+        "ceiling_high",
+    ]
+    records = table.to_dict(orient="records")
     model = al.similarity_matrix(x)
     assert [r["metric"] for r in records] == ["pearson", "kendall", "triplet"]
     for record in records:
-        assert set(record) == {
-            "dataset",
-            "metric",
-            "similarity",
-            "ties",
-            "value",
-            "ci_low",
-            "ci_high",
-            "n_stimuli",
-            "n_missing_pairs",
-            "ceiling_low",
-            "ceiling_high",
-        }
-        assert record["dataset"] == "toy" and record["n_stimuli"] == 30 and record["n_missing_pairs"] == 1
+        assert record["dataset"] == "toy" and record["n"] == 30 and record["n_missing_pairs"] == 1
         # no participants: the data cannot tell a ceiling
         assert np.isnan(record["ceiling_low"]) and np.isnan(record["ceiling_high"])
         # the tie rule is recorded where it applies: on the triplet record only
@@ -578,9 +580,9 @@ def test_compute_alignment_records(rng):
     assert records[0]["value"] == al.pairwise_alignment(model, human_sim)
     assert records[2]["value"] == al.triplet_alignment(model, human_sim)
     again = al.compute_alignment(x, human, metrics=("pearson", "kendall", "triplet"), n_bootstrap=100, random_state=1)
-    assert again == records
+    assert again.equals(table)
     no_ci = al.compute_alignment(x, human, n_bootstrap=0)
-    assert [r["metric"] for r in no_ci] == list(al.DEFAULT_METRICS) and all(np.isnan(r["ci_low"]) for r in no_ci)
+    assert no_ci["metric"].tolist() == list(al.DEFAULT_METRICS) and no_ci["ci_low"].isna().all()
 
 
 def test_alignment_rows_are_the_records_in_the_store_schema(rng):
@@ -595,16 +597,14 @@ def test_alignment_rows_are_the_records_in_the_store_schema(rng):
         "random_state": 2,
         "ties": "strict",
     }
-    records = al.compute_alignment(x, human, **options)
+    records = al.compute_alignment(x, human, **options).to_dict(orient="records")
     rows = al.alignment_rows(x, human, **options)
     assert list(rows.columns) == list(RESULT_COLUMNS) and dict(rows.dtypes.astype(str)) == RESULT_COLUMNS
     assert rows["stage"].tolist() == ["alignment", "alignment"] and rows["head"].isna().all()
     assert rows["ties"].tolist()[1] == "strict" and rows["ties"].isna().tolist() == [True, False]
     for row, record in zip(rows.to_dict(orient="records"), records):
-        assert row["n"] == record["n_stimuli"] == 15
-        assert {k: row[k] for k in ("dataset", "metric", "similarity", "value", "ci_low", "ci_high")} == {
-            k: record[k] for k in ("dataset", "metric", "similarity", "value", "ci_low", "ci_high")
-        }
+        shared = ("dataset", "metric", "similarity", "value", "ci_low", "ci_high", "n")  # the same names
+        assert {k: row[k] for k in shared} == {k: record[k] for k in shared} and row["n"] == 15
 
 
 def test_compute_alignment_with_judgments(rng):
@@ -612,11 +612,11 @@ def test_compute_alignment_with_judgments(rng):
     x = rng.normal(size=(n, 4))
     judgments, _, _ = random_judgments(rng, n, 300, "odd_one_out")
     only_judgments = make_human("ooo", judgments=judgments)
-    (record,) = al.compute_alignment(x, only_judgments, n_bootstrap=50)
+    (record,) = al.compute_alignment(x, only_judgments, n_bootstrap=50).to_dict(orient="records")
     assert record["metric"] == "triplet_accuracy"
     assert record["value"] == al.triplet_accuracy(al.similarity_matrix(x), judgments)
     both = make_human("both", al.similarity_matrix(rng.normal(size=(n, 4))), judgments)
-    assert [r["metric"] for r in al.compute_alignment(x, both, n_bootstrap=0)] == [
+    assert al.compute_alignment(x, both, n_bootstrap=0)["metric"].tolist() == [
         *al.DEFAULT_METRICS,
         "triplet_accuracy",
     ]
@@ -636,7 +636,7 @@ def test_compute_alignment_default_metrics_are_explicit_none(rng):
     only_judgments = make_human("ooo", judgments=judgments)
 
     def metrics(human, **kwargs):
-        return [r["metric"] for r in al.compute_alignment(x, human, n_bootstrap=0, **kwargs)]
+        return al.compute_alignment(x, human, n_bootstrap=0, **kwargs)["metric"].tolist()
 
     assert metrics(both) == metrics(both, metrics=None) == metrics(both, metrics="auto")
     assert metrics(both, metrics=None) == [*al.DEFAULT_METRICS, "triplet_accuracy"]
@@ -696,8 +696,8 @@ def test_peterson_matrices(mirror):
     # a representation built from the human matrix itself (its top eigenvectors) aligns well
     values, vectors = np.linalg.eigh(animals)
     embedding = vectors[:, -10:] * np.sqrt(values[-10:])
-    records = al.compute_alignment(embedding, domains[0], similarity="dot", n_bootstrap=50)
-    assert all(r["value"] > 0.7 and r["ci_low"] > 0.6 for r in records)
+    table = al.compute_alignment(embedding, domains[0], similarity="dot", n_bootstrap=50)
+    assert (table["value"] > 0.7).all() and (table["ci_low"] > 0.6).all()
 
 
 @pytest.mark.integration

@@ -52,7 +52,7 @@ def test_npy_embeddings_give_the_library_values_with_cis(tmp_path, animals, caps
     x = embeddings_for(120)
     np.save(tmp_path / "emb.npy", x)
     records = run_json(
-        capsys, "--embeddings", str(tmp_path / "emb.npy"), "--human", "peterson:animals", "--bootstrap", "40"
+        capsys, "--embeddings", str(tmp_path / "emb.npy"), "--human", "peterson:animals", "--n-bootstrap", "40"
     )
     assert [r["metric"] for r in records] == ["pearson", "spearman", "triplet"]
     model = al.similarity_matrix(x)
@@ -63,7 +63,7 @@ def test_npy_embeddings_give_the_library_values_with_cis(tmp_path, animals, caps
     }
     for record in records:
         assert record["dataset"] == "peterson:animals" and record["similarity"] == "cosine"
-        assert record["n_stimuli"] == 120 and record["n_missing_pairs"] == 0
+        assert record["n"] == 120 and record["n_missing_pairs"] == 0
         assert record["value"] == pytest.approx(expected[record["metric"]], abs=1e-12)
         assert record["ci_low"] <= record["value"] <= record["ci_high"]
         assert "model" not in record
@@ -74,7 +74,7 @@ def test_npz_rows_are_matched_by_name(tmp_path, animals, fruits, capsys):
     np.save(tmp_path / "ordered.npy", x)
     order = np.random.default_rng(1).permutation(120)
     np.savez(tmp_path / "shuffled.npz", embeddings=x[order], names=np.array(animals.stimuli)[order])
-    common = ("--human", "peterson:animals", "--bootstrap", "0", "--metrics", "pearson,kendall,triplet")
+    common = ("--human", "peterson:animals", "--n-bootstrap", "0", "--metrics", "pearson,kendall,triplet")
     ordered = run_json(capsys, "--embeddings", str(tmp_path / "ordered.npy"), *common)
     shuffled = run_json(capsys, "--embeddings", str(tmp_path / "shuffled.npz"), *common)
     assert [r["value"] for r in shuffled] == pytest.approx([r["value"] for r in ordered], abs=1e-12)
@@ -94,7 +94,7 @@ def test_npz_rows_are_matched_by_name(tmp_path, animals, fruits, capsys):
 def test_table_and_csv_formats(tmp_path, capsys):
     np.save(tmp_path / "emb.npy", embeddings_for(120))
     assert (
-        main(["align", "--embeddings", str(tmp_path / "emb.npy"), "--human", "peterson:fruits", "--bootstrap", "5"])
+        main(["align", "--embeddings", str(tmp_path / "emb.npy"), "--human", "peterson:fruits", "--n-bootstrap", "5"])
         == 0
     )
     table = capsys.readouterr().out
@@ -110,7 +110,7 @@ def test_table_and_csv_formats(tmp_path, capsys):
                 "peterson:fruits",
                 "--format",
                 "csv",
-                "--bootstrap",
+                "--n-bootstrap",
                 "5",
                 "--similarity",
                 "neg_euclidean",
@@ -119,10 +119,7 @@ def test_table_and_csv_formats(tmp_path, capsys):
         == 0
     )
     lines = capsys.readouterr().out.strip().splitlines()
-    assert (
-        lines[0]
-        == "dataset,metric,similarity,ties,value,ci_low,ci_high,n_stimuli,n_missing_pairs,ceiling_low,ceiling_high"
-    )
+    assert lines[0] == "dataset,metric,similarity,ties,value,ci_low,ci_high,n,n_missing_pairs,ceiling_low,ceiling_high"
     assert len(lines) == 4 and all(",neg_euclidean," in line for line in lines[1:])
     assert [line.split(",")[3] for line in lines[1:]] == ["", "", "exclude"]  # the triplet row's tie rule
 
@@ -137,7 +134,7 @@ def test_ties_option_reaches_the_triplet_metric(tmp_path, fruits, capsys):
         str(tmp_path / "emb.npy"),
         "--human",
         "peterson:fruits",
-        "--bootstrap",
+        "--n-bootstrap",
         "0",
         "--ties",
         "strict",
@@ -168,8 +165,10 @@ def test_judgment_dataset_scores_triplet_accuracy(tmp_path, animals, capsys):
     )
     x = embeddings_for(n, seed=3)
     np.save(tmp_path / "emb.npy", x)
-    (record,) = run_json(capsys, "--embeddings", str(tmp_path / "emb.npy"), "--human", str(folder), "--bootstrap", "30")
-    assert record["metric"] == "triplet_accuracy" and record["n_stimuli"] == n
+    (record,) = run_json(
+        capsys, "--embeddings", str(tmp_path / "emb.npy"), "--human", str(folder), "--n-bootstrap", "30"
+    )
+    assert record["metric"] == "triplet_accuracy" and record["n"] == n
     # continuous model similarities: no model ties, so accuracy on the human-decided
     # triplets is agree / (agree + disagree) of the exact counts
     assert record["value"] == pytest.approx(al.triplet_alignment(al.similarity_matrix(x), human), abs=1e-12)
@@ -183,7 +182,7 @@ def test_real_models_end_to_end(capsys):
     """Raw pixels vs an ImageNet-trained network on the Peterson animals: the network's
     similarities agree far better with human ratings (Peterson et al. 2018 report raw
     correlations around 0.5-0.6 for CNN features on this domain)."""
-    pixels = run_json(capsys, "pixels", "--human", "peterson", "--bootstrap", "20", "--metrics", "pearson")
+    pixels = run_json(capsys, "pixels", "--human", "peterson", "--n-bootstrap", "20", "--metrics", "pearson")
     assert [r["dataset"] for r in pixels] == [
         "peterson:animals",
         "peterson:fruits",
@@ -191,7 +190,7 @@ def test_real_models_end_to_end(capsys):
     ]  # with images
     assert all(r["model"] == "pixels" and r["model_id"] for r in pixels)
     network = "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor"
-    (cnn,) = run_json(capsys, network, "--human", "peterson:animals", "--bootstrap", "50", "--metrics", "pearson")
+    (cnn,) = run_json(capsys, network, "--human", "peterson:animals", "--n-bootstrap", "50", "--metrics", "pearson")
     assert cnn["model"] == network and cnn["value"] > 0.4 and cnn["ci_low"] > pixels[0]["ci_high"]
 
 
@@ -222,6 +221,6 @@ def test_bad_input(tmp_path, animals, capsys):
         assert __import__("re").search(match, err), (argv, err)
     # an out-of-range number is refused by the parser, on one line as well
     with pytest.raises(SystemExit, match="2"):
-        main(["align", "--embeddings", str(tmp_path / "ok.npy"), *human, "--bootstrap", "-1"])
+        main(["align", "--embeddings", str(tmp_path / "ok.npy"), *human, "--n-bootstrap", "-1"])
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "argument --bootstrap: expected a whole number >= 0 and <= 100000" in err
+    assert err.count("\n") == 0 and "argument --n-bootstrap: expected a whole number >= 0 and <= 100000" in err

@@ -346,7 +346,7 @@ def test_linear_head_accuracy_matches_sklearn_on_the_same_splits(rng):
             scaler.transform(features[split.train]), labels[split.train]
         )
         reference = model.score(scaler.transform(features[split.eval]), labels[split.eval])
-        assert abs(row.accuracy - reference) <= 0.005, (row, reference)
+        assert abs(row.value - reference) <= 0.005, (row, reference)
 
 
 @pytest.mark.parametrize("head", ["linear", "mlp1", "mlp2"])
@@ -354,12 +354,12 @@ def test_separable_data_is_learned_and_shuffled_labels_are_at_chance(rng, head):
     n_classes = 4
     features, labels = blobs(rng, n_classes=n_classes, per_class=60, dim=32, spread=0.05)
     result = evaluate_fewshot(features, labels, heads=head, shots=5, seeds=2)  # default settings
-    assert result.accuracy.iloc[0] >= 0.99
+    assert result.value.iloc[0] >= 0.99
     # Labels shuffled against their features: nothing to learn, accuracy at chance.
     features, labels = blobs(rng, n_classes=n_classes, per_class=250, dim=16, spread=0.05)
     shuffled = rng.permutation(labels)
     chance = evaluate_fewshot(features, shuffled, heads=head, shots=10, seeds=3, settings=FAST)
-    assert abs(chance.accuracy.iloc[0] - 1 / n_classes) < 0.04
+    assert abs(chance.value.iloc[0] - 1 / n_classes) < 0.04
 
 
 def test_results_are_deterministic_and_independent_of_batching(rng):
@@ -377,8 +377,8 @@ def test_results_are_deterministic_and_independent_of_batching(rng):
     # One seed alone (a batch of one task) reproduces the cell computed inside a batch of three.
     alone = evaluate_fewshot(features, labels, **{**kwargs, "seeds": [1], "shots": 5})
     for row in alone.itertuples():
-        batched = first[(first["head"] == row.head) & (first.shots == 5) & (first.seed == 1)].accuracy.item()
-        assert row.accuracy == pytest.approx(batched, abs=1.5 / 117)
+        batched = first[(first["head"] == row.head) & (first.shots == 5) & (first.seed == 1)].value.item()
+        assert row.value == pytest.approx(batched, abs=1.5 / 117)
 
 
 def test_feature_subset_gives_the_same_numbers(rng):
@@ -414,13 +414,15 @@ def test_result_columns(rng):
         "dataset",
         "head",
         "shots",
-        "n_seeds",
-        "accuracy",
+        "metric",
+        "value",
         "ci_low",
         "ci_high",
+        "n",
     ]
-    assert len(result) == 4 and set(result.dataset) == {"toy"} and set(result.n_seeds) == {2}
-    assert ((result.ci_low <= result.accuracy) & (result.accuracy <= result.ci_high)).all()
+    assert len(result) == 4 and set(result.dataset) == {"toy"} and set(result.n) == {2}
+    assert set(result.metric) == {"accuracy"}
+    assert ((result.ci_low <= result.value) & (result.value <= result.ci_high)).all()
 
 
 # -------------------------------------------------------------------------------- bad input

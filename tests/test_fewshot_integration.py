@@ -43,12 +43,12 @@ def test_pixels_on_mnist_matches_published_range_and_sklearn(mirror):
             scaler.transform(train), data.labels[split.train]
         )
         expected = reference.score(scaler.transform(evaluate), data.labels[split.eval])
-        assert abs(row.accuracy - expected) <= 0.005
-    mean = result.accuracy.mean()
+        assert abs(row.value - expected) <= 0.005
+    mean = result.value.mean()
     log.warning(
         "pixels on MNIST, 10 shots, linear: %.4f (per seed %s)",
         mean,
-        result.accuracy.round(4).tolist(),
+        result.value.round(4).tolist(),
     )
     assert 0.70 <= mean <= 0.80
 
@@ -68,8 +68,8 @@ def test_imagenet_tflite_model_beats_pixels_on_fashion_mnist(mirror):
     tflite = run_fewshot("tflite:mobilenet_v2_1.0_224_quant", "fashion_mnist", **kwargs)
     pixels = run_fewshot("pixels", "fashion_mnist", **kwargs)
     for n in (1, 5):
-        ours = tflite[tflite.shots == n].accuracy.item()
-        baseline = pixels[pixels.shots == n].accuracy.item()
+        ours = tflite[tflite.shots == n].value.item()
+        baseline = pixels[pixels.shots == n].value.item()
         log.warning(
             "Fashion-MNIST %d-shot linear: tflite mobilenet_v2 %.4f vs pixels %.4f",
             n,
@@ -131,7 +131,7 @@ def test_linear_head_converges_where_the_span_solve_stalls_in_float32(mirror, mo
     assert "L-BFGS stopped" not in caplog.text
     monkeypatch.setattr(_fewshot_linear, "_ROW_SPACE_MAX_FRACTION", 0.0)
     full = run_fewshot("pixels", "fashion_mnist", **kwargs)
-    assert span.accuracy.tolist() == pytest.approx(full.accuracy.tolist(), abs=0.021)
+    assert span.value.tolist() == pytest.approx(full.value.tolist(), abs=0.021)
 
 
 def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
@@ -145,7 +145,7 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
         "1,2",
         "--heads",
         "linear,mlp1",
-        "--seeds",
+        "--n-seeds",
         "2",
         "--max-eval-per-class",
         "4",
@@ -161,10 +161,11 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
         "dataset",
         "head",
         "shots",
-        "n_seeds",
-        "accuracy",
+        "metric",
+        "value",
         "ci_low",
         "ci_high",
+        "n",
     }
     assert {(r["head"], r["shots"]) for r in records} == {
         ("linear", 1),
@@ -172,7 +173,8 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
         ("mlp1", 1),
         ("mlp1", 2),
     }
-    assert all(r["model"] == "pixels" and r["dataset"] == "mnist" and r["n_seeds"] == 2 for r in records)
+    assert all(r["model"] == "pixels" and r["dataset"] == "mnist" and r["n"] == 2 for r in records)
+    assert all(r["metric"] == "accuracy" for r in records)
     # The saved manifest reproduces the numbers exactly, alone or with the options it was drawn with.
     assert main([*argv, "--splits", str(splits)]) == 0
     assert json.loads(capsys.readouterr().out) == records
@@ -197,7 +199,7 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
                 "1",
                 "--heads",
                 "linear",
-                "--seeds",
+                "--n-seeds",
                 "2",
                 "--max-eval-per-class",
                 "3",
@@ -205,9 +207,7 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
         )
         == 0
     )
-    assert (
-        capsys.readouterr().out.splitlines()[0] == "model,model_id,dataset,head,shots,n_seeds,accuracy,ci_low,ci_high"
-    )
+    assert capsys.readouterr().out.splitlines()[0] == "model,model_id,dataset,head,shots,metric,value,ci_low,ci_high,n"
 
 
 @pytest.mark.parametrize(
@@ -226,7 +226,7 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
             ["--dataset", "mnist", "--shots", "1,x"],
             "--shots takes comma-separated integers",
         ),
-        (["--dataset", "mnist", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--dataset", "mnist", "--n-seeds", "0"], "--n-seeds must be at least 1"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(mirror, capsys, argv, message):

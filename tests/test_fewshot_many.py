@@ -28,9 +28,9 @@ def assert_same_grid(many, features, labels, **options):
     for name, x in features.items():
         alone = evaluate_fewshot(x, labels, **options)
         part = many[many.model == name].drop(columns="model").reset_index(drop=True)
-        keys = [c for c in alone.columns if c not in ("accuracy", "ci_low", "ci_high")]
+        keys = [c for c in alone.columns if c not in ("value", "ci_low", "ci_high")]
         assert part[keys].equals(alone[keys]), name
-        difference = np.abs(part.accuracy.to_numpy() - alone.accuracy.to_numpy())
+        difference = np.abs(part.value.to_numpy() - alone.value.to_numpy())
         for head in alone["head"].unique():
             rows = (alone["head"] == head).to_numpy()
             # Linear: the same optimum, to float rounding of the batched products. MLPs: the same
@@ -53,7 +53,7 @@ def test_summary_columns_and_values(rng):
     features, labels = models(rng, dims=(8, 8))
     many = evaluate_fewshot_many(features, labels, shots=(1, 3), seeds=3, heads="linear", dataset="toy")
     assert list(many.columns) == ["model", *RESULT_COLUMNS]
-    assert set(many.dataset) == {"toy"} and set(many.n_seeds) == {3}
+    assert set(many.dataset) == {"toy"} and set(many.n) == {3}
     assert_same_grid(many, features, labels, shots=(1, 3), seeds=3, heads="linear", dataset="toy")
 
 
@@ -75,7 +75,7 @@ def test_chunked_groups_and_feature_subsets_give_the_same_numbers(rng, monkeypat
     monkeypatch.undo()
     assert_same_grid(chunked, features, labels, **options)
     assert_same_grid(subset, features, labels, **options)
-    assert np.allclose(whole.accuracy, chunked.accuracy, atol=0.005)
+    assert np.allclose(whole.value, chunked.value, atol=0.005)
 
 
 def test_bad_input_names_the_model(rng):

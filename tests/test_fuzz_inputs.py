@@ -295,6 +295,6 @@ def test_cli_align_pixels_with_a_damaged_dataset(tmp_path, damaged, data):
     for i, stimulus in enumerate(NAMES):
         Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(root / "images" / stimulus)
     (root / damaged).write_bytes(data)
-    result = _cli("align", "pixels", "--human", str(root), "--bootstrap", "0", env={})
+    result = _cli("align", "pixels", "--human", str(root), "--n-bootstrap", "0", env={})
     _assert_clean_failure(result)
     assert Path(damaged).name in result.stderr

@@ -87,7 +87,8 @@ def test_a_default_config_takes_the_options():
     assert cfg.alignment.n_bootstrap == opt.DEFAULT_N_BOOTSTRAP
     assert cfg.study.seed == opt.DEFAULT_SEED
     assert cfg.fewshot.shots == opt.DEFAULT_SHOTS and cfg.fewshot.heads == opt.HEADS
-    assert cfg.fewshot.seeds == opt.DEFAULT_N_SEEDS
+    assert cfg.fewshot.n_seeds == opt.DEFAULT_N_SEEDS
+    assert cfg.compare.methods == opt.DEFAULT_COMPARISON_METHODS and cfg.compare.similarity == opt.DEFAULT_SIMILARITY
     assert cfg.robustness.source == opt.NO_ROBUSTNESS
     assert cfg.execution.executor == opt.DEFAULT_EXECUTOR and cfg.execution.jobs == opt.DEFAULT_JOBS
     assert cfg.execution.device == opt.DEFAULT_DEVICE
@@ -140,7 +141,7 @@ def test_cli_defaults_are_the_options():
 
     align = cli_defaults("align", "pixels", "--human", "peterson")
     assert align.similarity == opt.DEFAULT_SIMILARITY and align.metrics == opt.AUTO
-    assert align.ties == opt.DEFAULT_TIES and align.bootstrap == opt.DEFAULT_N_BOOTSTRAP
+    assert align.ties == opt.DEFAULT_TIES and align.n_bootstrap == opt.DEFAULT_N_BOOTSTRAP
     assert align.seed == opt.DEFAULT_SEED and align.device == opt.DEFAULT_DEVICE
     few = cli_defaults("fewshot", "pixels", "--dataset", "mnist")
     # not given: run_fewshot draws with the options' defaults (and --splits FILE may decide)
@@ -149,6 +150,9 @@ def test_cli_defaults_are_the_options():
     assert few.split == opt.DEFAULT_FEWSHOT_SPLIT and few.device == opt.DEFAULT_DEVICE
     embed = cli_defaults("embed", "pixels", "--dataset", "mnist")
     assert embed.device == opt.DEFAULT_DEVICE and embed.dtype == opt.DEFAULT_EMBEDDING_DTYPE
+    compare = cli_defaults("compare", "pixels", "timm:resnet18", "--images", "peterson:animals")
+    assert tuple(compare.methods.split(",")) == opt.DEFAULT_COMPARISON_METHODS
+    assert compare.similarity == opt.DEFAULT_SIMILARITY and compare.device == opt.DEFAULT_DEVICE
     report = cli_defaults("report", "studies/x")
     assert report.n_bootstrap == opt.DEFAULT_N_BOOTSTRAP and report.correction == opt.DEFAULT_CORRECTION
 
@@ -165,6 +169,7 @@ def test_cli_choices_are_the_options():
     }
     assert choices[("align", "similarity")] == opt.SIMILARITY_METRICS
     assert choices[("align", "ties")] == opt.TIE_MODES
+    assert choices[("compare", "similarity")] == opt.SIMILARITY_METRICS
     assert choices[("fewshot", "split")] == opt.FEWSHOT_SPLITS
     assert choices[("embed", "dtype")] == opt.EMBEDDING_DTYPES
     assert choices[("report", "correction")] == opt.CORRECTIONS

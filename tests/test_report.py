@@ -255,7 +255,9 @@ def test_report_writes_html_csv_png_pdf(report):
         assert file.stat().st_mode & 0o777 == 0o644, file  # shareable, unlike mkstemp's 0600
     text = path.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 3
+    assert len(images) == 3 + 2  # figures 3 (two datasets) and 4, and alignment bars of the two domains
+    for stem in ("alignment_bars_peterson_animals", "alignment_bars_peterson_fruits"):
+        assert (folder / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(base64.b64decode(image)[:4] == b"\x89PNG" for image in images)
     assert "http://" not in text and "https://" not in text  # self-contained
 
@@ -911,7 +913,7 @@ def browser_check(path: Path, tmp_path: Path) -> tuple[dict, str]:
 def test_report_renders_in_headless_chromium(report, tmp_path):
     _, path = report
     check, dom = browser_check(path, tmp_path)
-    assert check["images"] == 3
+    assert check["images"] == 3 + 2  # figures 3 and 4, and the alignment bars of two domains
     assert (
         check["notices"]
         .strip()
@@ -1090,5 +1092,6 @@ def test_real_study_report_is_per_dataset_and_says_what_is_missing(real_report):
 def test_real_report_renders_in_headless_chromium(real_report, tmp_path):
     _, path = real_report
     check, _ = browser_check(path, tmp_path)
-    assert check["images"] == 3 and check["circles"] == 2 * len(REAL_MODELS)
+    # figures 3 and 4, and the alignment bars of the three domains with images
+    assert check["images"] == 3 + 3 and check["circles"] == 2 * len(REAL_MODELS)
     assert check["notices"].strip().startswith("Alignment is averaged over 3 of the 4 domains of the study")

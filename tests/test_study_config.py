@@ -31,7 +31,7 @@ metrics = ["pearson", "spearman", "triplet"]
 datasets = ["mnist", "fashion_mnist"]
 shots = [1, 5, 10, 20, 40, 80]
 heads = ["linear", "mlp1", "mlp2"]
-seeds = 3
+n_seeds = 3
 max_eval_per_class = 100
 
 [robustness]
@@ -49,7 +49,7 @@ def test_issue_example_parses_with_its_values():
     assert cfg.models.include == ("tflite:*", "cifar_resnet:resnet20", "pixels")
     assert cfg.alignment.human == ("peterson:animals", "peterson:fruits")
     assert cfg.fewshot.shots == (1, 5, 10, 20, 40, 80)
-    assert cfg.fewshot.seeds == 3 and cfg.fewshot.max_eval_per_class == 100
+    assert cfg.fewshot.n_seeds == 3 and cfg.fewshot.max_eval_per_class == 100
     assert cfg.robustness.source == "timm-2022-07-27"
     assert cfg.execution.executor == "local" and cfg.execution.jobs == 2
     assert cfg.stages == ("alignment", "fewshot", "robustness")
@@ -101,7 +101,7 @@ def test_single_string_is_a_list_of_one_and_shots_are_sorted():
 def test_fingerprint_ignores_execution_but_not_settings():
     cfg = parse_config(ISSUE_EXAMPLE)
     assert cfg.replace("execution", jobs=1, executor="ray").results_fingerprint() == cfg.results_fingerprint()
-    assert cfg.replace("fewshot", seeds=4).results_fingerprint() != cfg.results_fingerprint()
+    assert cfg.replace("fewshot", n_seeds=4).results_fingerprint() != cfg.results_fingerprint()
     assert cfg.replace("study", seed=1).results_fingerprint() != cfg.results_fingerprint()
 
 
@@ -149,7 +149,7 @@ def test_similarity_is_a_sweep_and_ties_a_choice():
             'executor = "slurm"',
             r"execution\.executor \(line 25\): unknown value 'slurm'.*local, ray",
         ),
-        ("seeds = 3", "seeds = 0", r"fewshot\.seeds \(line 18\): must be >= 1"),
+        ("n_seeds = 3", "n_seeds = 0", r"fewshot\.n_seeds \(line 18\): must be >= 1"),
         (
             "shots = [1, 5, 10, 20, 40, 80]",
             "shots = [1, 0]",
@@ -269,7 +269,7 @@ def test_paper_preset_is_the_published_study():
     assert cfg.alignment.human == ("peterson",)
     assert set(cfg.fewshot.datasets) == {"cifar100", "mnist", "fashion_mnist"}
     assert cfg.fewshot.shots == (1, 5, 10, 20, 40, 80)
-    assert cfg.fewshot.seeds == 5
+    assert cfg.fewshot.n_seeds == 5
     # the paper's tie rule (Definition 3.5), and both readings of its unstated similarity function
     assert cfg.alignment.ties == "strict"
     assert cfg.alignment.similarity == ("cosine", "neg_euclidean")

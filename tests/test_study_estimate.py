@@ -34,7 +34,7 @@ human = ["peterson:animals", "peterson:fruits", "peterson:automobiles"]
 [fewshot]
 datasets = ["mnist"]
 shots = [1, 5]
-seeds = 2
+n_seeds = 2
 max_eval_per_class = 10
 """
     return parse_config(text)

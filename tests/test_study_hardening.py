@@ -95,7 +95,7 @@ n_bootstrap = 5
 datasets = [{datasets}]
 shots = [1]
 heads = ["linear"]
-seeds = 1
+n_seeds = 1
 
 [execution]
 threads = 1
@@ -177,7 +177,7 @@ def test_changed_inputs_rerun_exactly_the_stages_that_read_them(finished, tmp_pa
     # alignment rows are those of the new matrix, value for value
     human = load_human(study / "mine")[0]
     x = extract_embeddings("pixels", human.images())
-    expected = {r["metric"]: r["value"] for r in compute_alignment(x, human, n_bootstrap=5, random_state=0)}
+    expected = compute_alignment(x, human, n_bootstrap=5, random_state=0).set_index("metric")["value"].to_dict()
     aligned = [frame[frame["stage"] == "alignment"].set_index("metric")["value"].to_dict() for frame in (before, after)]
     assert aligned[1] == expected and aligned[0] != expected
     assert plan_states(config) == ["done (skip)"]
@@ -250,7 +250,7 @@ def _closed_port() -> int:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["align", "pixels", "--human", "x", "--bootstrap", "100000000000"], "<= 100000, got 100000000000"),
+        (["align", "pixels", "--human", "x", "--n-bootstrap", "100000000000"], "<= 100000, got 100000000000"),
         (["align", "pixels", "--human", "x", "--seed", "-5"], "argument --seed: expected a whole number >= 0"),
         (["report", "DIR", "--seed", "-5"], "argument --seed: expected a whole number >= 0"),
         (["report", "DIR", "--n-bootstrap", "100000000000"], "argument --n-bootstrap"),

@@ -52,7 +52,7 @@ n_bootstrap = 20
 datasets = ["mnist"]
 shots = [1, 5]
 heads = ["linear", "mlp1"]
-seeds = 2
+n_seeds = 2
 max_eval_per_class = 10
 
 [robustness]
@@ -248,9 +248,9 @@ def test_second_run_on_a_locked_study_is_refused(tmp_path, mirror):
 def test_cli_errors_dry_run_and_results_formats(reference, tmp_path):
     outcome, study = reference
     bad = tmp_path / "bad.toml"
-    bad.write_text('[models]\ninclude = ["pixels"]\n[fewshot]\nseeds = 0\n')
+    bad.write_text('[models]\ninclude = ["pixels"]\n[fewshot]\nn_seeds = 0\n')
     done = cli("run", str(bad))
-    assert done.returncode == 2 and "fewshot.seeds (line 4): must be >= 1, got 0" in done.stderr
+    assert done.returncode == 2 and "fewshot.n_seeds (line 4): must be >= 1, got 0" in done.stderr
 
     done = cli("run", str(outcome.path / "config.resolved.toml"), "--dry-run")
     assert done.returncode == 0, done.stderr
@@ -347,7 +347,8 @@ def test_changed_ties_or_added_similarity_recompute_alignment_only(tmp_path, mir
     aligned = after[(after["stage"] == "alignment") & (after["status"] == "ok")]
     assert len(aligned) == 2 * 3
     for similarity in ("cosine", "neg_euclidean"):
-        for record in compute_alignment(x, human, similarity=similarity, ties="strict", n_bootstrap=20):
+        table = compute_alignment(x, human, similarity=similarity, ties="strict", n_bootstrap=20)
+        for record in table.to_dict(orient="records"):
             row = aligned[(aligned["similarity"] == similarity) & (aligned["metric"] == record["metric"])].iloc[0]
             assert (row["value"], row["ci_low"], row["ci_high"]) == (
                 record["value"],

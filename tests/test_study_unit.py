@@ -38,7 +38,7 @@ n_bootstrap = 20
 datasets = ["mnist"]
 shots = [1, 5]
 heads = ["linear", "mlp1"]
-seeds = 2
+n_seeds = 2
 max_eval_per_class = 10
 
 [robustness]
@@ -72,7 +72,7 @@ def _expected_rows(config, unit) -> pd.DataFrame:
         metrics=("pearson", "spearman", "triplet"),
         n_bootstrap=20,
         random_state=3,
-    ):
+    ).to_dict(orient="records"):
         rows.append(
             {
                 "stage": "alignment",
@@ -83,7 +83,7 @@ def _expected_rows(config, unit) -> pd.DataFrame:
                 "value": r["value"],
                 "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"],
-                "n": r["n_stimuli"],
+                "n": r["n"],
             }
         )
     table = run_fewshot(
@@ -101,13 +101,13 @@ def _expected_rows(config, unit) -> pd.DataFrame:
             {
                 "stage": "fewshot",
                 "dataset": r["dataset"],
-                "metric": "accuracy",
+                "metric": r["metric"],
                 "head": r["head"],
                 "shots": r["shots"],
-                "value": r["accuracy"],
+                "value": r["value"],
                 "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"],
-                "n": r["n_seeds"],
+                "n": r["n"],
             }
         )
     robust = to_result_rows(robustness_table(["pixels"], source="timm-2022-07-27"))
@@ -154,7 +154,7 @@ def test_each_fewshot_dataset_is_loaded_and_split_once_per_unit(mirror, monkeypa
         monkeypatch.setattr(module, "make_splits", counting_draw)
 
     config = parse_config(QUICK).replace(
-        "fewshot", datasets=["mnist", "fashion_mnist"], shots=[1], heads=["linear"], seeds=1, max_eval_per_class=3
+        "fewshot", datasets=["mnist", "fashion_mnist"], shots=[1], heads=["linear"], n_seeds=1, max_eval_per_class=3
     )
     config = config.replace("alignment", human=[]).replace("robustness", source="none")
     (unit,) = plan_units(config)

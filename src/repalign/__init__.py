@@ -26,6 +26,8 @@ _PUBLIC = {
     "triplet_alignment_sampled": "repalign.alignment",
     "triplet_accuracy": "repalign.alignment",
     "linear_cka": "repalign.alignment",
+    "compare_models": "repalign.alignment",
+    "comparison_matrix": "repalign.alignment",
     "compute_alignment": "repalign.alignment",
     "bootstrap_alignment_ci": "repalign.alignment",
     "TripletCounts": "repalign.alignment",
@@ -72,10 +74,16 @@ _PUBLIC = {
     "load_config": "repalign.study.config",
 }
 
-__all__ = ["__version__", *_PUBLIC]
+
+#: public submodules reached as attributes (``repalign.plot.model_bars``), imported on first use
+_SUBMODULES = ("plot",)
+
+__all__ = ["__version__", *_PUBLIC, *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"repalign.{name}")
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'repalign' has no attribute {name!r}")

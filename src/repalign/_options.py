@@ -32,6 +32,10 @@ ALIGNMENT_METRICS = (*MATRIX_METRICS, "triplet_accuracy")
 #: means the dataset's defaults: these where it has a similarity matrix, plus
 #: ``triplet_accuracy`` where it has triplet judgments.
 DEFAULT_METRICS = ("pearson", "spearman", "triplet")
+#: model-to-model comparison (``repalign compare``): linear CKA, debiased CKA, and RSA (a
+#: pairwise correlation of the two models' similarity matrices) with each pairwise method
+COMPARISON_METHODS = ("linear_cka", "debiased_cka", *(f"rsa_{method}" for method in PAIRWISE_METHODS))
+DEFAULT_COMPARISON_METHODS = ("linear_cka", "debiased_cka", "rsa_spearman")
 #: resamples of a bootstrap confidence interval (over stimuli for alignment, over models
 #: in the report); 0 = no interval
 DEFAULT_N_BOOTSTRAP = 1000

@@ -6,6 +6,7 @@ Layout::
       config.resolved.toml    the validated config with every default filled in
       manifest.json           package versions, git commit, hardware, start/end time of each run
       results/<unit>.parquet  one file per unit of work (all rows of one model), schema RESULT_COLUMNS
+      model_comparison.parquet  [compare]: model-vs-model CKA / RSA (repalign.alignment.compare_models)
       .lock                   held (fcntl.flock) while a run writes the study
       report/                 written by ``repalign report`` at the end of a run
 
@@ -57,6 +58,9 @@ _STAGE_FINGERPRINTS_KEY = b"repalign.stage_fingerprints"
 _INPUTS_KEY = b"repalign.inputs"
 _UNIT_KEY = b"repalign.unit"
 _ROWS_KEY = b"repalign.rows_sha256"
+MODEL_COMPARISON_FILE = "model_comparison.parquet"
+#: what the comparison was computed from ([compare] settings, models, images): equal -> up to date
+_COMPARISON_KEY = b"repalign.comparison_inputs"
 
 #: a run's status in the manifest: "running" until it ends; "killed" is set by a later run
 #: on an entry its process never closed (SIGKILL, power loss, the OOM killer)
@@ -94,6 +98,8 @@ class StudyResults:
     manifest: dict[str, Any]
     #: damaged files left out of the above: path -> why (each was also logged as a warning)
     damaged: dict[str, str] = field(default_factory=dict)
+    #: ``[compare]``: model_a, model_b, method, similarity, value, n (no rows when not run)
+    model_comparison: pd.DataFrame = field(default_factory=lambda: _empty_comparison())
 
     def _stage(self, stage: str) -> pd.DataFrame:
         rows = self.results[(self.results["stage"] == stage) & (self.results["status"] == STATUS_OK)]
@@ -352,6 +358,52 @@ class StudyStore:
             return empty_results()
         return conform(pd.concat(frames, ignore_index=True))
 
+    # -- the model comparison ([compare]) -------------------------------------------------
+    @property
+    def comparison_file(self) -> Path:
+        return self.path / MODEL_COMPARISON_FILE
+
+    def write_model_comparison(self, table: pd.DataFrame, *, inputs_key: str) -> Path:
+        """Write the comparison table atomically, with the key of what it was computed from."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._require_lock()
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), _COMPARISON_KEY: inputs_key.encode()})
+        with atomic_path(self.comparison_file) as tmp:
+            pq.write_table(arrow, tmp, write_page_checksum=True)
+        return self.comparison_file
+
+    def model_comparison_inputs(self) -> str | None:
+        """The key :meth:`write_model_comparison` recorded (None: no intact file)."""
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.read_schema(self.comparison_file).metadata or {}
+        except Exception:  # absent or damaged: either way, compute it again
+            return None
+        value = meta.get(_COMPARISON_KEY)
+        return value.decode() if value else None
+
+    def read_model_comparison(self) -> pd.DataFrame:
+        """The comparison table (no rows when absent; a damaged file is named and left out)."""
+        import pyarrow.parquet as pq
+
+        if not self.comparison_file.is_file():
+            return _empty_comparison()
+        try:
+            frame = pq.read_table(self.comparison_file, page_checksum_verification=True).to_pandas()
+        except Exception as exc:
+            self._damaged(self.comparison_file, f"not a readable Parquet file: {_one_line(exc)}")
+            return _empty_comparison()
+        from repalign.alignment.compare import COMPARISON_COLUMNS
+
+        if list(frame.columns) != list(COMPARISON_COLUMNS):
+            self._damaged(self.comparison_file, f"not a model comparison (columns {list(frame.columns)})")
+            return _empty_comparison()
+        return frame
+
     def damaged_files(self) -> dict[Path, str]:
         """Every file of the study directory a run would not trust: path -> why (not logged:
         the caller says what it does about them)."""
@@ -494,7 +546,21 @@ def load_study(path: str | os.PathLike) -> StudyResults:
     if not config_file.is_file() and not store.results_dir.is_dir():
         raise InputError(f"{store.path} is not a study directory (no {CONFIG_FILE} and no {RESULTS_DIR}/).")
     config, manifest, results = store.read_config(), store.read_manifest(), store.read_results()
-    return StudyResults(path=store.path, results=results, config=config, manifest=manifest, damaged=dict(store.damaged))
+    comparison = store.read_model_comparison()
+    return StudyResults(
+        path=store.path,
+        results=results,
+        config=config,
+        manifest=manifest,
+        damaged=dict(store.damaged),
+        model_comparison=comparison,
+    )
+
+
+def _empty_comparison() -> pd.DataFrame:
+    from repalign.alignment.compare import COMPARISON_COLUMNS
+
+    return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
 
 
 # ---------------------------------------------------------------------------------------

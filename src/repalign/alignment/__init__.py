@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from repalign._options import (
     ALIGNMENT_METRICS,
+    COMPARISON_METHODS,
     DEFAULT_METRICS,
     MATRIX_METRICS,
     PAIRWISE_METHODS,
@@ -43,6 +44,7 @@ from repalign.alignment.ceiling import (
     triplet_ceiling,
 )
 from repalign.alignment.cka import linear_cka
+from repalign.alignment.compare import compare_models, comparison_matrix
 from repalign.alignment.compute import alignment_rows, compute_alignment
 from repalign.alignment.pairwise import pairwise_alignment
 from repalign.alignment.similarity import similarity_matrix
@@ -57,6 +59,7 @@ from repalign.alignment.triplets import (
 
 __all__ = [
     "ALIGNMENT_METRICS",
+    "COMPARISON_METHODS",
     "DEFAULT_METRICS",
     "MATRIX_METRICS",
     "PAIRWISE_METHODS",
@@ -68,6 +71,8 @@ __all__ = [
     "TripletCounts",
     "alignment_rows",
     "bootstrap_alignment_ci",
+    "compare_models",
+    "comparison_matrix",
     "compute_alignment",
     "linear_cka",
     "noise_ceiling",

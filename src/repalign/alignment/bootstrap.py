@@ -18,6 +18,7 @@ from repalign._options import (
     PAIRWISE_METHODS,
     TIE_MODES,
 )
+from repalign._progress import progress_bar
 from repalign.alignment._checks import _as_similarity, _check_choice, _check_pair
 from repalign.alignment.pairwise import _correlation, _upper_pairs
 from repalign.alignment.triplets import TripletCounts, _check_judgments, _judgment_scores, _weighted_accuracy
@@ -250,6 +251,7 @@ def bootstrap_alignment_ci(
     confidence: float = 0.95,
     ties: str = DEFAULT_TIES,
     participants=None,
+    progress: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """Stimulus-bootstrap percentile confidence intervals of alignment metrics.
 
@@ -271,6 +273,7 @@ def bootstrap_alignment_ci(
         participants: (k, n, n) per-participant matrices: the matrix metrics are then the mean
             over participants of the metric with each (:func:`repalign.alignment.ceiling.participant_alignment`),
             every participant scored on the same resamples.
+        progress: a progress bar of the resamples on stderr (shown on a terminal only).
 
     Returns:
         ``{metric: (ci_low, ci_high)}``.
@@ -294,13 +297,23 @@ def bootstrap_alignment_ci(
             raise InputError("Metric triplet_accuracy needs human triplet judgments (judgments=...)")
         model = _check_judgments(model, judgments)
     resamples = _resamples(model.shape[0], int(n_bootstrap), random_state)
-    if participants is None:
-        values = _bootstrap_values(model, human, judgments, metrics, resamples, ties)
-    else:
-        values = _bootstrap_values(
-            model, human, judgments, [m for m in metrics if m not in needs_matrix], resamples, ties
-        )
-        values.update(
-            _participant_means(model, np.asarray(participants, dtype=np.float64), needs_matrix, resamples, ties)
-        )
+    if participants is not None:
+        participants = np.asarray(participants, dtype=np.float64)
+    per_stimulus_set = [m for m in metrics if participants is None or m not in needs_matrix]
+
+    def score(chunk: np.ndarray) -> dict[str, np.ndarray]:
+        values = _bootstrap_values(model, human, judgments, per_stimulus_set, chunk, ties)
+        if participants is not None:
+            values.update(_participant_means(model, participants, needs_matrix, chunk, ties))
+        return values
+
+    # in chunks of whole blocks, progress bar or not: the vectorized correlations see the same
+    # blocks either way, so the values never depend on whether a terminal was watching
+    parts = []
+    with progress_bar("bootstrap resamples", len(resamples), enabled=progress) as advance:
+        for start in range(0, len(resamples), _RESAMPLES_PER_BLOCK):
+            chunk = resamples[start : start + _RESAMPLES_PER_BLOCK]
+            parts.append(score(chunk))
+            advance(len(chunk))
+    values = {metric: np.concatenate([part[metric] for part in parts]) for metric in metrics}
     return {metric: _percentile_interval(values[metric], confidence, metric) for metric in metrics}

@@ -41,6 +41,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
+#: the columns of :func:`compute_alignment`: the result store's names, plus n_missing_pairs
+ALIGNMENT_COLUMNS = (
+    "dataset",
+    "metric",
+    "similarity",
+    "ties",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+    "n_missing_pairs",
+    "ceiling_low",
+    "ceiling_high",
+)
+
 
 def _metrics_for(human: HumanSimilarity, metrics: tuple[str, ...] | None) -> list[str]:
     """The metrics to compute for one dataset: ``None`` adapts to what it provides; an
@@ -70,8 +85,9 @@ def compute_alignment(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     random_state=DEFAULT_SEED,
     ties: str = DEFAULT_TIES,
-) -> list[dict]:
-    """Alignment of a model's embeddings with one human dataset, as tidy records.
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Alignment of a model's embeddings with one human dataset, as a tidy table.
 
     Args:
         embeddings: (n_stimuli, n_features), rows in ``human.stimuli`` order.
@@ -85,16 +101,20 @@ def compute_alignment(
         n_bootstrap: stimulus-bootstrap resamples for the 95% CI (0: no CI, NaN bounds).
         random_state: seed of the bootstrap.
         ties: tie rule of the ``"triplet"`` metric.
+        progress: a progress bar of the bootstrap on stderr (shown on a terminal only).
 
     Returns:
-        One dict per metric with keys ``dataset, metric, similarity, ties, value, ci_low,
-        ci_high, n_stimuli, n_missing_pairs, ceiling_low, ceiling_high`` (pairs missing on
-        either side). ``ties`` is the tie rule on the ``"triplet"`` record, ``None`` on the
-        others: their values do not depend on it. The ceiling is NaN where the data cannot
-        tell it; where the dataset has per-participant matrices, a matrix metric's value (and
-        CI) is the mean over participants of its value with each participant, the quantity
+        A DataFrame, one row per metric, with columns :data:`ALIGNMENT_COLUMNS`: ``dataset,
+        metric, similarity, ties, value, ci_low, ci_high, n`` (the result store's names;
+        ``n`` = stimuli), ``n_missing_pairs`` (pairs missing on either side) and
+        ``ceiling_low, ceiling_high``. ``ties`` is the tie rule on the ``"triplet"`` row, null
+        on the others: their values do not depend on it. The ceiling is NaN where the data
+        cannot tell it; where the dataset has per-participant matrices, a matrix metric's value
+        (and CI) is the mean over participants of its value with each participant, the quantity
         its ceiling bounds (:mod:`repalign.alignment.ceiling`).
     """
+    import pandas as pd  # here, so importing the alignment package does not import pandas
+
     if isinstance(metrics, str):
         metrics = None if metrics == AUTO else (metrics,)
     if metrics is not None:
@@ -143,11 +163,12 @@ def compute_alignment(
             random_state=random_state,
             ties=ties,
             participants=participants,
+            progress=progress,
         )
     else:
         intervals = {metric: (float("nan"), float("nan")) for metric in chosen}
     ceilings = _ceilings(human, chosen, ties)
-    return [
+    records = [
         {
             "dataset": human.name,
             "metric": metric,
@@ -156,13 +177,17 @@ def compute_alignment(
             "value": values[metric],
             "ci_low": intervals[metric][0],
             "ci_high": intervals[metric][1],
-            "n_stimuli": n_stimuli,
+            "n": n_stimuli,
             "n_missing_pairs": n_missing,
             "ceiling_low": ceilings[metric][0],
             "ceiling_high": ceilings[metric][1],
         }
         for metric in chosen
     ]
+    frame = pd.DataFrame.from_records(records, columns=list(ALIGNMENT_COLUMNS))
+    # None, not NaN, where no tie rule applies (pandas would make a string column's None a NaN)
+    frame["ties"] = pd.Series([r["ties"] for r in records], index=frame.index, dtype=object)
+    return frame
 
 
 #: ceilings already computed for a dataset, by (metric, ties): they do not depend on the model,
@@ -192,28 +217,13 @@ def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFram
     """:func:`compute_alignment` as result rows of the study's store (:mod:`repalign.schema`).
 
     One row per metric: stage ``"alignment"``, ``n`` = the number of stimuli; the columns a
-    run adds (model, unit, status, timing) are left null.
+    run adds (model, unit, status, timing) are left null, and ``n_missing_pairs`` (no store
+    column) is dropped.
 
     Args:
         embeddings, human: as :func:`compute_alignment`.
         **options: keyword options of :func:`compute_alignment`.
     """
-    import pandas as pd  # here, so importing the alignment package does not import pandas
-
     from repalign.schema import conform
 
-    records = compute_alignment(embeddings, human, **options)
-    columns = [
-        "dataset",
-        "metric",
-        "similarity",
-        "ties",
-        "value",
-        "ci_low",
-        "ci_high",
-        "n_stimuli",
-        "ceiling_low",
-        "ceiling_high",
-    ]
-    frame = pd.DataFrame.from_records(records, columns=columns).rename(columns={"n_stimuli": "n"})
-    return conform(frame.assign(stage="alignment"))
+    return conform(compute_alignment(embeddings, human, **options).assign(stage="alignment"))

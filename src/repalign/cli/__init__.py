@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "results",
     "report",
     "align",
+    "compare",
     "embed",
     "fewshot",
     "models",
@@ -48,9 +49,13 @@ class Terminated(KeyboardInterrupt):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line (the usage is one ``--help`` away)."""
+    """argparse, with its errors on one line (the usage is one ``--help`` away). An unknown
+    option is the exception: the (sub)command's usage comes first, since what is wrong is
+    which options it takes; the error is still the last line."""
 
     def error(self, message: str):
+        if message.startswith("unrecognized arguments"):
+            self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"repalign {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(f"repalign.cli.{name}")
@@ -76,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's usage, not the top-level one: its options are the ones to fix
+        _subparser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "handler", None):
@@ -103,6 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{os.fsdecode(exc.filename)}: " if isinstance(exc.filename, (str, bytes, os.PathLike)) else ""
         _error(f"{where}{describe_os_error(exc)}")
         return EXIT_USAGE
+
+
+def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser ``args`` came from: ``repalign data fetch``'s, say."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _subparser(action.choices[chosen], args)
+    return parser
 
 
 def _error(message: str) -> None:

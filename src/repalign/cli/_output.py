@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -15,8 +16,6 @@ FORMATS = ("table", "json", "csv")
 def int_at_least(minimum: int, maximum: int | None = None):
     """An argparse ``type=`` that accepts whole numbers >= ``minimum`` (and <= ``maximum``)
     with a one-line error."""
-    import argparse
-
     expected = f"a whole number >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
 
     def parse(text: str) -> int:
@@ -40,6 +39,22 @@ def seed_option():
 def bootstrap_option():
     """``type=`` of every bootstrap count: 0 (no CI) .. MAX_N_BOOTSTRAP."""
     return int_at_least(0, MAX_N_BOOTSTRAP)
+
+
+class CommaList(argparse.Action):
+    """The one rule of every list option: comma-separated values, and the option may be repeated.
+
+    ``--metrics pearson --metrics spearman,triplet`` is ``--metrics pearson,spearman,triplet``:
+    the values are kept as one comma-joined string (what the handlers split), and the first
+    occurrence replaces the default instead of adding to it.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        previous = getattr(namespace, self.dest, None)
+        given = getattr(namespace, f"_{self.dest}_given", False)
+        text = str(values)
+        setattr(namespace, self.dest, f"{previous},{text}" if given and previous else text)
+        setattr(namespace, f"_{self.dest}_given", True)
 
 
 def add_format_option(parser, default: str = "table") -> None:
@@ -77,19 +92,40 @@ def emit(records: list[dict[str, Any]] | Any, fmt: str, *, title: str | None = N
         writer.writeheader()
         writer.writerows(records)
     else:
-        from rich.console import Console
         from rich.table import Table
         from rich.text import Text
 
         # Text objects, never markup strings: names from users ("[/bold]", "[link=...]") are
         # shown as written, neither parsed (a MarkupError) nor turned into styles
-        table = Table(title=None if title is None else Text(title))
+        console = _console(stream)
+        # on a terminal the title sits over the table; in a pipe it is a line of its own, so
+        # that it is never wrapped to the table's width
+        on_terminal = console.width < _PIPE_WIDTH
+        table = Table(title=Text(title) if title is not None and on_terminal else None)
+        if title is not None and not on_terminal:
+            console.print(Text(title))
         columns = _columns(records)
         for column in columns:
-            table.add_column(Text(str(column)))
+            # fold, never cut: a model name cut to "timm:vit_large_patch14_…" names no model
+            table.add_column(Text(str(column)), overflow="fold")
         for record in records:
             table.add_row(*[Text(_cell(record.get(c))) for c in columns])
-        Console(file=stream, width=max(100, Console(file=stream).width)).print(table)
+        console.print(table)
+
+
+def _console(stream):
+    """A terminal gets its own width; a pipe or file gets the table at its natural width, so
+    that every cell is whole on its line (``| grep``, ``| less -S``, a saved file)."""
+    from rich.console import Console
+
+    is_terminal = getattr(stream, "isatty", None) and stream.isatty()
+    if is_terminal:
+        return Console(file=stream)
+    return Console(file=stream, width=_PIPE_WIDTH, color_system=None, soft_wrap=False)
+
+
+#: the width of a console that is not a terminal: wide enough that nothing wraps
+_PIPE_WIDTH = 100_000
 
 
 def _columns(records: list[dict]) -> list[str]:

@@ -13,12 +13,14 @@ Two ways to give the model side:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
+import sys
 from pathlib import Path
 
 from repalign import _options as opt
-from repalign.cli._output import add_device_option, add_format_option, bootstrap_option, emit, seed_option
+from repalign.cli._output import CommaList, add_device_option, add_format_option, bootstrap_option, emit, seed_option
 from repalign.errors import InputError, MissingDataError
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ def register(subparsers) -> None:
         help="alignment of a model or of precomputed embeddings with human similarity data",
         description="Compare a model's similarity matrix with human similarity judgments: Pearson / "
         "Spearman / Kendall correlation of the pairwise similarities and exact triplet agreement, with "
-        "stimulus-bootstrap 95%% confidence intervals. See docs/alignment.md.",
+        "stimulus-bootstrap 95% confidence intervals. See docs/alignment.md.",
     )
     parser.add_argument(
         "model", nargs="?", metavar="MODEL", help="model name, e.g. timm:resnet50 (or use --embeddings)"
@@ -45,6 +47,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--human",
         required=True,
+        action=CommaList,
         metavar="DATASET[,DATASET...]",
         help="human datasets: peterson, peterson:animals, ..., a user dataset folder/manifest, or one matrix "
         "file (sim.csv, rdm.npy; square or condensed in pdist order)",
@@ -67,6 +70,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--metrics",
+        action=CommaList,
         default=opt.AUTO,
         metavar="M[,M...]",
         help=f"comma-separated, from {', '.join(opt.ALIGNMENT_METRICS)}, or auto (the default): "
@@ -80,8 +84,13 @@ def register(subparsers) -> None:
         help="tie rule of the triplet metric: exclude (left out), half (half credit) or strict (the paper's "
         "Definition 3.5: a tie is bit 0) (default: %(default)s)",
     )
+    # the count is --n-bootstrap everywhere (align, report, the TOML's n_bootstrap); --bootstrap,
+    # the old spelling, still works and is not shown
     parser.add_argument(
-        "--bootstrap",
+        "--bootstrap", dest="n_bootstrap", type=bootstrap_option(), default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--n-bootstrap",
         type=bootstrap_option(),
         default=opt.DEFAULT_N_BOOTSTRAP,
         metavar="N",
@@ -133,11 +142,12 @@ def run_align(args) -> int:
             human,
             similarity=args.similarity,
             metrics=metrics,
-            n_bootstrap=args.bootstrap,
+            n_bootstrap=args.n_bootstrap,
             random_state=args.seed,
             ties=args.ties,
+            progress=sys.stderr.isatty(),
         )
-        records.extend({**provider.identity, **row} for row in rows)
+        records.extend({**provider.identity, **row} for row in rows.to_dict(orient="records"))
     if not records:
         raise MissingDataError(f"No dataset in '{args.human}' could be scored (see the warnings above)")
     if args.format == "table":
@@ -150,7 +160,7 @@ def run_align(args) -> int:
 
 def _compact_for_terminal(records: list[dict]) -> tuple[list[dict], str]:
     """Move columns that hold one value for every record into the table's title."""
-    shared = [c for c in ("model", "model_id", "similarity", "n_stimuli") if c in records[0]]
+    shared = [c for c in ("model", "model_id", "similarity", "n") if c in records[0]]
     shared = [c for c in shared if len({r[c] for r in records}) == 1]
     details = [f"{c}={records[0][c]}" for c in shared]
     # ties is set on triplet records only (null on the others): one rule for all goes to the title

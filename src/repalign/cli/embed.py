@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from repalign import _options as opt
-from repalign.cli._output import add_device_option, add_format_option, emit
+from repalign.cli._output import CommaList, add_device_option, add_format_option, emit
 from repalign.errors import InputError
 
 
@@ -23,7 +23,10 @@ def register(subparsers) -> None:
         help="a human dataset (peterson:animals), a few-shot dataset (mnist, cifar10, ...) or a folder of images",
     )
     parser.add_argument(
-        "--layer", action="append", metavar="L", help="layer name (repeat for several; default: penultimate)"
+        "--layer",
+        action=CommaList,
+        metavar="L[,L...]",
+        help="layer names, comma-separated or repeated (default: penultimate)",
     )
     parser.add_argument(
         "--out",

@@ -7,11 +7,12 @@ of ``--dataset`` in its order.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from repalign import _options as opt
-from repalign.cli._output import add_device_option, add_format_option, emit
+from repalign.cli._output import CommaList, add_device_option, add_format_option, emit
 from repalign.errors import InputError
 
 
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
         help="few-shot transfer accuracy of a model's embeddings (the study's protocol)",
         description="Draw N examples per class from a dataset's test split, train a head on the model's "
         "frozen embeddings, evaluate on the remaining examples; repeat over seeds and report the mean "
-        "accuracy with a 95%% t-interval over seeds. See docs/fewshot.md.",
+        "accuracy with a 95% t-interval over seeds. See docs/fewshot.md.",
     )
     parser.add_argument(
         "model",
@@ -45,16 +46,23 @@ def register(subparsers) -> None:
     # with it is refused (run_fewshot) instead of ignored
     parser.add_argument(
         "--shots",
+        action=CommaList,
         help=f"examples per class, comma-separated (default: {','.join(map(str, opt.DEFAULT_SHOTS))})",
     )
     parser.add_argument(
         "--heads",
+        action=CommaList,
         default=",".join(opt.HEADS),
         help=f"heads, comma-separated from {','.join(opt.HEADS)} (default: all)",
     )
+    # a count, so --n-seeds (as --n-bootstrap; --seed is a seed); --seeds, the old spelling,
+    # still works and is not shown
+    parser.add_argument("--seeds", dest="seeds", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--seeds",
+        "--n-seeds",
+        dest="seeds",
         type=int,
+        metavar="N",
         help=f"number of random splits (seeds 0..N-1; default: {opt.DEFAULT_N_SEEDS})",
     )
     parser.add_argument(
@@ -115,7 +123,7 @@ def run(args) -> int:
     shots = None if args.shots is None else parse_int_list(args.shots, "--shots")
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
     if args.seeds is not None and args.seeds < 1:
-        raise InputError(f"--seeds must be at least 1; got {args.seeds}.")
+        raise InputError(f"--n-seeds must be at least 1; got {args.seeds}.")
     if args.max_eval_per_class is not None and args.max_eval_per_class < 1:
         raise InputError(f"--max-eval-per-class must be at least 1; got {args.max_eval_per_class}.")
     splits = None

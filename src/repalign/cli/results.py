@@ -5,7 +5,7 @@ from __future__ import annotations
 from repalign import _options as opt
 from repalign.cli._output import add_format_option
 
-_STAGES = (*opt.STAGES, "failures", "all")
+_STAGES = (*opt.STAGES, "failures", "comparison", "all")
 
 # columns worth showing per stage (the full schema goes out with --stage all)
 _COLUMNS = {
@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         "--stage",
         choices=_STAGES,
         default="all",
-        help="which rows: one stage's successful rows, failures, or all rows (default)",
+        help="which rows: one stage's successful rows, failures, the [compare] table (comparison), or all "
+        "result rows (default)",
     )
     add_format_option(parser)
     parser.set_defaults(handler=handle)
@@ -42,6 +43,8 @@ def handle(args) -> int:
         frame = study.results
         if args.format == "table":  # the terminal cannot show 17 columns legibly
             frame = frame[["model", "stage", "dataset", "metric", "head", "shots", "value", "status"]]
+    elif args.stage == "comparison":  # model_comparison.parquet: a table of its own columns
+        frame = study.model_comparison
     else:
         frame = getattr(study, args.stage)[_COLUMNS[args.stage]]
     emit(frame, args.format, title=f"{args.stage}: {len(frame)} rows ({study.path})")

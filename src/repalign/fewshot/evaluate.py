@@ -19,6 +19,7 @@ import pandas as pd
 
 from repalign._device import resolve_device
 from repalign._options import DEFAULT_DEVICE, HEADS
+from repalign._progress import progress_bar
 from repalign.errors import InputError, unknown_name
 from repalign.fewshot._heads import Task
 from repalign.fewshot.settings import HeadSettings
@@ -36,16 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-RESULT_COLUMNS = (
-    "dataset",
-    "head",
-    "shots",
-    "n_seeds",
-    "accuracy",
-    "ci_low",
-    "ci_high",
-)
-PER_SEED_COLUMNS = ("dataset", "head", "shots", "seed", "accuracy")
+#: the columns of the few-shot tables: the result store's names (value = accuracy, n = seeds),
+#: so a table and the store's rows read the same (docs/fewshot.md)
+RESULT_COLUMNS = ("dataset", "head", "shots", "metric", "value", "ci_low", "ci_high", "n")
+PER_SEED_COLUMNS = ("dataset", "head", "shots", "seed", "metric", "value")
+#: the one metric of few-shot rows
+ACCURACY = "accuracy"
 
 
 def confidence_interval(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float]:
@@ -80,6 +77,7 @@ def evaluate_fewshot(
     feature_indices: Sequence[int] | None = None,
     device: str = DEFAULT_DEVICE,
     settings: HeadSettings | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Few-shot accuracy of precomputed features over the grid shots x heads x seeds.
 
@@ -99,10 +97,12 @@ def evaluate_fewshot(
         dataset: the name put in the ``dataset`` column.
         device: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:1", "mps".
         settings: head hyperparameters (defaults documented in docs/fewshot.md).
+        progress: a progress bar of the heads' training on stderr (shown on a terminal only).
 
     Returns:
-        Columns dataset, head, shots, n_seeds, accuracy, ci_low, ci_high (accuracies in
-        [0, 1]); with ``per_seed=True``: dataset, head, shots, seed, accuracy.
+        Columns dataset, head, shots, metric ("accuracy"), value (the mean accuracy over
+        seeds, in [0, 1]), ci_low, ci_high, n (seeds): the result store's names; with
+        ``per_seed=True``: dataset, head, shots, seed, metric, value.
     """
     import torch
 
@@ -125,17 +125,20 @@ def evaluate_fewshot(
     x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=torch_device)
     y = torch.as_tensor(row_targets, device=torch_device)
     records = []
-    for head in heads:
-        start = time.perf_counter()
-        accuracies = fit_and_score(head, x, y, tasks, n_classes=len(classes), settings=settings)
-        log.info(
-            "few-shot %s on %s: %d fits in %.2fs",
-            head,
-            dataset,
-            len(tasks),
-            time.perf_counter() - start,
-        )
-        records += per_seed_records(dataset, head, keys, accuracies)
+    # one step per head: each head's fits over the grid run as one batch
+    with progress_bar(f"few-shot heads on {dataset}", len(heads), enabled=progress) as advance:
+        for head in heads:
+            start = time.perf_counter()
+            accuracies = fit_and_score(head, x, y, tasks, n_classes=len(classes), settings=settings)
+            log.info(
+                "few-shot %s on %s: %d fits in %.2fs",
+                head,
+                dataset,
+                len(tasks),
+                time.perf_counter() - start,
+            )
+            records += per_seed_records(dataset, head, keys, accuracies)
+            advance()
     per_seed_frame = pd.DataFrame.from_records(records, columns=list(PER_SEED_COLUMNS))
     if per_seed:
         return per_seed_frame
@@ -192,7 +195,7 @@ def grid_tasks(splits: SplitManifest, keys, rows_of_example, *, offset: int = 0,
 def per_seed_records(dataset: str, head: str, keys, accuracies) -> list[dict]:
     """Rows of the per-seed table (:data:`PER_SEED_COLUMNS`) for one head's accuracies over ``keys``."""
     return [
-        {"dataset": dataset, "head": head, "shots": n, "seed": seed, "accuracy": float(accuracy)}
+        {"dataset": dataset, "head": head, "shots": n, "seed": seed, "metric": ACCURACY, "value": float(accuracy)}
         for (seed, n), accuracy in zip(keys, accuracies)
     ]
 
@@ -201,16 +204,17 @@ def summarize(per_seed_frame: pd.DataFrame) -> pd.DataFrame:
     """Collapse per-seed rows to mean accuracy and 95% t-interval per (dataset, head, shots)."""
     rows = []
     for (dataset, head, n), group in per_seed_frame.groupby(["dataset", "head", "shots"], sort=False):
-        mean, low, high = confidence_interval(group["accuracy"].to_numpy())
+        mean, low, high = confidence_interval(group["value"].to_numpy())
         rows.append(
             {
                 "dataset": dataset,
                 "head": head,
                 "shots": int(n),
-                "n_seeds": len(group),
-                "accuracy": mean,
+                "metric": ACCURACY,
+                "value": mean,
                 "ci_low": low,
                 "ci_high": high,
+                "n": len(group),
             }
         )
     return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
@@ -246,8 +250,9 @@ def run_fewshot(
             that also draws the splits loads it once and passes it here).
         split: the dataset split the protocol draws from (None: "test", as in the study). A
             loaded dataset is one split already: ``split`` may only repeat it.
-        batch_size, num_workers, progress, weights: passed to :func:`repalign.embed.extract_embeddings`
+        batch_size, num_workers, weights: passed to :func:`repalign.embed.extract_embeddings`
             (``weights``: a local weights file for the model).
+        progress: progress bars of the embedding and of the heads' training (on a terminal only).
         Other options: as :func:`evaluate_fewshot`.
 
     Returns:
@@ -294,6 +299,7 @@ def run_fewshot(
         feature_indices=used,
         device=device,
         settings=settings,
+        progress=progress,
     )
     frame.insert(0, "model_id", _model_id(model))
     frame.insert(0, "model", model)
@@ -318,9 +324,7 @@ def fewshot_rows(model: str, dataset: str | os.PathLike | FewShotDataset, **opti
             "fewshot_rows gives one row per (head, shots) over its seeds; "
             "call run_fewshot(..., per_seed=True) for one row per seed."
         )
-    summary = run_fewshot(model, dataset, **options)
-    rows = summary.rename(columns={"accuracy": "value", "n_seeds": "n"})
-    return conform(rows.assign(stage="fewshot", metric="accuracy"))
+    return conform(run_fewshot(model, dataset, **options).assign(stage="fewshot"))
 
 
 def _loaded(dataset: str | os.PathLike | FewShotDataset, split: str | None) -> FewShotDataset:

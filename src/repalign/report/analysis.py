@@ -335,6 +335,69 @@ def _overview(inputs: _Inputs) -> Section:
         )
     )
     section.tables.append(_table("alignment_per_domain", summaries.alignment_per_domain(inputs.study.alignment)))
+    _attempt(section, "alignment bars", lambda: _alignment_bars(inputs, section))
+    return section
+
+
+def _alignment_bars(inputs: _Inputs, section: Section) -> None:
+    """Per domain, one bar per model (the first metric, the statistics' similarity function),
+    its stimulus-bootstrap CI, and the noise ceiling where the rows carry one."""
+    from repalign.report.plots import model_bars
+
+    metric = str(inputs.alignment.columns[0])
+    rows = inputs.study.alignment
+    rows = rows[(rows["metric"] == metric) & (rows["similarity"] == inputs.similarity)]
+    for dataset in inputs.domains:
+        one = rows[rows["dataset"] == dataset]
+        if one.empty:
+            continue
+        ceiling = None
+        if {"ceiling_low", "ceiling_high"} <= set(one.columns):  # when the schema carries a noise ceiling
+            bounds = one[["ceiling_low", "ceiling_high"]].dropna()
+            if len(bounds):
+                ceiling = (float(bounds.iloc[0, 0]), float(bounds.iloc[0, 1]))
+        figure = model_bars(one, ceiling=ceiling, title=f"{dataset}: {metric}", xlabel=f"{metric} alignment")
+        section.figures.append(
+            Figure(
+                f"alignment_bars_{_stem(dataset)}",
+                figure,
+                caption("alignment_bars", dataset=dataset, metric=metric, similarity=inputs.similarity),
+            )
+        )
+
+
+def _comparison(inputs: _Inputs) -> Section | None:
+    """[compare]: which models see the stimuli alike, next to how each sees them like people."""
+    from repalign.alignment.compare import comparison_matrix
+    from repalign.report.plots import comparison_heatmap
+
+    table = getattr(inputs.study, "model_comparison", None)
+    images = str((inputs.study.config.get("compare") or {}).get("images") or "")
+    if not images and (table is None or table.empty):
+        return None  # not asked for
+    section = Section("comparison", "Models compared with each other")
+    if table is None or table.empty:
+        section.notes.append(
+            f"[compare] images = '{images}' is set, but the study has no model comparison yet; run the study "
+            "again (finished models are not recomputed) to compute it."
+        )
+        return section
+    n = int(table["n"].iloc[0])
+    if "human" in set(table["model_a"]):
+        section.notes.append(
+            "The RSA matrices hold the human similarity matrix as one more row and column (human): its row is "
+            "each model's RSA alignment with people, beside how alike the models are."
+        )
+    for method in dict.fromkeys(table["method"]):
+        matrix = comparison_matrix(table, method)
+        section.figures.append(
+            Figure(
+                f"comparison_{_stem(method)}",
+                comparison_heatmap(matrix, title=method),
+                caption("comparison_heatmap", method=method, images=images or "the compared images", n=n),
+            )
+        )
+    section.tables.append(_table("model_comparison", table, images=images or "the compared images", n=n))
     return section
 
 
@@ -704,6 +767,7 @@ def _checksums(path: Path, config: dict) -> dict[str, str]:
 SECTIONS: tuple[Callable[[_Inputs], Section | None], ...] = (
     _overview,
     _ceilings,
+    _comparison,
     _metrics,
     _similarities,
     _robustness,

@@ -72,6 +72,18 @@ CAPTIONS: dict[str, str] = {
         "Alignment of every model with the human similarity judgments, averaged over the same {n_domains} human "
         "datasets for every model ({domains}; model similarity: {similarity}). Click a column header to sort."
     ),
+    "alignment_bars": (
+        "{metric} alignment of every model with {dataset} (model similarity: {similarity}); whiskers: "
+        "stimulus-bootstrap 95% CI; a shaded band, where shown: the noise ceiling of the human data."
+    ),
+    "comparison_heatmap": (
+        "Model-to-model {method} on {images} ({n} images): 1 = the two models represent the stimuli alike "
+        "(linear CKA: up to rotation and scale; RSA: the correlation of their similarity matrices)."
+    ),
+    "model_comparison": (
+        "Every pair of models compared on {images} ({n} images), one row per ordered pair and method "
+        "(repalign.alignment.compare_models)."
+    ),
     "alignment_per_domain": "Alignment of every model on each human dataset and similarity function (not averaged).",
     "noise_ceilings": (
         "Alignment on the human datasets whose noise ceiling is known (per-participant matrices, or triplets "

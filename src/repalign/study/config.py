@@ -1,7 +1,7 @@
 """Study configuration: a TOML file parsed into frozen dataclasses, validated once.
 
-Sections ``[study]``, ``[models]``, ``[alignment]``, ``[fewshot]``, ``[robustness]`` and
-``[execution]``; a section that is left out takes all defaults, and a stage whose inputs
+Sections ``[study]``, ``[models]``, ``[alignment]``, ``[fewshot]``, ``[robustness]``,
+``[execution]`` and ``[compare]``; a section that is left out takes all defaults, and a stage whose inputs
 are empty is switched off. docs/study.md lists every key with its default (a test keeps
 that list equal to the defaults of the dataclasses below). The defaults and the valid
 names come from :mod:`repalign._options`, shared with the library functions and the CLI.
@@ -67,10 +67,19 @@ class FewshotSection:
     datasets: tuple[str, ...] = ()
     shots: tuple[int, ...] = opt.DEFAULT_SHOTS
     heads: tuple[str, ...] = opt.HEADS
-    seeds: int = opt.DEFAULT_N_SEEDS
+    n_seeds: int = opt.DEFAULT_N_SEEDS  # a count (seeds 0..n_seeds-1), as --n-seeds; [study] seed is a seed
     # None = the whole test split. TOML has no null, so the file says 0: translated here at the
     # config boundary in both directions (_Validator.build, StudyConfig.to_dict), nowhere else.
     max_eval_per_class: int | None = None
+
+
+@dataclass(frozen=True)
+class CompareSection:
+    """Model-vs-model comparison on one image set (off while ``images`` is empty)."""
+
+    images: str = ""  # a human dataset, a few-shot dataset or an image folder, as `repalign compare --images`
+    methods: tuple[str, ...] = opt.DEFAULT_COMPARISON_METHODS
+    similarity: str = opt.DEFAULT_SIMILARITY  # of the RSA methods' matrices
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,7 @@ class StudyConfig:
     fewshot: FewshotSection = field(default_factory=FewshotSection)
     robustness: RobustnessSection = field(default_factory=RobustnessSection)
     execution: ExecutionSection = field(default_factory=ExecutionSection)
+    compare: CompareSection = field(default_factory=CompareSection)
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -134,6 +144,8 @@ class StudyConfig:
         fingerprints = {}
         for stage in self.stages:
             settings: dict[str, Any] = {stage: d[stage]}
+            if stage == "fewshot":  # hashed under its first name (seeds), so studies run before the rename resume
+                settings[stage] = {("seeds" if k == "n_seeds" else k): v for k, v in d[stage].items()}
             if stage == "alignment":
                 settings["seed"] = d["study"]["seed"]
             fingerprints[stage] = _sha256_json(settings)
@@ -282,7 +294,12 @@ _SECTIONS = {
     "fewshot": FewshotSection,
     "robustness": RobustnessSection,
     "execution": ExecutionSection,
+    "compare": CompareSection,
 }
+
+#: keys renamed for one spelling everywhere: section -> {old spelling: new spelling}; the old
+#: one is still read
+_RENAMED_KEYS = {"fewshot": {"seeds": "n_seeds"}}
 
 
 _UNSET = object()
@@ -324,6 +341,7 @@ class _Validator:
                 raise self.fail(section, None, f"unknown section. Valid sections: {', '.join(_SECTIONS)}")
             if not isinstance(data[section], dict):
                 raise self.fail(section, None, f"must be a table ([{section}]), got {_type(data[section])}")
+        data = self.renamed(data)
         for section, cls in _SECTIONS.items():
             valid = {f.name for f in dataclasses.fields(cls)}
             for key in data.get(section, {}):
@@ -361,7 +379,7 @@ class _Validator:
             datasets=self.strings(f, "datasets"),
             shots=tuple(sorted(set(self.integers(f, "shots", minimum=1)))),
             heads=self.choices(f, "heads", opt.HEADS),
-            seeds=self.integer(f, "seeds", minimum=1),
+            n_seeds=self.integer(f, "n_seeds", minimum=1),
             max_eval_per_class=self.cap(f, "max_eval_per_class"),
         )
         r = self.section(data, "robustness")
@@ -377,7 +395,29 @@ class _Validator:
             token_file=self.string(e, "token_file"),
             gpu_memory_gb=self.integer(e, "gpu_memory_gb", minimum=0, maximum=4096),
         )
-        return StudyConfig(study, models, alignment, fewshot, robustness, execution)
+        c = self.section(data, "compare")
+        compare = CompareSection(
+            images=self.string(c, "images"),
+            methods=self.choices(c, "methods", opt.COMPARISON_METHODS),
+            similarity=self.choice(c, "similarity", opt.SIMILARITY_METRICS),
+        )
+        return StudyConfig(study, models, alignment, fewshot, robustness, execution, compare)
+
+    def renamed(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with old key spellings under their new names (both given: an error)."""
+        data = dict(data)
+        for section, renames in _RENAMED_KEYS.items():
+            values = data.get(section)
+            if not isinstance(values, dict):
+                continue
+            values = dict(values)
+            for old, new in renames.items():
+                if old in values:
+                    if new in values:
+                        raise self.fail(section, old, f"is the old spelling of {new}; give {new} only")
+                    values[new] = values.pop(old)
+            data[section] = values
+        return data
 
     # -- typed getters: each reads one key of a section, or the dataclass's default -----
     def section(self, data: dict[str, Any], name: str) -> _Given:

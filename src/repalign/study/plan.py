@@ -186,7 +186,7 @@ def fewshot_inputs(name: str, config: StudyConfig):
     splits = make_splits(
         data.labels,
         shots=fs.shots,
-        seeds=fs.seeds,
+        seeds=fs.n_seeds,
         max_eval_per_class=fs.max_eval_per_class,
         dataset=data.name,
         class_names=data.class_names,

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from repalign.errors import RepalignError
 from repalign.schema import conform, empty_results
 from repalign.store import (
     RUN_FAILED,
@@ -118,6 +119,10 @@ def run_study(
 
     started = time.monotonic()
     humans = check_human_data(cfg, fetch=True)  # a bad name or a name clash stops the run here
+    if cfg.compare.images:  # a [compare] set that does not exist stops the run before any work, not after it
+        from repalign.data import load_dataset_images
+
+        load_dataset_images(cfg.compare.images)
     notes = _say_domains(humans)
     study_inputs = StudyInputs(cfg, humans.names)
     with store.locked():
@@ -156,6 +161,7 @@ def run_study(
             outcome.n_skipped = len(units) - len(todo)
             log.info("%d units, %d finished, %d to run", len(units), outcome.n_skipped, len(todo))
             _execute(cfg, store, todo, fingerprint, outcome, live, failed_here)
+            outcome.notes += _compare_models(cfg, store, [u.model for u in units])
             run_record["status"] = RUN_FINISHED
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises a KeyboardInterrupt for it)
             run_record["status"] = RUN_INTERRUPTED
@@ -342,6 +348,16 @@ def _remove_partial_files(store: StudyStore) -> None:
     if store.results_dir.is_dir():
         for tmp in store.results_dir.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+
+
+def _compare_models(cfg: StudyConfig, store: StudyStore, models: list[str]) -> list[str]:
+    """``[compare]``: the units' results are safe in the store whatever happens here."""
+    from repalign.study.compare import run_comparison
+
+    try:
+        return run_comparison(cfg, store, models)
+    except RepalignError as exc:
+        return [f"model comparison not written: {exc}"]
 
 
 def _write_report(study_dir: Path, notes: list[str]) -> Path | None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from repalign._options import (
     ALIGNMENT_METRICS,
     AUTO,
+    DEFAULT_LAYER,
     DEFAULT_METRICS,
     DEFAULT_N_BOOTSTRAP,
     DEFAULT_SEED,
@@ -147,14 +148,16 @@ def compute_alignment(
     ]
 
 
-def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFrame:
+def alignment_rows(embeddings, human: HumanSimilarity, *, layer: str = DEFAULT_LAYER, **options) -> pd.DataFrame:
     """:func:`compute_alignment` as result rows of the study's store (:mod:`repalign.schema`).
 
-    One row per metric: stage ``"alignment"``, ``n`` = the number of stimuli; the columns a
-    run adds (model, unit, status, timing) are left null.
+    One row per metric: stage ``"alignment"``, ``n`` = the number of stimuli, ``layer`` the
+    model layer the embeddings were read from; the columns a run adds (model, unit, status,
+    timing) are left null.
 
     Args:
         embeddings, human: as :func:`compute_alignment`.
+        layer: the layer ``embeddings`` come from (recorded, not read).
         **options: keyword options of :func:`compute_alignment`.
     """
     import pandas as pd  # here, so importing the alignment package does not import pandas
@@ -164,4 +167,4 @@ def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFram
     records = compute_alignment(embeddings, human, **options)
     columns = ["dataset", "metric", "similarity", "ties", "value", "ci_low", "ci_high", "n_stimuli"]
     frame = pd.DataFrame.from_records(records, columns=columns).rename(columns={"n_stimuli": "n"})
-    return conform(frame.assign(stage="alignment"))
+    return conform(frame.assign(stage="alignment", layer=layer))

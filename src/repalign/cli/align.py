@@ -77,7 +77,13 @@ def register(subparsers) -> None:
         "--seed", type=seed_option(), default=opt.DEFAULT_SEED, help="bootstrap seed (default: %(default)s)"
     )
     add_device_option(parser, note="MODEL only: ")
-    parser.add_argument("--layer", default=None, help="MODEL only: layer to read (default: penultimate)")
+    parser.add_argument(
+        "--layer",
+        action="append",
+        metavar="L",
+        help=f"MODEL only: layer to read; repeat for several, all from one forward pass "
+        f"(default: {opt.DEFAULT_LAYER}; see `repalign models --layers MODEL`)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="MODEL only: images per batch")
     add_format_option(parser)
     parser.set_defaults(handler=run_align)
@@ -108,19 +114,21 @@ def run_align(args) -> int:
 
     records = []
     for human in datasets:
-        embeddings = provider.for_dataset(human, many=len(datasets) > 1)
-        if embeddings is None:
+        by_layer = provider.for_dataset(human, many=len(datasets) > 1)
+        if by_layer is None:
             continue
-        rows = compute_alignment(
-            embeddings,
-            human,
-            similarity=args.similarity,
-            metrics=metrics,
-            n_bootstrap=args.bootstrap,
-            random_state=args.seed,
-            ties=args.ties,
-        )
-        records.extend({**provider.identity, **row} for row in rows)
+        for layer, embeddings in by_layer.items():
+            rows = compute_alignment(
+                embeddings,
+                human,
+                similarity=args.similarity,
+                metrics=metrics,
+                n_bootstrap=args.bootstrap,
+                random_state=args.seed,
+                ties=args.ties,
+            )
+            layer_column = {} if layer is None else {"layer": layer}
+            records.extend({**provider.identity, **layer_column, **row} for row in rows)
     if not records:
         raise MissingDataError(f"No dataset in '{args.human}' could be scored (see the warnings above)")
     if args.format == "table":
@@ -133,7 +141,7 @@ def run_align(args) -> int:
 
 def _compact_for_terminal(records: list[dict]) -> tuple[list[dict], str]:
     """Move columns that hold one value for every record into the table's title."""
-    shared = [c for c in ("model", "model_id", "similarity", "n_stimuli") if c in records[0]]
+    shared = [c for c in ("model", "model_id", "layer", "similarity", "n_stimuli") if c in records[0]]
     shared = [c for c in shared if len({r[c] for r in records}) == 1]
     details = [f"{c}={records[0][c]}" for c in shared]
     # ties is set on triplet records only (null on the others): one rule for all goes to the title
@@ -176,10 +184,11 @@ class _ModelEmbeddings:
             log.warning("Skipping %s: its images are not available (only its similarity matrix is)", human.name)
             return None
         images = human.images()  # MissingDataError naming the files when a single dataset lacks them
+        # a list: {layer: embeddings}, every layer from one forward pass (and one cache entry each)
         return extract_embeddings(
             self.args.model,
             images,
-            layer=self.args.layer,
+            layer=self.args.layer or [opt.DEFAULT_LAYER],
             device=self.args.device,
             batch_size=self.args.batch_size,
             progress=True,
@@ -199,8 +208,8 @@ class _FileEmbeddings:
     def for_dataset(self, human, *, many: bool):
         from repalign.embed import NoMatchingStimuliError, match_stimuli
 
-        try:
-            return match_stimuli(self.embeddings, self.names, human, source=self.source)
+        try:  # the file's layer is not known: no layer key
+            return {None: match_stimuli(self.embeddings, self.names, human, source=self.source)}
         except NoMatchingStimuliError:
             if not many:
                 raise

@@ -23,7 +23,11 @@ def register(subparsers) -> None:
         help="a human dataset (peterson:animals), a few-shot dataset (mnist, cifar10, ...) or a folder of images",
     )
     parser.add_argument(
-        "--layer", action="append", metavar="L", help="layer name (repeat for several; default: penultimate)"
+        "--layer",
+        action="append",
+        metavar="L",
+        help=f"layer name; repeat for several, all from one forward pass (default: {opt.DEFAULT_LAYER}; "
+        "see `repalign models --layers MODEL`)",
     )
     parser.add_argument("--out", metavar="FILE.npz", help="also save the arrays (one per layer) to this .npz file")
     parser.add_argument("--weights", metavar="PATH", help="local weights file for the model")
@@ -54,7 +58,7 @@ def run(args) -> int:
     images = source.images
     # saved beside the embeddings: what identifies each row
     extras = {"stimuli": np.array(source.stimuli)} if source.stimuli is not None else {"labels": source.labels}
-    layers = args.layer or None
+    layers = args.layer or [opt.DEFAULT_LAYER]
     cached = (
         False if args.no_cache else is_cached(args.model, images, layer=layers, weights=args.weights, dtype=args.dtype)
     )
@@ -70,7 +74,7 @@ def run(args) -> int:
         weights=args.weights,
         progress=sys.stderr.isatty(),
     )
-    arrays = result if isinstance(result, dict) else {layers[0] if layers else "penultimate": result}
+    arrays = result  # a list of layers was asked for: {layer: (n, d) array}
     if args.out:
         from repalign._io import atomic_path
 

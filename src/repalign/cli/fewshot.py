@@ -70,6 +70,13 @@ def register(subparsers) -> None:
         action="store_true",
         help="one row per seed instead of mean and CI",
     )
+    parser.add_argument(
+        "--layer",
+        action="append",
+        metavar="L",
+        help=f"layer to read; repeat for several, all from one forward pass and scored on the same splits "
+        f"(default: {opt.DEFAULT_LAYER}; see `repalign models --layers MODEL`)",
+    )
     add_device_option(parser)
     parser.add_argument("--batch-size", type=int, help="images per forward pass when embedding")
     add_format_option(parser)
@@ -126,6 +133,7 @@ def run(args) -> int:
         device=args.device,
         batch_size=args.batch_size,
         progress=sys.stderr.isatty(),
+        layer=args.layer,
     )
     emit(frame, args.format, title=f"few-shot accuracy: {args.model} on {args.dataset}")
     return 0

@@ -42,8 +42,8 @@ from typing import Any
 import pandas as pd
 
 from repalign._io import atomic_path, write_json_atomic, write_text_atomic
-from repalign.errors import InputError, MissingDataError, RepalignError
 from repalign._options import DEFAULT_LAYER
+from repalign.errors import InputError, MissingDataError, RepalignError
 from repalign.schema import RESULT_COLUMNS, conform, empty_results
 
 log = logging.getLogger(__name__)

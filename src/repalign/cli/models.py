@@ -56,8 +56,8 @@ def run_layers(args) -> int:
         raise InputError("--layers MODEL lists one model's layers; leave out PATTERN, --source and --paper")
     table = list_layers(args.layers, weights=args.weights, device="cpu")
     if args.format == "table":
-        # a TFLite tensor's full name runs to hundreds of characters: the terminal gets the alias
-        shown = table if (table["name"] != table["layer"]).sum() == 0 else table.assign(name=table["name"].str[:60])
+        # a TFLite tensor's full name runs to hundreds of characters (json/csv give it whole)
+        shown = table.assign(name=[n if len(n) <= 60 else n[:59] + "…" for n in table["name"].astype(str)])
         emit(shown, "table", title=f"{len(table)} layers of {args.layers}, input to output (--layer takes 'layer')")
     else:
         emit(table, args.format)

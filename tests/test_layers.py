@@ -439,3 +439,18 @@ def dataclasses_replace(study, results):
     import dataclasses
 
     return dataclasses.replace(study, results=results.reset_index(drop=True))
+
+
+def test_per_model_summaries_never_average_layers(tmp_path):
+    """Rows of several layers given straight to the per-model tables: the penultimate only."""
+    from repalign.report import summaries, tables
+
+    study = _study(tmp_path, {"a": ["layer1", "penultimate"], "b": ["penultimate", "stage2"]})
+    table = tables.alignment_per_model(study.alignment, similarity="cosine")
+    a = study.alignment
+    mine = a[(a.layer == "penultimate") & (a.similarity == "cosine") & (a.metric == "pearson")]
+    assert table["pearson"].to_dict() == pytest.approx(mine.groupby("model")["value"].mean().to_dict())
+    accuracy = summaries.fewshot_per_model(study.fewshot).set_index(["model", "dataset"])["1-shot"]
+    f = study.fewshot
+    expected = f[(f.layer == "penultimate") & (f.shots == 1)].set_index(["model", "dataset"])["value"]
+    assert accuracy.to_dict() == expected.to_dict()  # the penultimate's values, not a mean over layers

@@ -158,6 +158,7 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
     assert set(records[0]) == {
         "model",
         "model_id",
+        "layer",
         "dataset",
         "head",
         "shots",
@@ -207,7 +208,10 @@ def test_cli_fewshot_json_and_split_files(mirror, tmp_path, capsys):
         )
         == 0
     )
-    assert capsys.readouterr().out.splitlines()[0] == "model,model_id,dataset,head,shots,metric,value,ci_low,ci_high,n"
+    assert (
+        capsys.readouterr().out.splitlines()[0]
+        == "model,model_id,layer,dataset,head,shots,metric,value,ci_low,ci_high,n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ def test_embed_out_then_align_embeddings_equals_align_model(tmp_path, mirror, mo
 def test_embed_out_then_fewshot_embeddings_equals_fewshot_model(tmp_path, mnist_small, model, heads):
     out = tmp_path / "mnist.npz"
     ok("embed", model, "--dataset", mnist_small, "--out", out, "--no-cache")
-    grid = ("--shots", "1,5", "--seeds", "2", "--heads", heads)
+    grid = ("--shots", "1,5", "--n-seeds", "2", "--heads", heads)
     from_file = ok("fewshot", "--embeddings", out, *grid)
     direct = ok("fewshot", model, "--dataset", mnist_small, *grid)
     assert from_file == direct
@@ -103,7 +103,7 @@ def test_fewshot_embeddings_of_a_bare_array_take_the_dataset_labels(tmp_path, mn
     ok("embed", "pixels:8", "--dataset", mnist_small, "--out", tmp_path / "px.npz")
     file = read_embeddings_file(tmp_path / "px.npz")
     np.save(tmp_path / "px.npy", file.embeddings)
-    grid = ("--shots", "2", "--seeds", "2", "--heads", "linear")
+    grid = ("--shots", "2", "--n-seeds", "2", "--heads", "linear")
     direct = ok("fewshot", "pixels:8", "--dataset", mnist_small, *grid)
     bare = ok("fewshot", "--embeddings", tmp_path / "px.npy", "--dataset", mnist_small, *grid)
     assert bare == [{k: v for k, v in row.items() if k not in ("model", "model_id")} for row in direct]
@@ -184,7 +184,7 @@ def test_weights_on_align_and_fewshot(tmp_path, mirror, mnist_small, animals):
     assert with_weights == ok("align", "--embeddings", tmp_path / "w.npz", "--human", "peterson:animals")
     assert with_weights != ok("align", model, "--human", "peterson:animals")  # the weights were used
 
-    grid = ("--dataset", mnist_small, "--shots", "1", "--seeds", "2", "--heads", "linear")
+    grid = ("--dataset", mnist_small, "--shots", "1", "--n-seeds", "2", "--heads", "linear")
     assert ok("fewshot", model, *grid, "--weights", weights) != ok("fewshot", model, *grid)
     err = fails("align", "--embeddings", tmp_path / "w.npz", "--human", "peterson:animals", "--weights", weights)
     assert "--weights applies to MODEL only" in err
@@ -379,9 +379,9 @@ jobs = 1
     fewshot = rows[rows.stage == "fewshot"].sort_values("shots")
     direct = ok(
         "fewshot", "cifar_resnet:resnet20", "--dataset", project / "digits", "--weights", project / "r20.pt",
-        "--shots", "1", "--seeds", "2", "--heads", "linear",
+        "--shots", "1", "--n-seeds", "2", "--heads", "linear",
     )  # fmt: skip
-    assert fewshot.value.tolist() == [r["accuracy"] for r in direct]
+    assert fewshot.value.tolist() == [r["value"] for r in direct]
     # the matrix file loaded (it has no images, so alignment says so instead of failing)
     assert rows[rows.stage == "alignment"].status.tolist() == ["skipped"]
 

@@ -76,6 +76,7 @@ def _expected_rows(config, unit) -> pd.DataFrame:
         rows.append(
             {
                 "stage": "alignment",
+                "layer": "penultimate",  # the default layer, recorded on every row
                 "dataset": r["dataset"],
                 "metric": r["metric"],
                 "similarity": r["similarity"],
@@ -100,6 +101,7 @@ def _expected_rows(config, unit) -> pd.DataFrame:
         rows.append(
             {
                 "stage": "fewshot",
+                "layer": "penultimate",
                 "dataset": r["dataset"],
                 "metric": r["metric"],
                 "head": r["head"],

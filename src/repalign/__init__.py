@@ -41,6 +41,7 @@ _PUBLIC = {
     "HumanSimilarity": "repalign.data.human",
     "list_human_datasets": "repalign.data.human",
     # models and embeddings
+    "list_layers": "repalign.models",
     "list_models": "repalign.models",
     "resolve_model": "repalign.models",
     "load_model": "repalign.models",

@@ -67,6 +67,10 @@ DEFAULT_DEVICE = AUTO
 #: dtypes of extracted (and cached) embeddings
 EMBEDDING_DTYPES = ("float32", "float16")
 DEFAULT_EMBEDDING_DTYPE = "float32"
+#: the layer features are read from unless told otherwise: the input of the classifier (the
+#: paper's choice). Result rows, the report's statistics across models and every ``--layer``
+#: option default to it, so analyses never mix layers by accident.
+DEFAULT_LAYER = "penultimate"
 #: size limit of the preprocessed-input cache (``<cache home>/inputs``; least recently used
 #: entries go first); 0 = off. Off by default until it pays: on the 2-core CPU it did not yet
 #: speed up a study (docs/embeddings.md), and a 224x224 float configuration takes ~600 KB an

@@ -12,6 +12,9 @@ import pandas as pd
 RESULT_COLUMNS: dict[str, str] = {
     "model": "string",  # as configured, e.g. "tflite:mobilenet_v2_1.0_224_quant"
     "model_id": "string",  # resolved id, e.g. "timm:resnet50.a1_in1k"
+    # alignment and fewshot: the layer the features were read from ("penultimate", "layer3",
+    # a short TFLite alias, ...); null on robustness rows (published numbers of the whole model)
+    "layer": "string",
     "stage": "string",  # "alignment" | "fewshot" | "robustness"
     "dataset": "string",  # "peterson:animals", "mnist", "imagenet-a", ...
     "metric": "string",  # "pearson" | "spearman" | "triplet" | "accuracy" | "top1" | "top5" | ...
@@ -35,9 +38,6 @@ RESULT_COLUMNS: dict[str, str] = {
     "timestamp": "string",  # ISO 8601, UTC
     "unit": "string",  # id of the unit of work that produced the row
 }
-
-#: columns added after stores were first written: a unit file without them is read with them null
-ADDED_COLUMNS = frozenset({"ceiling_low", "ceiling_high"})
 
 
 def empty_results() -> pd.DataFrame:

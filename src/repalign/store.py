@@ -43,8 +43,9 @@ from typing import Any
 import pandas as pd
 
 from repalign._io import atomic_path, write_json_atomic, write_text_atomic
+from repalign._options import DEFAULT_LAYER
 from repalign.errors import InputError, MissingDataError, RepalignError
-from repalign.schema import ADDED_COLUMNS, RESULT_COLUMNS, conform, empty_results
+from repalign.schema import RESULT_COLUMNS, conform, empty_results
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,16 @@ RUN_RUNNING, RUN_FINISHED, RUN_INTERRUPTED, RUN_FAILED, RUN_KILLED = (
 
 #: Row statuses. "skipped" = nothing to compute (e.g. no published robustness results).
 STATUS_OK, STATUS_FAILED, STATUS_SKIPPED = "ok", "failed", "skipped"
+
+
+#: columns added to the schema after studies were written without them -> what such a
+#: study's rows held: {column: (the stages it applies to, value)}; null on every other stage.
+#: Every study written before layers existed read the penultimate layer; none knew a ceiling.
+ADDED_COLUMNS: dict[str, tuple[tuple[str, ...], object]] = {
+    "layer": (("alignment", "fewshot"), DEFAULT_LAYER),
+    "ceiling_low": ((), None),
+    "ceiling_high": ((), None),
+}
 
 
 class StudyLockedError(RepalignError, RuntimeError):
@@ -478,7 +489,6 @@ def _check_unit_table(table, file: Path) -> tuple[dict[bytes, bytes], pd.DataFra
         raise DamagedFileError(f"{file}: not a unit file of a repalign study (no unit id in its metadata)")
     if unit.decode(errors="replace") != file.stem:
         raise DamagedFileError(f"{file}: holds the rows of unit '{unit.decode(errors='replace')}', not '{file.stem}'")
-    # files written before a column was added lack it: it reads as null
     missing = [c for c in RESULT_COLUMNS if c not in table.column_names and c not in ADDED_COLUMNS]
     if missing:
         raise DamagedFileError(f"{file}: another schema: no column {', '.join(missing[:5])}")
@@ -487,12 +497,25 @@ def _check_unit_table(table, file: Path) -> tuple[dict[bytes, bytes], pd.DataFra
     except Exception as exc:  # columns of the right names but the wrong types
         raise DamagedFileError(f"{file}: another schema: {_one_line(exc)}") from None
     # the footer has no checksum of its own: the rows' digest catches a change there (files
-    # of repalign versions before it have none and are taken as they are)
+    # of repalign versions before it have none and are taken as they are). A file written
+    # before a column was added was digested without it.
+    present = [c for c in RESULT_COLUMNS if c in table.column_names]
     recorded = meta.get(_ROWS_KEY)
-    written = frame[[c for c in RESULT_COLUMNS if c in table.column_names]]  # the columns the digest covered
-    if recorded is not None and recorded.decode(errors="replace") != _rows_digest(written):
+    if recorded is not None and recorded.decode(errors="replace") != _rows_digest(frame[present]):
         raise DamagedFileError(f"{file}: its rows differ from the digest written with them")
+    if len(present) < len(RESULT_COLUMNS):
+        frame = _fill_added_columns(frame, present)
     return meta, frame
+
+
+def _fill_added_columns(frame: pd.DataFrame, present: list[str]) -> pd.DataFrame:
+    """Rows of a unit file written before the columns of :data:`ADDED_COLUMNS` that are not
+    in ``present``: those columns filled with what they held then (``frame`` conformed)."""
+    frame = frame.copy()
+    for column, (stages, value) in ADDED_COLUMNS.items():
+        if column not in present:
+            frame.loc[frame["stage"].isin(stages), column] = value
+    return frame
 
 
 def _rows_digest(rows: pd.DataFrame) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from repalign._options import (
     ALIGNMENT_METRICS,
     AUTO,
+    DEFAULT_LAYER,
     DEFAULT_METRICS,
     DEFAULT_N_BOOTSTRAP,
     DEFAULT_SEED,
@@ -213,17 +214,18 @@ def _ceilings(human: HumanSimilarity, metrics: Sequence[str], ties: str) -> dict
     return out
 
 
-def alignment_rows(embeddings, human: HumanSimilarity, **options) -> pd.DataFrame:
+def alignment_rows(embeddings, human: HumanSimilarity, *, layer: str = DEFAULT_LAYER, **options) -> pd.DataFrame:
     """:func:`compute_alignment` as result rows of the study's store (:mod:`repalign.schema`).
 
-    One row per metric: stage ``"alignment"``, ``n`` = the number of stimuli; the columns a
-    run adds (model, unit, status, timing) are left null, and ``n_missing_pairs`` (no store
-    column) is dropped.
+    One row per metric: stage ``"alignment"``, ``n`` = the number of stimuli, ``layer`` the
+    model layer the embeddings were read from; the columns a run adds (model, unit, status,
+    timing) are left null, and ``n_missing_pairs`` (no store column) is dropped.
 
     Args:
         embeddings, human: as :func:`compute_alignment`.
+        layer: the layer ``embeddings`` come from (recorded, not read).
         **options: keyword options of :func:`compute_alignment`.
     """
     from repalign.schema import conform
 
-    return conform(compute_alignment(embeddings, human, **options).assign(stage="alignment"))
+    return conform(compute_alignment(embeddings, human, **options).assign(stage="alignment", layer=layer))

@@ -8,7 +8,7 @@ import math
 import sys
 from typing import Any
 
-from repalign._options import DEFAULT_DEVICE, MAX_N_BOOTSTRAP, MAX_SEED
+from repalign._options import DEFAULT_DEVICE, DEFAULT_LAYER, MAX_N_BOOTSTRAP, MAX_SEED
 
 FORMATS = ("table", "json", "csv")
 
@@ -55,6 +55,23 @@ class CommaList(argparse.Action):
         text = str(values)
         setattr(namespace, self.dest, f"{previous},{text}" if given and previous else text)
         setattr(namespace, f"_{self.dest}_given", True)
+
+
+def comma_values(text: str | None) -> list[str] | None:
+    """The values of a :class:`CommaList` option as a list (``None`` when it was not given)."""
+    values = [part.strip() for part in (text or "").split(",") if part.strip()]
+    return values or None
+
+
+def add_layer_option(parser, *, note: str = "", what: str = "all from one forward pass") -> None:
+    """``--layer``, spelled, listed and defaulted the same in embed, align and fewshot."""
+    parser.add_argument(
+        "--layer",
+        action=CommaList,
+        metavar="L[,L...]",
+        help=f"{note}layers to read, comma-separated or repeated, {what} "
+        f"(default: {DEFAULT_LAYER}; see `repalign models --layers MODEL`)",
+    )
 
 
 def add_format_option(parser, default: str = "table") -> None:

@@ -20,7 +20,16 @@ import sys
 from pathlib import Path
 
 from repalign import _options as opt
-from repalign.cli._output import CommaList, add_device_option, add_format_option, bootstrap_option, emit, seed_option
+from repalign.cli._output import (
+    CommaList,
+    add_device_option,
+    add_format_option,
+    add_layer_option,
+    bootstrap_option,
+    comma_values,
+    emit,
+    seed_option,
+)
 from repalign.errors import InputError, MissingDataError
 
 log = logging.getLogger(__name__)
@@ -100,7 +109,7 @@ def register(subparsers) -> None:
         "--seed", type=seed_option(), default=opt.DEFAULT_SEED, help="bootstrap seed (default: %(default)s)"
     )
     add_device_option(parser, note="MODEL only: ")
-    parser.add_argument("--layer", default=None, help="MODEL only: layer to read (default: penultimate)")
+    add_layer_option(parser, note="MODEL only: ")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="MODEL only: images per batch")
     parser.add_argument("--weights", metavar="PATH", help="MODEL only: a local weights file for the model")
     add_format_option(parser)
@@ -134,20 +143,22 @@ def run_align(args) -> int:
 
     records = []
     for human in datasets:
-        embeddings = provider.for_dataset(human, many=len(datasets) > 1)
-        if embeddings is None:
+        by_layer = provider.for_dataset(human, many=len(datasets) > 1)
+        if by_layer is None:
             continue
-        rows = compute_alignment(
-            embeddings,
-            human,
-            similarity=args.similarity,
-            metrics=metrics,
-            n_bootstrap=args.n_bootstrap,
-            random_state=args.seed,
-            ties=args.ties,
-            progress=sys.stderr.isatty(),
-        )
-        records.extend({**provider.identity, **row} for row in rows.to_dict(orient="records"))
+        for layer, embeddings in by_layer.items():
+            rows = compute_alignment(
+                embeddings,
+                human,
+                similarity=args.similarity,
+                metrics=metrics,
+                n_bootstrap=args.n_bootstrap,
+                random_state=args.seed,
+                ties=args.ties,
+                progress=sys.stderr.isatty(),
+            )
+            layer_column = {} if layer is None else {"layer": layer}
+            records.extend({**provider.identity, **layer_column, **row} for row in rows.to_dict(orient="records"))
     if not records:
         raise MissingDataError(f"No dataset in '{args.human}' could be scored (see the warnings above)")
     if args.format == "table":
@@ -160,7 +171,7 @@ def run_align(args) -> int:
 
 def _compact_for_terminal(records: list[dict]) -> tuple[list[dict], str]:
     """Move columns that hold one value for every record into the table's title."""
-    shared = [c for c in ("model", "model_id", "similarity", "n") if c in records[0]]
+    shared = [c for c in ("model", "model_id", "layer", "similarity", "n") if c in records[0]]
     shared = [c for c in shared if len({r[c] for r in records}) == 1]
     details = [f"{c}={records[0][c]}" for c in shared]
     # ties is set on triplet records only (null on the others): one rule for all goes to the title
@@ -205,10 +216,11 @@ class _ModelEmbeddings:
             log.warning("Skipping %s: its images are not available (only its similarity matrix is)", human.name)
             return None
         images = human.images()  # MissingDataError naming the files when a single dataset lacks them
+        # a list: {layer: embeddings}, every layer from one forward pass (and one cache entry each)
         return extract_embeddings(
             self.args.model,
             images,
-            layer=self.args.layer,
+            layer=comma_values(self.args.layer) or [opt.DEFAULT_LAYER],
             device=self.args.device,
             batch_size=self.args.batch_size,
             weights=self.args.weights,
@@ -231,8 +243,8 @@ class _FileEmbeddings:
     def for_dataset(self, human, *, many: bool):
         from repalign.embed import NoMatchingStimuliError, match_stimuli
 
-        try:
-            return match_stimuli(self.embeddings, self.names, human, source=self.source)
+        try:  # the file's layer is not known: no layer key
+            return {None: match_stimuli(self.embeddings, self.names, human, source=self.source)}
         except NoMatchingStimuliError:
             if not many:
                 raise

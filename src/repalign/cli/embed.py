@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from repalign import _options as opt
-from repalign.cli._output import CommaList, add_device_option, add_format_option, emit
+from repalign.cli._output import CommaList, add_device_option, add_format_option, comma_values, emit
 from repalign.errors import InputError
 
 
@@ -26,7 +26,8 @@ def register(subparsers) -> None:
         "--layer",
         action=CommaList,
         metavar="L[,L...]",
-        help="layer names, comma-separated or repeated (default: penultimate)",
+        help=f"layers to read, comma-separated or repeated, all from one forward pass (default: {opt.DEFAULT_LAYER}; "
+        "see `repalign models --layers MODEL`)",
     )
     parser.add_argument(
         "--out",
@@ -57,7 +58,7 @@ def run(args) -> int:
     require_device(args.device)  # even when the embeddings are cached and nothing runs on it
     source = load_dataset_images(args.dataset)
     images = source.images
-    layers = args.layer or None
+    layers = comma_values(args.layer) or [opt.DEFAULT_LAYER]
     cached = (
         False if args.no_cache else is_cached(args.model, images, layer=layers, weights=args.weights, dtype=args.dtype)
     )
@@ -73,7 +74,7 @@ def run(args) -> int:
         weights=args.weights,
         progress=sys.stderr.isatty(),
     )
-    arrays = result if isinstance(result, dict) else {layers[0] if layers else "penultimate": result}
+    arrays = result  # a list of layers was asked for: {layer: (n, d) array}
     if args.out:
         from repalign.embed import write_embeddings_file
         from repalign.models import resolve_model

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from repalign import _options as opt
-from repalign.cli._output import CommaList, add_device_option, add_format_option, emit
+from repalign.cli._output import CommaList, add_device_option, add_format_option, add_layer_option, comma_values, emit
 from repalign.errors import InputError
 
 
@@ -92,6 +92,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="one row per seed instead of mean and CI",
     )
+    add_layer_option(parser, what="all from one forward pass and scored on the same splits")
     add_device_option(parser)
     parser.add_argument("--batch-size", type=int, help="images per forward pass when embedding")
     add_format_option(parser)
@@ -157,6 +158,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         weights=args.weights,
         progress=sys.stderr.isatty(),
+        layer=comma_values(args.layer),
     )
     emit(frame, args.format, title=f"few-shot accuracy: {args.model} on {args.dataset}")
     return 0
@@ -183,6 +185,9 @@ def _run_file(args, *, shots, heads, splits) -> int:
         splits.save(args.save_splits)
     # a dataset given explicitly is loaded in its --split; else the file's labels decide
     dataset_options = {} if args.dataset is None else {"dataset": args.dataset, "split": args.split}
+    layers = comma_values(args.layer)
+    if layers is not None and len(layers) > 1:
+        raise InputError("--embeddings FILE scores one layer of the file; give one --layer (or none for its only one)")
     frame = run_fewshot_file(
         args.embeddings,
         shots=shots,
@@ -192,6 +197,7 @@ def _run_file(args, *, shots, heads, splits) -> int:
         splits=splits,
         per_seed=args.per_seed,
         device=args.device,
+        layer=layers[0] if layers else None,
         **dataset_options,
     )
     emit(frame, args.format, title=f"few-shot accuracy: {args.embeddings}")

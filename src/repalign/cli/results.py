@@ -9,8 +9,8 @@ _STAGES = (*opt.STAGES, "failures", "comparison", "all")
 
 # columns worth showing per stage (the full schema goes out with --stage all)
 _COLUMNS = {
-    "alignment": ["model", "dataset", "metric", "similarity", "ties", "value", "ci_low", "ci_high", "n"],
-    "fewshot": ["model", "dataset", "head", "shots", "value", "ci_low", "ci_high", "n"],
+    "alignment": ["model", "layer", "dataset", "metric", "similarity", "ties", "value", "ci_low", "ci_high", "n"],
+    "fewshot": ["model", "layer", "dataset", "head", "shots", "value", "ci_low", "ci_high", "n"],
     "robustness": ["model", "model_id", "dataset", "metric", "value"],
     "failures": ["model", "stage", "dataset", "error"],
 }
@@ -42,7 +42,7 @@ def handle(args) -> int:
     if args.stage == "all":
         frame = study.results
         if args.format == "table":  # the terminal cannot show 17 columns legibly
-            frame = frame[["model", "stage", "dataset", "metric", "head", "shots", "value", "status"]]
+            frame = frame[["model", "layer", "stage", "dataset", "metric", "head", "shots", "value", "status"]]
     elif args.stage == "comparison":  # model_comparison.parquet: a table of its own columns
         frame = study.model_comparison
     else:

@@ -313,8 +313,15 @@ def _model_id(identity: Any, *, fallback: str) -> str:
     return fallback
 
 
+#: layers whose features are a vector already (their cache keys are unchanged since the first version)
+_VECTOR_LAYERS = (PENULTIMATE, "logits")
+#: how every other layer's (b, h, w, c) / (b, c, h, w) maps become features: averaged over
+#: space by every source (TFLite flattened them before; its keys must not meet those entries)
+LAYER_FEATURES = "spatial-mean"
+
+
 def _key_parts(description: dict[str, Any], layer: str, images: ImageSet, dtype: str) -> dict[str, Any]:
-    return {
+    parts = {
         "model": description["identity"],
         "preprocess": description["preprocess_config"],
         "layer": layer,
@@ -322,6 +329,9 @@ def _key_parts(description: dict[str, Any], layer: str, images: ImageSet, dtype:
         "code_version": EXTRACTION_CODE_VERSION,
         "dtype": dtype,
     }
+    if layer not in _VECTOR_LAYERS:
+        parts["layer_features"] = LAYER_FEATURES
+    return parts
 
 
 def _key_from_description(description: dict[str, Any], layer: str, images: ImageSet, dtype: str) -> str:

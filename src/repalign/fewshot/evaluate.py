@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from repalign._device import resolve_device
-from repalign._options import DEFAULT_DEVICE, HEADS
+from repalign._options import DEFAULT_DEVICE, DEFAULT_LAYER, HEADS
 from repalign._progress import progress_bar
 from repalign.errors import InputError, unknown_name
 from repalign.fewshot._heads import Task
@@ -237,6 +237,7 @@ def run_fewshot(
     progress: bool = False,
     settings: HeadSettings | None = None,
     weights: str | os.PathLike | None = None,
+    layer: str | Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Embed a dataset with ``model`` and evaluate few-shot transfer on it.
 
@@ -253,10 +254,13 @@ def run_fewshot(
         batch_size, num_workers, weights: passed to :func:`repalign.embed.extract_embeddings`
             (``weights``: a local weights file for the model).
         progress: progress bars of the embedding and of the heads' training (on a terminal only).
+        layer: the layer to read (None: the penultimate), or a list of layers, all extracted
+            in one forward pass and each evaluated on the same splits.
         Other options: as :func:`evaluate_fewshot`.
 
     Returns:
-        The :func:`evaluate_fewshot` table with ``model`` and ``model_id`` columns first.
+        The :func:`evaluate_fewshot` table with ``model``, ``model_id`` and ``layer`` columns
+        first; with several layers, the rows of each layer in the order given.
     """
     from repalign.data.images import SubsetImageSet
     from repalign.embed import extract_embeddings
@@ -280,27 +284,34 @@ def run_fewshot(
         len(used),
         len(data),
     )
+    layers = [DEFAULT_LAYER] if layer is None else [layer] if isinstance(layer, str) else list(layer)
     features = extract_embeddings(
         model,
         SubsetImageSet(data.images, used),
+        layer=layers,  # a list: {layer: features}, every layer from one forward pass
         device=device,
         batch_size=batch_size,
         num_workers=num_workers,
         progress=progress,
         weights=weights,
     )
-    frame = evaluate_fewshot(
-        features,
-        data.labels,
-        heads=heads,
-        splits=splits,
-        per_seed=per_seed,
-        dataset=data.name,
-        feature_indices=used,
-        device=device,
-        settings=settings,
-        progress=progress,
-    )
+    frames = []
+    for name, layer_features in features.items():
+        frame = evaluate_fewshot(
+            layer_features,
+            data.labels,
+            heads=heads,
+            splits=splits,
+            per_seed=per_seed,
+            dataset=data.name,
+            feature_indices=used,
+            device=device,
+            settings=settings,
+            progress=progress,
+        )
+        frame.insert(0, "layer", name)
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
     frame.insert(0, "model_id", _model_id(model))
     frame.insert(0, "model", model)
     return frame

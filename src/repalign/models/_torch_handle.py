@@ -88,6 +88,47 @@ class TorchModelHandle(ModelHandle):
         modules = rt.module_layer_names(self.module) if self.named_layers else []
         return [*self._presets(), *modules]
 
+    def layer_table(self) -> list[dict[str, Any]]:
+        """Submodules in the order one forward pass finishes them (a block after its last
+        child), then the presets. Found by running a gray probe image through the network:
+        registration order is not always the order of the computation."""
+        from PIL import Image
+
+        probe = self.transform(Image.new("RGB", (256, 256), (128, 128, 128)))
+        x = rt.as_input_tensor(probe[None], self.device)
+        presets = list(self._presets())
+        modules = dict(self.module.named_modules())
+        named = rt.module_layer_names(self.module) if self.named_layers else []
+
+        def compute() -> dict[str, Any]:
+            with rt.LayerHooks(self.module, named, owner=self.spec.name) as hooks:
+                out = self._run(x, presets, hooks)
+            # dict order: a name enters when its module first finishes, i.e. network order
+            tensors = {name: value for name, value in hooks.captured.items() if rt.has_tensor(value)}
+            return {**tensors, **{name: out[name] for name in presets}}
+
+        features = rt.run_inference(compute, self.device, self._autocast)
+        rows = [
+            {
+                "layer": name,
+                "kind": type(modules[name]).__name__,
+                "features": int(features[name].shape[1]),
+                "name": name,
+            }
+            for name in features
+            if name not in presets
+        ]
+        stands_for = {PENULTIMATE: "input of the classifier", LOGITS: "output of the classifier"}
+        if self.classifier is not None:
+            stands_for = {PENULTIMATE: f"input of {self.classifier}", LOGITS: f"output of {self.classifier}"}
+        if self.classifier is None and LOGITS not in presets:
+            stands_for[PENULTIMATE] = "the network's output"
+        rows += [
+            {"layer": name, "kind": "preset", "features": int(features[name].shape[1]), "name": stands_for[name]}
+            for name in presets
+        ]
+        return rows
+
     def forward(self, batch: Any, *, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Features of a (b, 3, h, w) batch: ``{layer: (b, d) float32}``; conv maps of named
         layers are global-average-pooled, token sequences averaged over tokens."""

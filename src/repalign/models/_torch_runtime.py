@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from repalign._options import DEFAULT_LAYER
 from repalign.errors import InputError, unknown_name
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-PENULTIMATE_NAME = "penultimate"  # == repalign.models.base.PENULTIMATE (not imported: keeps this module light)
+PENULTIMATE_NAME = DEFAULT_LAYER
 
 
 def resolve_autocast_dtype(precision: str, device: str):
@@ -142,6 +143,15 @@ class LayerHooks:
             self.captured[name] = inputs[0]
 
         return hook
+
+
+def has_tensor(value: Any) -> bool:
+    """Whether a module output holds a tensor :func:`flatten_features` can read."""
+    import torch
+
+    if isinstance(value, (tuple, list)):
+        return any(isinstance(v, torch.Tensor) for v in value)
+    return isinstance(value, torch.Tensor)
 
 
 def module_layer_names(module) -> list[str]:

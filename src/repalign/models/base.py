@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from repalign._options import DEFAULT_LAYER
+
 #: Name of the default feature layer: the penultimate layer (pre-logits features).
-PENULTIMATE = "penultimate"
+PENULTIMATE = DEFAULT_LAYER
 
 
 @dataclass(frozen=True)
@@ -84,3 +86,11 @@ class ModelHandle(abc.ABC):
     def available_layers(self) -> list[str]:
         """Names accepted by ``forward(..., layers=...)``."""
         return [PENULTIMATE]
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        """The layers a user can ask for, in network order (input to output), each a dict:
+        ``layer`` (the short name ``forward`` takes), ``kind`` (module class, op, or
+        ``"preset"``), ``features`` (the feature count ``forward`` gives) and ``name`` (the
+        full name, or for a preset what it stands for). Sources with more than the
+        penultimate layer override it."""
+        return [{"layer": PENULTIMATE, "kind": "preset", "features": None, "name": "the model's output features"}]

@@ -170,6 +170,25 @@ def describe_model(name: str | ModelSpec, *, weights: str | os.PathLike | None =
     return {"resolved_id": spec.resolved_id, **info}
 
 
+def list_layers(name: str | ModelSpec, *, weights: str | os.PathLike | None = None, device: str = DEFAULT_DEVICE):
+    """The layers of a model, in network order (input to output): what ``--layer`` and
+    ``extract_embeddings(..., layer=...)`` take.
+
+    Loads the model (a torch model runs one probe image, which is how the order of its
+    computation is found). Returns a DataFrame with columns ``position`` (1 = nearest the
+    input), ``layer`` (the short name to pass), ``kind`` (module class, TFLite op, or
+    ``preset`` for ``penultimate``/``logits``, listed last), ``features`` (the feature count
+    extracted: maps are averaged over space) and ``name`` (the full name, or what a preset
+    stands for).
+    """
+    import pandas as pd
+
+    rows = load_model(name, device=device, weights=weights).layer_table()
+    frame = pd.DataFrame(rows, columns=["layer", "kind", "features", "name"])
+    frame.insert(0, "position", range(1, len(frame) + 1))
+    return frame.astype({"features": "Int64"})
+
+
 def weights_status(name: str | ModelSpec, *, weights: str | os.PathLike | None = None) -> str:
     spec = _spec(name)
     return source_module(spec.source).weights_status(spec, weights)

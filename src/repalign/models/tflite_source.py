@@ -7,7 +7,16 @@ classifier (a 1x1 CONV_2D or FULLY_CONNECTED); its input tensor is the penultima
 dequantized with its scale and zero point. A graph whose output is not produced by a
 classifier (the ``..._embedding_extractor`` model) gives its features as the output.
 Requested intermediate tensors are added to the graph's outputs (the flatbuffer is rewritten
-in memory), so the fast XNNPACK delegate still runs the whole graph.
+in memory), so the fast XNNPACK delegate still runs the whole graph. Their (b, h, w, c) maps
+are averaged over space to (b, c), as the torch sources do, so an early layer has as many
+features as channels, not millions.
+
+Layer names: the converter's tensor names run to hundreds of characters
+(``MobilenetV2/expanded_conv_3/expand/Relu6;MobilenetV2/...``), so every op output also has
+a short alias from the graph itself -- the op's kind and its rank among the ops of that kind
+in execution order (``conv_4``, ``dwconv_2``, ``add_1``, ``avgpool_1``). The graph of a file
+never changes, so an alias always names the same tensor of that file (and the file's sha256
+is part of every cache key). ``layer_table()`` lists them in execution order.
 
 Preprocessing follows the Coral models' convention: the whole image resized (Lanczos, no
 crop) to the model's input size, then quantized with the input tensor's parameters from
@@ -53,6 +62,44 @@ INPUT_STD = 128.0
 #: ops that only reshape, rescale or normalise: the classifier sits behind them
 _PASS_THROUGH_OPS = {"SOFTMAX", "RESHAPE", "SQUEEZE", "QUANTIZE", "DEQUANTIZE", "LOGISTIC"}
 _CLASSIFIER_OPS = {"FULLY_CONNECTED", "CONV_2D"}
+#: short kinds of the common ops in layer aliases; other ops go by their lowercased name
+_ALIAS_KINDS = {
+    "CONV_2D": "conv",
+    "DEPTHWISE_CONV_2D": "dwconv",
+    "FULLY_CONNECTED": "fc",
+    "AVERAGE_POOL_2D": "avgpool",
+    "MAX_POOL_2D": "maxpool",
+    "ADD": "add",
+    "MUL": "mul",
+    "CONCATENATION": "concat",
+}
+
+
+@dataclass(frozen=True)
+class GraphLayer:
+    """One op output of a TFLite graph: its short alias, tensor index and name, and op."""
+
+    alias: str
+    index: int
+    name: str
+    op: str
+
+
+def graph_layers(ops: list[dict], tensors: dict[str, int]) -> list[GraphLayer]:
+    """Every op output, in execution order, with its alias (``conv_1``, ``dwconv_3``, ...).
+
+    Ranks are 1-based per kind; an op with several outputs numbers them ``conv_1.2``.
+    """
+    names = {index: name for name, index in tensors.items()}
+    counts: dict[str, int] = {}
+    layers = []
+    for op in ops:
+        kind = _ALIAS_KINDS.get(op["op_name"], op["op_name"].lower())
+        counts[kind] = counts.get(kind, 0) + 1
+        for j, index in enumerate(op["outputs"]):
+            alias = f"{kind}_{counts[kind]}" + (f".{j + 1}" if j else "")
+            layers.append(GraphLayer(alias, int(index), names.get(int(index), str(index)), op["op_name"]))
+    return layers
 
 
 def list_names() -> list[str]:
@@ -188,11 +235,15 @@ def find_penultimate_tensor(ops: list[dict], output_index: int) -> int | None:
 
 
 def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    """Float32 values of a (possibly quantized) tensor, flattened to (b, d)."""
+    """Float32 values of a (possibly quantized) tensor as (b, d): a (b, h, w, c) map averaged
+    over space (a 1x1 map, like the penultimate tensor, keeps its values exactly), higher
+    ranks flattened."""
     scale, zero_point = detail["quantization"]
     values = values.astype(np.float32)
     if scale:
         values = (values - zero_point) * scale
+    if values.ndim == 4:
+        values = values.mean(axis=(1, 2), dtype=np.float32)
     return values.reshape(len(values), -1)
 
 
@@ -264,6 +315,8 @@ class TfliteModelHandle(ModelHandle):
         self.path = path
         self.num_threads = int(num_threads or os.cpu_count() or 1)
         self._model, ops, self._tensors = read_graph(path)
+        self._layers = graph_layers(ops, self._tensors)
+        self._aliases = {layer.alias: layer.index for layer in self._layers}
         graph = self._model.subgraphs[0]
         self._output_index = int(graph.outputs[0])
         penultimate = find_penultimate_tensor(ops, self._output_index)
@@ -298,15 +351,43 @@ class TfliteModelHandle(ModelHandle):
     def penultimate_dim(self) -> int:
         return int(np.prod(self._shapes[self.penultimate_index][1:]))
 
+    def _presets(self) -> list[str]:
+        return [PENULTIMATE, LOGITS] if self.has_classifier else [PENULTIMATE]
+
     def available_layers(self) -> list[str]:
-        presets = [PENULTIMATE, LOGITS] if self.has_classifier else [PENULTIMATE]
-        return presets + sorted(self._tensors)
+        """Presets, then the short aliases and the full tensor names, in execution order."""
+        graph = [layer.alias for layer in self._layers] + [layer.name for layer in self._layers]
+        return self._presets() + list(dict.fromkeys(graph))
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        """Every op output in execution order (``layer`` its alias, ``name`` the tensor's),
+        then the presets with the tensor each stands for."""
+        rows = [
+            {"layer": layer.alias, "kind": layer.op, "features": self._features(layer.index), "name": layer.name}
+            for layer in self._layers
+        ]
+        for preset in self._presets():
+            index = self._tensor_index(preset)
+            rows.append(
+                {"layer": preset, "kind": "preset", "features": self._features(index), "name": self._name(index)}
+            )
+        return rows
+
+    def _features(self, index: int) -> int:
+        """Features of a tensor as ``forward`` gives them: channels of a map, else all values."""
+        shape = self._shapes[index][1:]
+        return int(shape[-1]) if len(shape) == 3 else int(np.prod(shape))
+
+    def _name(self, index: int) -> str:
+        return next((layer.alias for layer in self._layers if layer.index == index), str(index))
 
     def _tensor_index(self, layer: str) -> int:
         if layer == PENULTIMATE:
             return self.penultimate_index
         if layer == LOGITS and self.has_classifier:
             return self._output_index
+        if layer in self._aliases:
+            return int(self._aliases[layer])
         if layer in self._tensors:
             return int(self._tensors[layer])
         raise unknown_layer(self.spec.name, layer, self.available_layers())

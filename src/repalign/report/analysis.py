@@ -37,6 +37,7 @@ import pandas as pd
 
 from repalign._options import DEFAULT_CORRECTION, DEFAULT_N_BOOTSTRAP, MAX_SEED
 from repalign.errors import InputError, RepalignError
+from repalign.report import layers as layer_tables
 from repalign.report.captions import caption
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,9 @@ class _Inputs:
     notices: list[str]
     relative_to_ceiling: bool = False  # the ceiling figures draw alignment / ceiling
     long: dict[str, pd.DataFrame] = field(default_factory=dict)  # correlations shown, by table name
+    # every layer's rows (``study`` holds the statistics' layer only) and that layer
+    all_layers: Any = None
+    layer: str | None = None
 
     def too_few(self) -> str | None:
         """Why there are no statistics (and how to get them), or None."""
@@ -713,6 +717,43 @@ def _all_correlations(inputs: _Inputs) -> Section | None:
     return section
 
 
+def _layers(inputs: _Inputs) -> Section | None:
+    """The per-layer alignment profile: only for a study that read several layers."""
+    from repalign.report import figures
+
+    full = inputs.all_layers
+    if full is None or len(layer_tables.layers_of(full.results)) < 2 or not len(full.alignment):
+        return None
+    section = Section("layers", "Alignment across layers")
+    section.notes.append(
+        f"The other sections use the {inputs.layer} layer of every model only, so statistics across models never "
+        "mix layers. Depth: the named layers in the order the config lists them, then penultimate and logits."
+    )
+    fewshot = full.fewshot if len(full.fewshot) else None
+    profile = layer_tables.layer_profile(
+        full.alignment,
+        fewshot,
+        similarity=inputs.similarity,
+        head=inputs.head,
+        shots=inputs.shots,
+        fewshot_datasets=inputs.fewshot_datasets or None,
+    )
+    metric = profile.attrs.get("metric")
+    accuracy = None
+    if fewshot is not None:
+        accuracy = f"{inputs.shots}-shot accuracy ({inputs.head}, {', '.join(inputs.fewshot_datasets)})"
+    fields = {"metric": metric, "similarity": inputs.similarity, "accuracy": accuracy or "no few-shot results"}
+    section.tables.append(_table("layer_summary", layer_tables.layer_summary(profile), **fields))
+    section.tables.append(_table("layer_profile", profile, **fields))
+
+    def figure() -> None:
+        fig = figures.layer_profile_figure(profile, metric=metric, accuracy_label=accuracy)
+        section.figures.append(Figure("layer_profile", fig, caption("figure_layer_profile", **fields)))
+
+    _attempt(section, "The layer profile figure", figure)
+    return section
+
+
 def _failures(inputs: _Inputs) -> Section:
     from repalign.report import tables
 
@@ -772,6 +813,7 @@ SECTIONS: tuple[Callable[[_Inputs], Section | None], ...] = (
     _similarities,
     _robustness,
     _fewshot,
+    _layers,
     _raw_vs_z2,
     _families,
     _all_correlations,
@@ -819,6 +861,17 @@ def _with_checked_config(study: Any) -> Any:
     return dataclasses.replace(study, config=config) if dataclasses.is_dataclass(study) else study
 
 
+def _at_primary_layer(study: Any) -> tuple[Any, Any, str | None]:
+    """``(study, study with only the statistics' layer, that layer)``: the second is the first
+    itself when the study read one layer (a report of one layer is as it always was)."""
+    import dataclasses
+
+    layer = layer_tables.primary_layer(study.results)
+    if len(layer_tables.layers_of(study.results)) < 2 or not dataclasses.is_dataclass(study):
+        return study, study, layer
+    return study, dataclasses.replace(study, results=layer_tables.at_layer(study.results, layer)), layer
+
+
 def analyze_study(
     study: Any,
     *,
@@ -845,8 +898,16 @@ def analyze_study(
 
         study = load_study(study)
     study = _with_checked_config(study)
+    full, study, layer = _at_primary_layer(study)
     inputs = _prepare(study, n_bootstrap=n_bootstrap, random_state=random_state, correction=correction)
     inputs.relative_to_ceiling = bool(relative_to_ceiling)
+    inputs.all_layers, inputs.layer = full, layer
+    if study is not full:
+        read = layer_tables.layers_of(full.results)
+        inputs.notices.append(
+            f"This study read its models at several layers ({', '.join(read)}); the statistics across models use "
+            f"the {layer} layer only, and the section 'Alignment across layers' shows every layer."
+        )
     results = study.results
     sections = [section for build in SECTIONS if (section := build(inputs)) is not None]
     _define_z2(sections)

@@ -123,6 +123,19 @@ CAPTIONS: dict[str, str] = {
         "correlation controlling for ImageNet top-1 (pingouin); boot_*: bootstrap CIs over models. n_models: "
         "the models that enter each correlation."
     ),
+    "layer_summary": (
+        "Per model: the layer whose {metric} alignment ({similarity} similarity, mean over the human datasets) is "
+        "highest, and the layer with the highest {accuracy}; same_layer says whether the most human-aligned layer "
+        "also transfers best."
+    ),
+    "layer_profile": (
+        "Alignment ({metric}, {similarity} similarity, mean over the human datasets) and {accuracy} at every layer "
+        "of every model, from input (depth 1) to output; most_aligned and best_transfer mark each model's top layer."
+    ),
+    "figure_layer_profile": (
+        "Alignment ({metric}) and {accuracy} against relative depth (0 = the shallowest layer read, 1 = the "
+        "deepest), one line per model; rings mark each model's top layer."
+    ),
     "fewshot_per_model": (
         "Few-shot accuracy of every model per dataset and head (each value the mean over seeds), one column per "
         "number of shots per class."

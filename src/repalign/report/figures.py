@@ -313,6 +313,38 @@ def figure4(
     return fig, hover
 
 
+def layer_profile_figure(profile: pd.DataFrame, *, metric: str, accuracy_label: str | None) -> Any:
+    """Alignment (left) and few-shot accuracy (right, when known) against depth, one line per
+    model. Depth is relative (0 = the shallowest layer read, 1 = the deepest) because models
+    have different numbers of layers; each point is named by its layer, and the model's most
+    aligned layer is ringed."""
+    has_accuracy = accuracy_label is not None and profile["accuracy"].notna().any()
+    panels = [("alignment", f"alignment ({metric})", "most_aligned")]
+    if has_accuracy:
+        panels.append(("accuracy", accuracy_label, "best_transfer"))
+    with print_style():
+        fig = _new_figure(3.4 * len(panels), 2.8)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for k, (model, frame) in enumerate(profile.groupby("model", sort=False)):
+            depth = (frame["depth"] - 1) / max(len(frame) - 1, 1)
+            style = _series_style(k)
+            for ax, (column, label, top) in zip(axes, panels, strict=True):
+                values = frame[column].astype(float)
+                ax.plot(depth, values, label=str(model), **style)
+                best = frame[top].astype(bool).to_numpy()
+                ax.scatter(depth[best], values[best], s=60, facecolors="none", edgecolors=style["color"], zorder=3)
+                for x, y, layer in zip(depth, values, frame["layer"], strict=True):
+                    if np.isfinite(y):
+                        ax.annotate(str(layer), (x, y), xytext=(2, 2), textcoords="offset points", fontsize=5)
+                ax.set_xlabel("relative depth (input → output)")
+                ax.set_ylabel(label)
+        axes[0].set_title("Alignment across layers")
+        if has_accuracy:
+            axes[1].set_title("Few-shot transfer across layers")
+        axes[0].legend(loc="best")
+    return fig
+
+
 def _label_extremes(ax, scatter: pd.DataFrame, n: int) -> None:
     """Name the models at both ends of each axis (for readers of the PNG/PDF, who cannot hover).
 

@@ -197,4 +197,10 @@ def _ok_rows(rows: pd.DataFrame, stage: str) -> pd.DataFrame:
         rows = rows[rows["stage"] == stage]
     if "status" in rows:
         rows = rows[rows["status"].fillna("ok") == "ok"]
+    if "layer" in rows and rows["layer"].nunique(dropna=True) > 1:
+        # a per-model summary of several layers would average them: one layer per model, the
+        # statistics' (penultimate); the per-layer profile is repalign.report.layers
+        from repalign.report import layers
+
+        rows = layers.at_layer(rows, layers.primary_layer(rows))
     return rows[rows["value"].notna()]

@@ -49,6 +49,16 @@ class ModelsSection:
     # model name -> a local weights file (``--weights``), e.g. { "cifar_resnet:resnet20" = "r20.pt" };
     # a relative path is relative to the config file
     weights: dict[str, str] = field(default_factory=dict)
+    # the layers every model is read at (a list), or per model: a table of model name or glob
+    # -> layers; a model gets the layers of every entry that matches it, else the default
+    layers: tuple[str, ...] | dict[str, tuple[str, ...]] = (opt.DEFAULT_LAYER,)
+
+    def layers_for(self, model: str) -> tuple[str, ...]:
+        """The layers of ``model``, in the order given (the default layer when none match)."""
+        if not isinstance(self.layers, dict):
+            return self.layers
+        matched = [layer for pattern, names in self.layers.items() if _matches(pattern, model) for layer in names]
+        return tuple(dict.fromkeys(matched)) or (opt.DEFAULT_LAYER,)
 
 
 @dataclass(frozen=True)
@@ -171,7 +181,7 @@ class StudyConfig:
         out: dict[str, dict[str, Any]] = {}
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
-            out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
+            out[f.name] = {k: _plain(v) for k, v in dataclasses.asdict(section).items()}
         # the file's spelling of "no cap" (TOML has no null); also keeps results_fingerprint stable
         out["fewshot"]["max_eval_per_class"] = self.fewshot.max_eval_per_class or 0
         return out
@@ -365,6 +375,7 @@ class _Validator:
             include=self.strings(m, "include", nonempty=True),
             exclude=self.strings(m, "exclude"),
             weights=self.weights(m, "weights"),
+            layers=self.layers(m, "layers"),
         )
         a = self.section(data, "alignment")
         alignment = AlignmentSection(
@@ -541,6 +552,27 @@ class _Validator:
             raise self.fail(d.name, key, f'"{opt.AUTO}" stands alone: give "auto" or a list of metric names')
         return opt.AUTO
 
+    def layers(self, d: _Given, key) -> tuple[str, ...] | dict[str, tuple[str, ...]]:
+        """A list of layer names (every model), or a table of model name or glob -> layers."""
+        value = d.get(key)
+        if not isinstance(value, dict):
+            return self.strings(d, key, nonempty=True)
+        if not value:
+            raise self.fail(
+                d.name, key, 'the table names no model; e.g. layers = {"timm:*" = ["penultimate", "layer3"]}'
+            )
+        out = {}
+        for pattern, names in value.items():
+            if not pattern.strip():
+                raise self.fail(d.name, key, "a model name or glob must not be empty")
+            names = [names] if isinstance(names, str) else names
+            if not isinstance(names, list) or not names or not all(isinstance(v, str) and v.strip() for v in names):
+                raise self.fail(
+                    d.name, key, f"'{pattern}': expected a non-empty list of layer names, got {_type(names)}"
+                )
+            out[pattern] = tuple(dict.fromkeys(names))
+        return out
+
     def device(self, d: _Given, key) -> str:
         value = self.string(d, key)
         try:
@@ -567,6 +599,21 @@ def is_safe_name(name: str) -> bool:
         and not any(ord(c) < 32 or ord(c) == 127 for c in name)
         and len(name.encode("utf-8", "surrogatepass")) <= 255
     )
+
+
+def _matches(pattern: str, model: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(model, pattern)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, also inside a table: JSON/TOML serialisable."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _sha256_json(value: Any) -> str:
@@ -613,6 +660,6 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)  # JSON string escapes are valid TOML basic strings
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):  # an inline table; JSON-quoted keys are valid TOML keys
+    if isinstance(value, dict):  # an inline table; keys quoted (model names hold ':' and '*')
         return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")

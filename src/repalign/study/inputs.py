@@ -72,8 +72,17 @@ class StudyInputs:
             self.fewshot = {name: fewshot_parts(name) for name in config.fewshot.datasets}
 
     def for_unit(self, unit: Unit) -> dict[str, Inputs]:
-        """``{stage: {input: {part: digest}}}`` of every stage of ``unit``."""
-        model = {unit.model: model_parts(unit.model, weights=self.config.models.weights.get(unit.model))}
+        """``{stage: {input: {part: digest}}}`` of every stage of ``unit``.
+
+        The model's layers are a part of it when they are not the default alone (so a unit
+        written before layers existed, which read the default, stays finished), and a change
+        of ``[models] layers`` recomputes the unit's alignment and few-shot rows."""
+        from repalign._options import DEFAULT_LAYER
+
+        parts = model_parts(unit.model, weights=self.config.models.weights.get(unit.model))
+        if unit.layers != (DEFAULT_LAYER,):
+            parts["layers"] = ",".join(unit.layers)
+        model = {unit.model: parts}
         out: dict[str, Inputs] = {}
         for stage in unit.stages:
             if stage == "alignment":
@@ -91,7 +100,10 @@ def refresh_model(inputs: dict[str, Inputs], model: str, *, weights: str | None 
     if not any(None in stage.get(model, {}).values() for stage in inputs.values()):
         return inputs
     parts = model_parts(model, weights=weights)
-    return {stage: {**values, model: parts} if model in values else values for stage, values in inputs.items()}
+    return {
+        stage: {**values, model: {**values[model], **parts}} if model in values else values
+        for stage, values in inputs.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from repalign._options import DEFAULT_LAYER
 from repalign.study.config import StudyConfig
 
 log = logging.getLogger(__name__)
@@ -25,18 +26,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Unit:
-    """One model's work. ``id`` is a file-name-safe, collision-free slug of the model name."""
+    """One model's work. ``id`` is a file-name-safe, collision-free slug of the model name.
+
+    A unit covers every layer of its model (``layers``, from ``[models] layers``): they are
+    extracted together, in one forward pass per image, and every stage scores each of them.
+    """
 
     id: str
     model: str
     stages: tuple[str, ...]
+    layers: tuple[str, ...] = (DEFAULT_LAYER,)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "model": self.model, "stages": list(self.stages)}
+        return {"id": self.id, "model": self.model, "stages": list(self.stages), "layers": list(self.layers)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Unit:
-        return cls(id=d["id"], model=d["model"], stages=tuple(d["stages"]))
+        layers = tuple(d.get("layers", (DEFAULT_LAYER,)))
+        return cls(id=d["id"], model=d["model"], stages=tuple(d["stages"]), layers=layers)
 
 
 def unit_id(model: str) -> str:
@@ -59,7 +66,7 @@ def plan_units(config: StudyConfig, models: list[str] | None = None) -> list[Uni
     from repalign.embed import order_by_preprocessing
 
     models = order_by_preprocessing(expand_models(config) if models is None else models)
-    return [Unit(id=unit_id(m), model=m, stages=config.stages) for m in models]
+    return [Unit(id=unit_id(m), model=m, stages=config.stages, layers=config.models.layers_for(m)) for m in models]
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,7 +174,7 @@ def describe_plan(config: StudyConfig, units: list[Unit], store) -> tuple[list[d
             }
             if image_sets:
                 weights = config.models.weights.get(unit.model)
-                record["embeddings cached"] = _cached_summary(unit.model, image_sets, weights=weights)
+                record["embeddings cached"] = _cached_summary(unit.model, image_sets, unit.layers, weights=weights)
             records.append(record)
     return records, notes
 
@@ -194,13 +201,16 @@ def fewshot_inputs(name: str, config: StudyConfig):
     return data, splits
 
 
-def _cached_summary(model: str, image_sets: dict[str, Any], *, weights: str | None = None) -> str:
+def _cached_summary(
+    model: str, image_sets: dict[str, Any], layers: tuple[str, ...], *, weights: str | None = None
+) -> str:
+    """How many image sets have every layer of the unit cached."""
     from repalign.embed import is_cached
 
     n_cached = 0
     for images in image_sets.values():
         try:
-            n_cached += bool(is_cached(model, images, weights=weights))
+            n_cached += bool(is_cached(model, images, layer=list(layers), weights=weights))
         except Exception as exc:  # an unknown source or missing weights: not cached
             log.debug("is_cached(%s) failed: %s", model, exc)
     return f"{n_cached}/{len(image_sets)}"

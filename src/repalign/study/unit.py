@@ -114,11 +114,13 @@ def _steps(unit: Unit, config: StudyConfig):
                 # images that exist nowhere: skipped; images that could not be fetched here: the
                 # step fails (MissingDataError naming the files) and is computed again next run
                 no_images = not human.has_images and human.images_dataset is None
-                step = _no_images_rows if no_images else _alignment_rows
-                yield "alignment", human.name, _bind(step, unit.model, human, config)
+                if no_images:
+                    yield "alignment", human.name, _bind(_no_images_rows, unit.model, human, config)
+                else:
+                    yield "alignment", human.name, _bind(_alignment_rows, unit.model, human, config, unit.layers)
     if "fewshot" in unit.stages:
         for dataset in config.fewshot.datasets:
-            yield "fewshot", dataset, _bind(_fewshot_rows, unit.model, dataset, config)
+            yield "fewshot", dataset, _bind(_fewshot_rows, unit.model, dataset, config, unit.layers)
     if "robustness" in unit.stages:
         yield "robustness", None, _bind(_robustness_rows, unit.model, config)
 
@@ -148,14 +150,16 @@ def loader_workers(config: StudyConfig) -> int | None:
     return 0 if resolve_device(config.execution.device) == "cpu" else None
 
 
-def _alignment_rows(model: str, human, config: StudyConfig) -> pd.DataFrame:
-    """The rows of every configured similarity function, from one extraction of embeddings."""
+def _alignment_rows(model: str, human, config: StudyConfig, layers: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of every layer and configured similarity function, from one extraction of
+    embeddings (all layers in one forward pass)."""
     from repalign.alignment import alignment_rows
     from repalign.embed import extract_embeddings
 
-    embeddings = extract_embeddings(
+    by_layer = extract_embeddings(
         model,
         human.images(),
+        layer=list(layers),
         device=config.execution.device,
         num_workers=loader_workers(config),
         weights=config.models.weights.get(model),
@@ -165,12 +169,14 @@ def _alignment_rows(model: str, human, config: StudyConfig) -> pd.DataFrame:
         alignment_rows(
             embeddings,
             human,
+            layer=layer,
             similarity=similarity,
             metrics=a.metrics,
             ties=a.ties,
             n_bootstrap=a.n_bootstrap,
             random_state=config.study.seed,
         )
+        for layer, embeddings in by_layer.items()
         for similarity in a.similarity
     ]
     return pd.concat(frames, ignore_index=True)
@@ -187,7 +193,7 @@ def _no_images_rows(model: str, human, config: StudyConfig) -> pd.DataFrame:
     return conform(pd.DataFrame([row]))
 
 
-def _fewshot_rows(model: str, dataset: str, config: StudyConfig) -> pd.DataFrame:
+def _fewshot_rows(model: str, dataset: str, config: StudyConfig, layers: tuple[str, ...]) -> pd.DataFrame:
     from repalign.fewshot import fewshot_rows
     from repalign.study.plan import fewshot_inputs
 
@@ -197,6 +203,7 @@ def _fewshot_rows(model: str, dataset: str, config: StudyConfig) -> pd.DataFrame
         data,
         splits=splits,
         heads=config.fewshot.heads,
+        layer=list(layers),
         device=config.execution.device,
         num_workers=loader_workers(config),
         weights=config.models.weights.get(model),

@@ -337,7 +337,7 @@ def test_compute_alignment_scores_against_each_participant_and_carries_the_ceili
     (human,) = load_human(folder)
     x = np.random.default_rng(0).normal(size=(120, 8))
     metrics = ("pearson", "tau-a", "triplet")
-    records = al.compute_alignment(x, human, metrics=metrics, n_bootstrap=20)
+    records = al.compute_alignment(x, human, metrics=metrics, n_bootstrap=20).to_dict(orient="records")
     model = al.similarity_matrix(x)
     for record in records:
         metric = record["metric"]
@@ -382,7 +382,7 @@ def test_triplet_accuracy_rows_carry_the_majority_vote_ceiling(animals, tmp_path
     (tmp_path / "repalign.toml").write_text('name = "t"\ntriplets = "t.csv"\n')
     (human,) = load_human(tmp_path)
     x = np.random.default_rng(2).normal(size=(human.n_stimuli, 4))
-    (record,) = al.compute_alignment(x, human, n_bootstrap=0)
+    (record,) = al.compute_alignment(x, human, n_bootstrap=0).to_dict(orient="records")
     assert record["metric"] == "triplet_accuracy"
     assert (record["ceiling_low"], record["ceiling_high"]) == pytest.approx(brute_triplet_ceiling(human.judgments))
     assert record["ceiling_high"] == pytest.approx(5 / 6)

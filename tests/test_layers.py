@@ -255,9 +255,9 @@ def test_fewshot_scores_every_layer_on_the_same_splits(mirror, capsys):
     ]
     single = run_json(capsys, *args)
     assert [r["layer"] for r in single] == ["penultimate", "penultimate"]
-    assert [r["accuracy"] for r in single] == [r["accuracy"] for r in rows[2:]]
+    assert [r["value"] for r in single] == [r["value"] for r in rows[2:]]
     alone = run_json(capsys, *args, "--layer", "layer1")
-    assert [r["accuracy"] for r in alone] == [r["accuracy"] for r in rows[:2]]
+    assert [r["value"] for r in alone] == [r["value"] for r in rows[:2]]
 
 
 @pytest.mark.integration
@@ -266,8 +266,11 @@ def test_embed_writes_one_array_per_layer(mirror, tmp_path, capsys):
     args = ("embed", CIFAR, "--dataset", "peterson:animals", "--layer", "layer1", "--layer", "layer3")
     rows = run_json(capsys, *args, "--out", str(out))
     assert [(r["layer"], r["d"]) for r in rows] == [("layer1", 16), ("layer3", 64)]
-    with np.load(out) as saved:
-        assert saved["layer1"].shape == (120, 16) and saved["layer3"].shape == (120, 64)
+    from repalign.embed import read_embeddings_file
+
+    saved = {layer: read_embeddings_file(out, layer=layer) for layer in ("layer1", "layer3")}
+    assert saved["layer1"].embeddings.shape == (120, 16) and saved["layer3"].embeddings.shape == (120, 64)
+    assert saved["layer1"].layers == ("layer1", "layer3") and saved["layer3"].layer == "layer3"
     rows = run_json(capsys, *args)
     assert {r["cache"] for r in rows} == {"hit"}  # each layer cached under its own key
 
@@ -319,7 +322,7 @@ def test_a_study_over_layers_and_its_report(mirror, tmp_path):
     # the unit's few-shot rows are the library's, layer by layer
     direct = run_fewshot(CIFAR, "mnist", shots=1, heads="linear", seeds=2, max_eval_per_class=5, layer="layer1")
     stored = study.fewshot[(study.fewshot["model"] == CIFAR) & (study.fewshot["layer"] == "layer1")]
-    assert stored["value"].tolist() == direct["accuracy"].tolist()
+    assert stored["value"].tolist() == direct["value"].tolist()
     # a second run finds every unit finished
     again = run_study(config)
     assert (again.n_skipped, again.n_run) == (2, 0)

@@ -106,7 +106,8 @@ def test_fewshot_embeddings_of_a_bare_array_take_the_dataset_labels(tmp_path, mn
     grid = ("--shots", "2", "--n-seeds", "2", "--heads", "linear")
     direct = ok("fewshot", "pixels:8", "--dataset", mnist_small, *grid)
     bare = ok("fewshot", "--embeddings", tmp_path / "px.npy", "--dataset", mnist_small, *grid)
-    assert bare == [{k: v for k, v in row.items() if k not in ("model", "model_id")} for row in direct]
+    # a bare array names neither its model nor its layer
+    assert bare == [{k: v for k, v in row.items() if k not in ("model", "model_id", "layer")} for row in direct]
 
     assert "px.npy has no 'labels' array" in fails("fewshot", "--embeddings", tmp_path / "px.npy", *grid)
     np.save(tmp_path / "short.npy", file.embeddings[:50])
@@ -145,6 +146,20 @@ def test_several_layers_in_one_file_are_named_on_reading(tmp_path, mirror, anima
     assert "holds 2 layers ('penultimate', 'logits')" in fails(
         "align", "--embeddings", out, "--human", "peterson:animals"
     )
+    # --layer picks the file's layers to score: the records of `align MODEL --layer`, layer by layer
+    grid = (
+        "--human",
+        "peterson:animals",
+        "--metrics",
+        "pearson",
+        "--n-bootstrap",
+        "0",
+        "--layer",
+        "logits,penultimate",
+    )
+    from_file = ok("align", "--embeddings", out, *grid)
+    assert from_file == ok("align", "cifar_resnet:resnet20", *grid)
+    assert [r["layer"] for r in from_file] == ["logits", "penultimate"]
 
 
 # -------------------------------------------------------------------------------- --weights

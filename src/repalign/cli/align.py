@@ -109,7 +109,7 @@ def register(subparsers) -> None:
         "--seed", type=seed_option(), default=opt.DEFAULT_SEED, help="bootstrap seed (default: %(default)s)"
     )
     add_device_option(parser, note="MODEL only: ")
-    add_layer_option(parser, note="MODEL only: ")
+    add_layer_option(parser, what="all from one forward pass (with --embeddings FILE: the file's layers to score)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="MODEL only: images per batch")
     parser.add_argument("--weights", metavar="PATH", help="MODEL only: a local weights file for the model")
     add_format_option(parser)
@@ -130,8 +130,8 @@ def run_align(args) -> int:
     for metric in metrics or ():  # before any (slow) embedding extraction
         if metric not in ALIGNMENT_METRICS:
             raise unknown_name("alignment metric", metric, ALIGNMENT_METRICS)
-    if args.embeddings is not None and (args.layer is not None or args.batch_size is not None):
-        raise InputError("--layer and --batch-size apply to MODEL only, not to --embeddings")
+    if args.embeddings is not None and args.batch_size is not None:
+        raise InputError("--batch-size applies to MODEL only, not to --embeddings")
     if args.embeddings is not None and args.weights is not None:
         raise InputError("--weights applies to MODEL only; the embeddings in --embeddings are computed already")
     if args.model is not None:  # cuda asked for and absent is an error even when every embedding is cached
@@ -139,7 +139,11 @@ def run_align(args) -> int:
 
         require_device(args.device)
     datasets = _load_datasets(args.human, names=args.human_names, dissimilarity=args.dissimilarity)
-    provider = _ModelEmbeddings(args) if args.model is not None else _FileEmbeddings(args.embeddings)
+    provider = (
+        _ModelEmbeddings(args)
+        if args.model is not None
+        else _FileEmbeddings(args.embeddings, comma_values(args.layer))
+    )
 
     records = []
     for human in datasets:
@@ -229,22 +233,29 @@ class _ModelEmbeddings:
 
 
 class _FileEmbeddings:
-    """Precomputed embeddings from an embeddings file: .npz (rows named) or .npy (dataset order)."""
+    """Precomputed embeddings from an embeddings file: .npz (rows named) or .npy (dataset order);
+    ``layers``: the file's layers to score (None: its only one)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, layers: list[str] | None = None):
         from repalign.embed import read_embeddings_file
 
-        file = read_embeddings_file(path)
+        files = [read_embeddings_file(path, layer=layer) for layer in (layers or [None])]
         self.source = path.name
         # the model the file says produced it: records then read as those of `align MODEL`
-        self.identity = {k: v for k, v in (("model", file.model), ("model_id", file.model_id)) if v is not None}
-        self.names, self.embeddings = file.stimuli, file.embeddings
+        first = files[0]
+        self.identity = {k: v for k, v in (("model", first.model), ("model_id", first.model_id)) if v is not None}
+        self.names = first.stimuli
+        # a layer the file does not name (a bare array) is no layer key
+        self.by_layer = {file.layer: file.embeddings for file in files}
 
     def for_dataset(self, human, *, many: bool):
         from repalign.embed import NoMatchingStimuliError, match_stimuli
 
-        try:  # the file's layer is not known: no layer key
-            return {None: match_stimuli(self.embeddings, self.names, human, source=self.source)}
+        try:
+            return {
+                layer: match_stimuli(embeddings, self.names, human, source=self.source)
+                for layer, embeddings in self.by_layer.items()
+            }
         except NoMatchingStimuliError:
             if not many:
                 raise

@@ -88,7 +88,8 @@ def run_fewshot_file(
         device=device,
         settings=settings,
     )
-    for column, value in (("model_id", file.model_id), ("model", file.model)):
+    # the columns run_fewshot puts first, where the file names them
+    for column, value in (("layer", file.layer), ("model_id", file.model_id), ("model", file.model)):
         if value is not None:
             frame.insert(0, column, value)
     return frame

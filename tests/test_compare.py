@@ -157,3 +157,18 @@ def test_compare_command_bad_input_is_one_line(mirror, extra, message):
     result = run_cli(["compare", *extra])
     assert result.code == 2 and len(result.err_lines) == 1, result.err
     assert message in result.err_lines[0]
+
+
+def test_rsa_takes_every_pairwise_method(three):
+    """rsa_<method> is pairwise_alignment's method between the two models' matrices, for
+    rsatoolbox's comparisons too (themselves tested against rsatoolbox)."""
+    from repalign.alignment import pairwise_alignment, similarity_matrix
+
+    methods = ("rsa_tau-a", "rsa_rho-a", "rsa_cosine")
+    table = compare_models(three, methods=methods)
+    for method in methods:
+        matrix = comparison_matrix(table, method)
+        expected = pairwise_alignment(
+            similarity_matrix(three["a"]), similarity_matrix(three["c"]), method=method.removeprefix("rsa_")
+        )
+        assert matrix.loc["a", "c"] == pytest.approx(expected, abs=1e-12)

@@ -52,8 +52,9 @@ def compare_models(
         embeddings: model name -> (n_stimuli, n_features) array; every array has its rows in
             the same stimulus order (the features may differ in number).
         methods: names from :data:`repalign._options.COMPARISON_METHODS`: ``linear_cka``,
-            ``debiased_cka`` (needs 4 stimuli or more), ``rsa_pearson``, ``rsa_spearman``,
-            ``rsa_kendall``.
+            ``debiased_cka`` (needs 4 stimuli or more), and ``rsa_`` + any pairwise method
+            (``rsa_pearson``, ``rsa_spearman``, ``rsa_kendall``, ``rsa_tau-a``, ``rsa_rho-a``,
+            ``rsa_cosine``).
         similarity: the similarity function of the RSA methods' matrices (CKA uses linear kernels).
         human_similarity: optional (n_stimuli, n_stimuli) human similarity matrix of the same
             stimuli: it joins the RSA methods' tables as one more row and column, named

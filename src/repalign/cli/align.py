@@ -140,9 +140,7 @@ def run_align(args) -> int:
         require_device(args.device)
     datasets = _load_datasets(args.human, names=args.human_names, dissimilarity=args.dissimilarity)
     provider = (
-        _ModelEmbeddings(args)
-        if args.model is not None
-        else _FileEmbeddings(args.embeddings, comma_values(args.layer))
+        _ModelEmbeddings(args) if args.model is not None else _FileEmbeddings(args.embeddings, comma_values(args.layer))
     )
 
     records = []

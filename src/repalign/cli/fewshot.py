@@ -92,7 +92,10 @@ def register(subparsers) -> None:
         action="store_true",
         help="one row per seed instead of mean and CI",
     )
-    add_layer_option(parser, what="all from one forward pass and scored on the same splits (with --embeddings FILE: one of its layers)")
+    add_layer_option(
+        parser,
+        what="all from one forward pass and scored on the same splits (with --embeddings FILE: one of its layers)",
+    )
     add_device_option(parser)
     parser.add_argument("--batch-size", type=int, help="images per forward pass when embedding")
     add_format_option(parser)

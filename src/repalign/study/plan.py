@@ -25,18 +25,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Unit:
-    """One model's work. ``id`` is a file-name-safe, collision-free slug of the model name."""
+    """One model's work. ``id`` is a file-name-safe, collision-free slug of the model name.
+
+    ``batch_fewshot``: the unit only embeds the few-shot images (into the embedding cache);
+    the run fits its few-shot heads together with other units' (:mod:`repalign.study.fewshot_batch`).
+    """
 
     id: str
     model: str
     stages: tuple[str, ...]
+    batch_fewshot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "model": self.model, "stages": list(self.stages)}
+        d = {"id": self.id, "model": self.model, "stages": list(self.stages)}
+        return d | {"batch_fewshot": True} if self.batch_fewshot else d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Unit:
-        return cls(id=d["id"], model=d["model"], stages=tuple(d["stages"]))
+        return cls(id=d["id"], model=d["model"], stages=tuple(d["stages"]), batch_fewshot=bool(d.get("batch_fewshot")))
 
 
 def unit_id(model: str) -> str:

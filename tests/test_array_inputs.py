@@ -163,3 +163,17 @@ def test_features_and_fewshot_accuracy_equal_the_per_image_path(model, mirror, o
         for x in (batched, reference)
     ]
     np.testing.assert_array_equal(scores[0]["accuracy"].to_numpy(), scores[1]["accuracy"].to_numpy())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_inputs_prepared_on_cuda_equal_the_per_image_transform(rng):
+    """float64 products on the GPU are exact too (integers below 2**53), and the elementwise
+    float32 steps are IEEE there: the inputs must be the same bits as the CPU reference."""
+    images = _image_sets(rng)[0]
+    for name in ("timm bicubic 0.95", "cifar resnet"):
+        transform = TRANSFORMS[name]()
+        expected = torch.stack([transform(images.load(i)) for i in range(len(images))])
+        batches = list(array_batches(*plan_for(transform, images), images, 4, "cuda"))
+        assert all(b.device.type == "cuda" for b in batches)
+        assert torch.equal(torch.cat(batches).cpu(), expected), name

@@ -37,16 +37,7 @@ from repalign.embed._pil_resample import FILTERS, resample_pass, resample_weight
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchedTransform", "array_batches", "array_images", "batched_transform"]
-
-#: torchvision InterpolationMode values -> Pillow filters (nearest has no weights to reproduce)
-_FILTER_OF_MODE = {
-    "bilinear": "bilinear",
-    "bicubic": "bicubic",
-    "box": "box",
-    "hamming": "hamming",
-    "lanczos": "lanczos",
-}
+__all__ = ["BatchedTransform", "array_batches", "array_images", "batched_transform", "plan_for"]
 
 
 @dataclass(frozen=True)
@@ -153,7 +144,7 @@ def _from_compose(steps: list) -> BatchedTransform | None:
     if steps and type(steps[0]) is tv.Normalize:
         step = steps.pop(0)
         mean, std = _channels(step.mean), _channels(step.std)
-    if steps or resize is None and crop is None and mean is None:
+    if steps or (resize is None and crop is None and mean is None):
         return None  # steps left over, or nothing worth batching
     return BatchedTransform(resize=resize, filter=filter_name, crop=crop, mean=mean, std=std)
 
@@ -179,7 +170,9 @@ def _is_to_tensor(step) -> bool:
 
 
 def _filter(mode) -> str | None:
-    name = _FILTER_OF_MODE.get(str(getattr(mode, "value", mode)))
+    """The Pillow filter of a torchvision InterpolationMode (its value is the filter's name);
+    None for nearest, which has no weights to reproduce."""
+    name = str(getattr(mode, "value", mode))
     return name if name in FILTERS else None
 
 

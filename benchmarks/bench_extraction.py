@@ -321,8 +321,12 @@ def study_ready_batches(handle, images, batch_size: int) -> list:
     import numpy as np
     import torch
 
+    from repalign.embed.arrays import array_batches
     from repalign.embed.engine import _input_entry
 
+    plan = _array_plan(handle, images)
+    if plan is not None:  # array sets are prepared in batches (repalign.embed.arrays), never recorded
+        return list(array_batches(*plan, images, batch_size, str(handle.device)))
     store, key, _ = _input_entry(handle, images)
     ready = store.load(key)
     if ready is None:
@@ -331,9 +335,18 @@ def study_ready_batches(handle, images, batch_size: int) -> list:
     return [torch.from_numpy(b) for b in batches] if handle.uses_torch else batches
 
 
+def _array_plan(handle, images):
+    """The batched preparation extraction uses for an array set (MNIST), or None."""
+    from repalign.embed.arrays import plan_for
+
+    return plan_for(handle.transform, images) if handle.uses_torch else None
+
+
 def _has_inputs(handle, images) -> bool:
     from repalign.embed.engine import _input_entry
 
+    if _array_plan(handle, images) is not None:
+        return True  # ready without a first extraction: prepared in batches, as extraction does
     store, key, _ = _input_entry(handle, images)
     return store.load(key) is not None
 

@@ -36,11 +36,15 @@ in the number of models; ``--loop-models K`` runs them on the first K models onl
 scales their time by N/K (said in the output):
 
     python benchmarks/bench_fewshot.py --models 10 --shots 1,10,80 --loop-models 2
+
+With ``--models`` the defaults are smaller (shots 1 and 10, 2 seeds, 512-d features like a
+ResNet-18's, loops on 1 model): minutes on 2 busy cores. The last line is JSON (ratios, accuracy differences in points).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 import warnings
@@ -315,18 +319,18 @@ def cifar100_synthetic_models(n_models: int, **options):
     return features, labels
 
 
-def compare_models(n_models, shots, seeds, heads, settings, loop_models=None):
+def compare_models(n_models, shots, seeds, heads, settings, loop_models=None, dim=2048):
     """The grid of ``n_models`` models three ways: batched across models, per model, loops."""
     from repalign.fewshot import evaluate_fewshot, evaluate_fewshot_many, make_splits
 
-    features, labels = cifar100_synthetic_models(n_models)
+    features, labels = cifar100_synthetic_models(n_models, dim=dim)
     names = list(features)
     loop_names = names[: loop_models or n_models]
     warm_up(features[names[0]], labels, heads, settings, ("modules",))
     manifest = make_splits(labels, shots=shots, seeds=seeds, dataset="cifar100-synthetic")
     fits = len(manifest.splits) * len(heads)
     print(
-        f"\n== {n_models} models x cifar100-synthetic ({len(labels)} examples x 2048 features, 100 classes); "
+        f"\n== {n_models} models x cifar100-synthetic ({len(labels)} examples x {dim} features, 100 classes); "
         f"grid {len(manifest.shots)} shots x {len(heads)} heads x {len(manifest.seeds)} seeds = {fits} fits per model, "
         f"{fits * n_models} in all; loops on {len(loop_names)} model(s)"
         + (f", time scaled by {n_models}/{len(loop_names)}" if len(loop_names) < n_models else ""),
@@ -391,6 +395,30 @@ def compare_models(n_models, shots, seeds, heads, settings, loop_models=None):
         f"\n== {n_models} models, full grid: across models {ratios['total'][1]:.2f}x the loops (target >= 5x), "
         f"{ratios['total'][0]:.2f}x our per-model path"
     )
+    differences = {
+        "max_abs_diff_vs_per_model_points": round(100 * (same.accuracy_many - same.accuracy_one).abs().max(), 3),
+        "max_abs_diff_vs_loop_mean_points": round(
+            100
+            * (
+                against.groupby(["model", "head", "shots"])[["accuracy_many", "accuracy_loop"]]
+                .mean()
+                .pipe(lambda m: m.accuracy_many - m.accuracy_loop)
+                .abs()
+                .max()
+            ),
+            3,
+        ),
+    }
+    print(
+        json.dumps(
+            {
+                "n_models": n_models,
+                "ratio_vs_loops": round(ratios["total"][1], 3),
+                "ratio_vs_per_model": round(ratios["total"][0], 3),
+                **differences,
+            }
+        )
+    )
     return ratios
 
 
@@ -402,9 +430,9 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", default="mnist,cifar100-synthetic")
-    parser.add_argument("--shots", default=",".join(map(str, opt.DEFAULT_SHOTS)))
+    parser.add_argument("--shots", default=None, help="default: the study's shots (--models: 1,10,80)")
     parser.add_argument("--heads", default=",".join(opt.HEADS))
-    parser.add_argument("--seeds", type=int, default=opt.DEFAULT_N_SEEDS)
+    parser.add_argument("--seeds", type=int, default=None, help="default: the study's seeds (--models: 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--loops",
@@ -429,11 +457,21 @@ def main(argv=None) -> None:
         "--loop-models",
         type=int,
         default=None,
-        help="with --models: run the loops on the first K models only and scale their time by N/K",
+        help="with --models: run the loops on the first K models only and scale their time by N/K (default 1)",
+    )
+    parser.add_argument(
+        "--dim", type=int, default=None, help="with --models: feature dimension of each model (default 512)"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.shots, args.seeds = "1,10,80", 2
+    if args.models is not None:  # a size that ends in minutes on 2 busy cores
+        args.shots = args.shots or "1,10"
+        args.seeds = args.seeds or 2
+        args.loop_models = args.loop_models or 1
+        args.dim = args.dim or 512
+    args.shots = args.shots or ",".join(map(str, opt.DEFAULT_SHOTS))
+    args.seeds = args.seeds or opt.DEFAULT_N_SEEDS
     # scikit-learn warns when a 1-shot problem has more classes than half its samples.
     warnings.filterwarnings("ignore", message="The number of unique classes")
     if args.threads:
@@ -449,7 +487,7 @@ def main(argv=None) -> None:
     if args.models is not None:
         if args.models < 1 or (args.loop_models is not None and not 1 <= args.loop_models <= args.models):
             parser.error("--models must be >= 1 and --loop-models between 1 and --models")
-        compare_models(args.models, shots, args.seeds, heads, settings, args.loop_models)
+        compare_models(args.models, shots, args.seeds, heads, settings, args.loop_models, dim=args.dim)
         return
     problems = {"mnist": mnist_pixels, "cifar100-synthetic": cifar100_synthetic}
     summary = {}

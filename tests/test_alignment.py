@@ -101,6 +101,44 @@ def test_resampled_counts_equal_brute_force_on_copies(seed):
             assert kernel(model, human, idx, True, True).sum(axis=0).tolist() == row.tolist()
 
 
+@pytest.mark.parametrize("n", [3, 4, 17, 40])
+@pytest.mark.parametrize("levels", [2, 1000])
+def test_numpy_small_n_counts_equal_brute_force(n, levels):
+    """The numba-free path used up to SMALL_N stimuli (a cold start loads no numba)."""
+    from repalign.alignment import _triplet_small
+
+    rng = np.random.default_rng(n * 7 + levels)
+    model, human = tied_matrices(rng, n, levels=levels)
+    assert _triplet_small.counts(model, human, with_tied_matches=True).tolist() == brute_force_counts(model, human)
+    plain = _triplet_small.counts(model, human, with_tied_matches=False).tolist()
+    assert plain == [*brute_force_counts(model, human)[:4], 0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("missing_rate", [0.0, 0.1])
+def test_numpy_small_n_resampled_counts_equal_the_kernel(seed, missing_rate):
+    from repalign.alignment import _triplet_small
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 30))
+    model, human = tied_matrices(rng, n, levels=3, missing_rate=missing_rate)
+    resamples = rng.integers(0, n, (300, n))  # more than one chunk of resamples
+    expected = triplet_counts_resampled(model, human, resamples, False)
+    assert np.array_equal(_triplet_small.counts_resampled(model, human, resamples), expected)
+    for row, idx in zip(expected[:2], resamples[:2]):
+        assert row.tolist() == [*brute_force_counts(model, human, idx)[:4], 0]
+
+
+def test_alignment_takes_the_numpy_path_up_to_small_n_and_the_kernel_above(monkeypatch):
+    from repalign.alignment import _triplet_small
+
+    rng = np.random.default_rng(3)
+    model, human = tied_matrices(rng, 12, levels=4, missing_rate=0.0)
+    expected = al.triplet_alignment(model, human, ties="half")
+    monkeypatch.setattr(_triplet_small, "SMALL_N", 5)  # now the kernels count
+    assert al.triplet_alignment(model, human, ties="half") == expected
+
+
 SORT_SIZES = [0, 1, 2, 15, 16, 17, 33, 48, 64, 80, 100, 257, 1000]
 
 

@@ -160,3 +160,22 @@ def test_cli_clear_requires_confirmation(store, capsys, monkeypatch):
     assert "Deleted 1" in capsys.readouterr().out
     assert [e["model"] for e in store.entries()] == ["timm:resnet18"]
     assert main(["cache", "clear", "--yes"]) == 0 and store.entries() == []
+
+
+def test_cli_clear_also_removes_preprocessed_inputs(store, capsys):
+    """The input cache lives under the same home (``inputs/``); a full clear empties it too,
+    a clear of some models leaves it (inputs belong to no model)."""
+    from repalign.embed.inputs import InputCache
+
+    inputs = InputCache(max_bytes=1 << 20)
+    for name in ("a", "b"):
+        recorder = inputs.recorder(name * 64, 4, parts={"test": name}, info={"images": name})
+        recorder.add(np.arange(12, dtype=np.uint8).reshape(4, 3))
+        assert recorder.commit()
+    (inputs.root / "ab" / ("c" * 64 + ".npy")).parent.mkdir(parents=True, exist_ok=True)
+    (inputs.root / "ab" / ("c" * 64 + ".npy")).write_bytes(b"orphan array, no metadata")
+    _put(store, model="timm:resnet18")
+    assert main(["cache", "clear", "--model", "timm:*", "--yes"]) == 0 and len(inputs.entries()) == 2
+    assert main(["cache", "clear", "--yes"]) == 0  # nothing embedded left: the inputs alone are cleared
+    assert "Deleted 2 preprocessed input set(s)" in capsys.readouterr().out
+    assert inputs.entries() == [] and list(inputs.root.rglob("*.npy")) == []

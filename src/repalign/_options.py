@@ -108,6 +108,10 @@ MAX_THREADS = 1024
 #: an unreachable address, a refused token or a version mismatch is an error within this
 #: bound (Ray itself waits 20-30 s per attempt and then retries)
 DEFAULT_CONNECT_TIMEOUT_S = 30
+#: [execution] batch_fewshot: a local run fits the few-shot heads of several models together
+#: (faster; MLP accuracies then depend on which models share a batch, within bfloat16 rounding,
+#: so a resumed run is not bit-identical): off unless asked for
+DEFAULT_BATCH_FEWSHOT = False
 #: times Ray runs a unit again when its worker or node died (a crash, a lost node); after
 #: that the unit is a failed row. An exception inside a unit is a failed row at once.
 RAY_TASK_RETRIES = 2

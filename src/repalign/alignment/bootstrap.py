@@ -202,10 +202,15 @@ def _bootstrap_values(
             for metric in looped:
                 values[metric][b] = _correlation(x, y, metric)
     if "triplet" in metrics:
-        from repalign.alignment._triplet_kernel import triplet_counts_resampled
+        from repalign.alignment import _triplet_small
 
         strict = ties == "strict"
-        totals = triplet_counts_resampled(model, human, resamples, strict)
+        if not strict and model.shape[0] <= _triplet_small.SMALL_N:  # numpy: no numba to load
+            totals = _triplet_small.counts_resampled(model, human, resamples)
+        else:
+            from repalign.alignment._triplet_kernel import triplet_counts_resampled
+
+            totals = triplet_counts_resampled(model, human, resamples, strict)
         values["triplet"] = np.array(
             [TripletCounts.from_kernel(row, with_tied_matches=strict).alignment(ties) for row in totals]
         )

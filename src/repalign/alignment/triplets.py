@@ -78,6 +78,11 @@ class SampledEstimate(NamedTuple):
 
 
 def _triplet_counts(model: np.ndarray, human: np.ndarray, *, with_tied_matches: bool = False) -> TripletCounts:
+    from repalign.alignment import _triplet_small
+
+    if model.shape[0] <= _triplet_small.SMALL_N:  # numpy: no numba to load in a fresh process
+        row = _triplet_small.counts(model, human, with_tied_matches=with_tied_matches)
+        return TripletCounts.from_kernel(row, with_tied_matches=with_tied_matches)
     from repalign.alignment._triplet_kernel import triplet_counts_by_anchor
 
     idx = np.arange(model.shape[0], dtype=np.int64)

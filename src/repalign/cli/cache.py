@@ -63,11 +63,15 @@ def _list(args) -> int:
 
 def _clear(args) -> int:
     from repalign.embed.cache import EmbeddingCache
+    from repalign.embed.inputs import InputCache
 
     store = EmbeddingCache()
     entries = store.entries(model=args.model)
+    # preprocessed inputs belong to no model (models share them): cleared with everything
+    inputs = [] if args.model else InputCache().entries()
     what = f"{len(entries)} cached embedding(s)" + (f" of models matching '{args.model}'" if args.model else "")
-    if not entries:
+    what += f" and {len(inputs)} preprocessed input set(s)" if inputs else ""
+    if not entries and not inputs:
         print(f"Nothing to clear in {store.root}" + (f" matching '{args.model}'" if args.model else ""))
         return 0
     if not args.yes:
@@ -79,6 +83,10 @@ def _clear(args) -> int:
             return 0
     removed = store.clear(model=args.model)
     print(f"Deleted {removed} cached embedding(s) from {store.root}")
+    if not args.model:
+        removed_inputs = InputCache().clear()
+        if removed_inputs:
+            print(f"Deleted {removed_inputs} preprocessed input set(s) from {InputCache().root}")
     return 0
 
 

@@ -89,6 +89,7 @@ def extract_embeddings(
     weights: str | os.PathLike | None = None,
     progress: bool = False,
     input_cache: bool | None = None,
+    batched_arrays: bool = True,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Features of every image, in the image set's order.
 
@@ -114,6 +115,10 @@ def extract_embeddings(
             preprocessing configuration (``<cache home>/inputs``, :mod:`repalign.embed.inputs`),
             so the next model with the same configuration skips decoding and preprocessing;
             None (default): as ``cache``. Features are the same either way, bit for bit.
+        batched_arrays: preprocess an array image set (MNIST, Fashion-MNIST, CIFAR) in batches
+            on the model's device instead of one PIL call per image, when the model's transform
+            is one :mod:`repalign.embed.arrays` reproduces; the inputs are bit-identical to the
+            per-image path's (False: always the per-image path, the reference).
 
     Returns:
         ``(n_images, n_features)`` array for a single layer (``layer`` None or a string),
@@ -160,6 +165,7 @@ def extract_embeddings(
             num_workers=num_workers,
             progress=progress,
             input_cache=cache if input_cache is None else bool(input_cache),
+            batched_arrays=batched_arrays,
         )
         loaded = _describe_handle(handle)
         for name, array in computed.items():
@@ -470,10 +476,26 @@ def _extract(
     num_workers: int | None,
     progress: bool,
     input_cache: bool = False,
+    batched_arrays: bool = False,
 ) -> dict[str, np.ndarray]:
     """Run the model over every image; ``{layer: (n_images, n_features) float32}``."""
     n = len(images)
     batch_size = int(batch_size or handle.default_batch_size)
+    if batched_arrays and handle.uses_torch:
+        from repalign.embed.arrays import array_batches, plan_for
+
+        plan = plan_for(handle.transform, images)
+        if plan is not None:  # cheaper than the input cache's read: never stored there
+            log.info(
+                "Extracting %s from %d array images of '%s' on %s (batch %d, preprocessed in batches there)",
+                ", ".join(layers),
+                n,
+                images.name,
+                handle.device,
+                batch_size,
+            )
+            batches = array_batches(*plan, images, batch_size, handle.device)
+            return _run_batches(handle, images, layers, batches, batch_size, threaded=False, progress=progress)
     recorder = None
     cached_inputs = _input_entry(handle, images) if input_cache else None
     if cached_inputs is not None:

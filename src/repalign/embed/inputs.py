@@ -197,6 +197,16 @@ class InputCache:
     def total_bytes(self) -> int:
         return int(sum(int(m.get("size_bytes", 0)) for m in self.entries()))
 
+    def clear(self) -> int:
+        """Remove every entry, and the leftovers of interrupted writes; returns the entries removed."""
+        entries = self.entries()
+        for meta in entries:
+            self.remove(meta["key"])
+        if self.root.is_dir():
+            for leftover in [*self.root.glob("??/.*.tmp"), *self.root.glob("??/*.npy")]:
+                leftover.unlink(missing_ok=True)  # an array whose metadata was never written
+        return len(entries)
+
     def evict(self) -> list[str]:
         """Remove least recently used entries until the store is within its limit; their keys."""
         entries = self.entries()

@@ -110,6 +110,8 @@ class ExecutionSection:
     connect_timeout: int = opt.DEFAULT_CONNECT_TIMEOUT_S
     token_file: str = ""
     gpu_memory_gb: int = 0
+    # fit the few-shot heads of several models together (study/fewshot_batch.py)
+    batch_fewshot: bool = opt.DEFAULT_BATCH_FEWSHOT
 
 
 @dataclass(frozen=True)
@@ -405,6 +407,7 @@ class _Validator:
             connect_timeout=self.integer(e, "connect_timeout", minimum=1, maximum=3600),
             token_file=self.string(e, "token_file"),
             gpu_memory_gb=self.integer(e, "gpu_memory_gb", minimum=0, maximum=4096),
+            batch_fewshot=self.boolean(e, "batch_fewshot"),
         )
         c = self.section(data, "compare")
         compare = CompareSection(

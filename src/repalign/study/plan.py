@@ -30,20 +30,25 @@ class Unit:
 
     A unit covers every layer of its model (``layers``, from ``[models] layers``): they are
     extracted together, in one forward pass per image, and every stage scores each of them.
+    ``batch_fewshot``: the unit only embeds the few-shot images (into the embedding cache);
+    the run fits its few-shot heads together with other units' (:mod:`repalign.study.fewshot_batch`).
     """
 
     id: str
     model: str
     stages: tuple[str, ...]
     layers: tuple[str, ...] = (DEFAULT_LAYER,)
+    batch_fewshot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "model": self.model, "stages": list(self.stages), "layers": list(self.layers)}
+        d = {"id": self.id, "model": self.model, "stages": list(self.stages), "layers": list(self.layers)}
+        return d | {"batch_fewshot": True} if self.batch_fewshot else d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Unit:
         layers = tuple(d.get("layers", (DEFAULT_LAYER,)))
-        return cls(id=d["id"], model=d["model"], stages=tuple(d["stages"]), layers=layers)
+        batch = bool(d.get("batch_fewshot"))
+        return cls(id=d["id"], model=d["model"], stages=tuple(d["stages"]), layers=layers, batch_fewshot=batch)
 
 
 def unit_id(model: str) -> str:

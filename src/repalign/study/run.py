@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from repalign._options import DEFAULT_LAYER
 from repalign.errors import RepalignError
 from repalign.schema import conform, empty_results
 from repalign.store import (
@@ -38,6 +39,7 @@ from repalign.store import (
 from repalign.study.config import StudyConfig, as_config
 from repalign.study.datacheck import check_human_data
 from repalign.study.executors import make_executor
+from repalign.study.fewshot_batch import FEWSHOT_BATCH_UNITS
 from repalign.study.inputs import StudyInputs, refresh_model
 from repalign.study.plan import Unit, describe_plan, plan_units, stages_to_run, stale_reasons
 from repalign.study.progress import StudyProgress
@@ -305,31 +307,82 @@ def _execute(
         elif event == "node":  # ray: the node running the unit, and which attempt this is
             progress.unit_node(unit, *payload)
 
+    def write(result, extra_rows: list[dict] = ()) -> None:
+        rows = conform(result.rows)
+        previous = kept.get(result.unit.id)
+        if previous is not None and len(previous):
+            rows = conform(pd.concat([previous, rows], ignore_index=True))
+        if extra_rows:
+            rows = conform(pd.concat([rows, conform(pd.DataFrame(extra_rows))], ignore_index=True))
+        rows["unit"] = result.unit.id
+        store.write_unit(
+            result.unit.id,
+            rows,
+            fingerprint=fingerprint,
+            stage_fingerprints=stage_fingerprints,
+            inputs=refresh_model(
+                inputs[result.unit.id], result.unit.model, weights=cfg.models.weights.get(result.unit.model)
+            ),
+        )
+        failed = rows[rows["status"] == STATUS_FAILED]
+        n_failed = len(failed)
+        # kept in the manifest: a rerun that succeeds replaces the unit's rows
+        for record in failed[["model", "stage", "dataset", "error"]].to_dict(orient="records"):
+            failed_here.append({k: None if pd.isna(v) else str(v) for k, v in record.items()})
+        outcome.n_run += 1
+        progress.unit_finished(result.unit, n_failed_rows=n_failed, duration_s=result.duration_s)
+
+    held: list = []  # units whose few-shot heads are fitted together, with their other rows
+
+    def write_held() -> None:
+        from repalign.study.fewshot_batch import batched_fewshot_rows
+
+        if not held:
+            return
+        failed_steps = {r.unit.id: _failed_fewshot_datasets(r.rows) for r in held}
+        fewshot = batched_fewshot_rows([r.unit for r in held], failed_steps, cfg)
+        for result in held:
+            write(result, fewshot[result.unit.id])
+        held.clear()
+
+    units = _with_batched_fewshot(cfg, [w.unit for w in todo])
     try:
-        for result in executor.run([w.unit for w in todo], cfg.to_dict(), on_event):
-            rows = conform(result.rows)
-            previous = kept.get(result.unit.id)
-            if previous is not None and len(previous):
-                rows = conform(pd.concat([previous, rows], ignore_index=True))
-            rows["unit"] = result.unit.id
-            store.write_unit(
-                result.unit.id,
-                rows,
-                fingerprint=fingerprint,
-                stage_fingerprints=stage_fingerprints,
-                inputs=refresh_model(
-                    inputs[result.unit.id], result.unit.model, weights=cfg.models.weights.get(result.unit.model)
-                ),
-            )
-            failed = rows[rows["status"] == STATUS_FAILED]
-            n_failed = len(failed)
-            # kept in the manifest: a rerun that succeeds replaces the unit's rows
-            for record in failed[["model", "stage", "dataset", "error"]].to_dict(orient="records"):
-                failed_here.append({k: None if pd.isna(v) else str(v) for k, v in record.items()})
-            outcome.n_run += 1
-            progress.unit_finished(result.unit, n_failed_rows=n_failed, duration_s=result.duration_s)
+        for result in executor.run(units, cfg.to_dict(), on_event):
+            if not result.unit.batch_fewshot:
+                write(result)
+                continue
+            held.append(result)
+            if len(held) >= FEWSHOT_BATCH_UNITS:
+                write_held()
+        write_held()
     finally:
         progress.close()
+
+
+def _with_batched_fewshot(cfg: StudyConfig, units: list[Unit]) -> list[Unit]:
+    """Units whose few-shot heads this run fits together (:mod:`repalign.study.fewshot_batch`):
+    only when ``[execution] batch_fewshot`` asks for it, with the local executor (its workers
+    fill the embedding cache the driver reads), and for units that read the default layer of
+    the published weights, when at least two such units have a few-shot stage; every other
+    unit fits its own."""
+    if not cfg.execution.batch_fewshot or cfg.execution.executor != "local":
+        return units
+
+    def batchable(unit: Unit) -> bool:
+        return (
+            "fewshot" in unit.stages and unit.layers == (DEFAULT_LAYER,) and cfg.models.weights.get(unit.model) is None
+        )
+
+    if sum(batchable(u) for u in units) < 2:
+        return units
+    return [dataclasses.replace(u, batch_fewshot=True) if batchable(u) else u for u in units]
+
+
+def _failed_fewshot_datasets(rows: pd.DataFrame) -> set[str]:
+    if rows.empty or "stage" not in rows:
+        return set()
+    failed = rows[(rows["stage"] == "fewshot") & (rows["status"] == STATUS_FAILED)]
+    return {str(d) for d in failed["dataset"].dropna()}
 
 
 def _with_overrides(cfg: StudyConfig, *, executor, jobs, address, output, connect_timeout=None) -> StudyConfig:

@@ -119,8 +119,9 @@ def _steps(unit: Unit, config: StudyConfig):
                 else:
                     yield "alignment", human.name, _bind(_alignment_rows, unit.model, human, config, unit.layers)
     if "fewshot" in unit.stages:
+        step = _fewshot_embeddings if unit.batch_fewshot else _fewshot_rows
         for dataset in config.fewshot.datasets:
-            yield "fewshot", dataset, _bind(_fewshot_rows, unit.model, dataset, config, unit.layers)
+            yield "fewshot", dataset, _bind(step, unit.model, dataset, config, unit.layers)
     if "robustness" in unit.stages:
         yield "robustness", None, _bind(_robustness_rows, unit.model, config)
 
@@ -208,6 +209,28 @@ def _fewshot_rows(model: str, dataset: str, config: StudyConfig, layers: tuple[s
         num_workers=loader_workers(config),
         weights=config.models.weights.get(model),
     )
+
+
+def _fewshot_embeddings(model: str, dataset: str, config: StudyConfig, layers: tuple[str, ...]) -> pd.DataFrame:
+    """The few-shot stage of a unit whose heads the run fits with other units': only the
+    embeddings of the images the splits use, into the embedding cache; no rows (the run adds
+    them, :func:`repalign.study.fewshot_batch.batched_fewshot_rows`). A failure is this step's
+    failed row, as for :func:`_fewshot_rows`."""
+    from repalign.data.images import SubsetImageSet
+    from repalign.embed import extract_embeddings
+    from repalign.schema import empty_results
+    from repalign.study.plan import fewshot_inputs
+
+    data, splits = fewshot_inputs(dataset, config)
+    extract_embeddings(
+        model,
+        SubsetImageSet(data.images, splits.used_indices()),
+        layer=list(layers),
+        device=config.execution.device,
+        num_workers=loader_workers(config),
+        weights=config.models.weights.get(model),
+    )
+    return empty_results()
 
 
 def _robustness_rows(model: str, config: StudyConfig) -> pd.DataFrame:

@@ -162,7 +162,7 @@ def test_features_and_fewshot_accuracy_equal_the_per_image_path(model, mirror, o
         evaluate_fewshot(x, data.labels, heads="linear", splits=splits, feature_indices=used, dataset=data.name)
         for x in (batched, reference)
     ]
-    np.testing.assert_array_equal(scores[0]["accuracy"].to_numpy(), scores[1]["accuracy"].to_numpy())
+    np.testing.assert_array_equal(scores[0]["value"].to_numpy(), scores[1]["value"].to_numpy())
 
 
 @pytest.mark.gpu

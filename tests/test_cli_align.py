@@ -211,7 +211,7 @@ def test_bad_input(tmp_path, animals, capsys):
         (("pixels", "--embeddings", tmp_path / "ok.npy", *human), "either a MODEL or --embeddings"),
         (("--embeddings", tmp_path / "ok.npy", *human, "--metrics", "pearsn"), "Did you mean: pearson"),
         (("--embeddings", tmp_path / "ok.npy", *human, "--metrics", ","), "--metrics is empty"),
-        (("--embeddings", tmp_path / "ok.npy", *human, "--layer", "fc"), "apply to MODEL only"),
+        (("--embeddings", tmp_path / "ok.npy", *human, "--layer", "fc"), "bare .npy array with no layer names"),
         (("--embeddings", tmp_path / "ok.npy", *human, "--metrics", "triplet_accuracy"), "no triplet judgments"),
         (("--embeddings", tmp_path / "ok.npy", "--human", "peterson:cats"), "cats"),
         (("pixels", "--human", "peterson:furniture"), "furniture"),  # matrix only: no images

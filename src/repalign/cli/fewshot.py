@@ -150,14 +150,8 @@ def run(args) -> int:
     frame = run_fewshot(
         args.model,
         args.dataset,
-        shots=shots,
-        heads=heads,
-        seeds=args.seeds,
-        max_eval_per_class=args.max_eval_per_class,
-        splits=splits,
-        per_seed=args.per_seed,
+        **_grid(args, shots=shots, heads=heads, splits=splits),
         split=args.split,
-        device=args.device,
         batch_size=args.batch_size,
         weights=args.weights,
         progress=sys.stderr.isatty(),
@@ -165,6 +159,19 @@ def run(args) -> int:
     )
     emit(frame, args.format, title=f"few-shot accuracy: {args.model} on {args.dataset}")
     return 0
+
+
+def _grid(args, *, shots, heads, splits) -> dict:
+    """The options of the few-shot grid, the same for a MODEL and for --embeddings FILE."""
+    return {
+        "shots": shots,
+        "heads": heads,
+        "seeds": args.seeds,
+        "max_eval_per_class": args.max_eval_per_class,
+        "splits": splits,
+        "per_seed": args.per_seed,
+        "device": args.device,
+    }
 
 
 def _run_file(args, *, shots, heads, splits) -> int:
@@ -193,13 +200,7 @@ def _run_file(args, *, shots, heads, splits) -> int:
         raise InputError("--embeddings FILE scores one layer of the file; give one --layer (or none for its only one)")
     frame = run_fewshot_file(
         args.embeddings,
-        shots=shots,
-        heads=heads,
-        seeds=args.seeds,
-        max_eval_per_class=args.max_eval_per_class,
-        splits=splits,
-        per_seed=args.per_seed,
-        device=args.device,
+        **_grid(args, shots=shots, heads=heads, splits=splits),
         layer=layers[0] if layers else None,
         **dataset_options,
     )

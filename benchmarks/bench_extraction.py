@@ -402,6 +402,8 @@ def study_main(models: list[str], config_path: str, uncached: bool) -> int:
     from repalign.embed.inputs import preprocessing_group
 
     os.environ["REPALIGN_CACHE_HOME"] = tempfile.mkdtemp(prefix="repalign-bench-study-")
+    # the input cache is what this mode measures: on (4 GiB) unless the environment sets a limit
+    os.environ.setdefault("REPALIGN_INPUT_CACHE_BYTES", str(4 << 30))
     image_sets = study_image_sets(config_path)
     for images in image_sets.values():
         images.fingerprint()  # a study computes it once per image set for the embedding cache

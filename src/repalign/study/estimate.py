@@ -93,8 +93,8 @@ class StudyEstimate:
             f"{self.extraction_seconds / 3600:.2f} device-hours"
             + (f" (GMACs of {fitted} models fitted from their parameter count)" if fitted else ""),
             f"  few-shot:   {self.fewshot_units} model x dataset grids, {self.fewshot_total_seconds / 3600:.2f} device-hours",
-            f"  total:      {self.wall_seconds(1) / 3600:.2f} hours on 1 device, "
-            f"{self.wall_seconds(devices) / 3600:.2f} hours on {devices} devices",
+            f"  total:      {self.wall_seconds(1) / 3600:.2f} hours on 1 device"
+            + (f", {self.wall_seconds(devices) / 3600:.2f} hours on {devices} devices" if devices > 1 else ""),
         ]
         if unknown:
             shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")

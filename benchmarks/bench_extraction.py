@@ -59,16 +59,13 @@ import subprocess
 import sys
 import time
 
+from repalign.models import OFFLINE_PRESET
+
 DEFAULT_MODELS = ("timm:resnet18@random", "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor")
 #: --study: the six TFLite models, then CIFAR ResNets and untrained timm models (small ones that
 #: share timm's most common configuration, so a 2-core machine runs the study in minutes)
 STUDY_MODELS = (
-    "tflite:mobilenet_v1_0.25_128_quant",
-    "tflite:mobilenet_v1_0.5_160_quant",
-    "tflite:mobilenet_v1_0.75_192_quant",
-    "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor",
-    "tflite:mobilenet_v2_1.0_224_quant",
-    "tflite:tf2_mobilenet_v2_1.0_224_ptq",
+    *(model for model in OFFLINE_PRESET if model.startswith("tflite:")),  # the mirror's TFLite models
     "cifar_resnet:resnet20",
     "cifar_resnet:resnet32",
     "cifar_resnet:resnet44",

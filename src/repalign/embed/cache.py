@@ -112,12 +112,7 @@ class EmbeddingCache:
             return None
         try:
             array = read_npy(self._array_path(key))
-            if list(array.shape) != [meta["n"], meta["d"]] or str(array.dtype) != meta["dtype"]:
-                raise ValueError(
-                    f"array {array.dtype}{array.shape} != metadata {meta['dtype']}({meta['n']}, {meta['d']})"
-                )
-            if array_sha256(array) != meta["sha256"]:
-                raise ValueError("its array does not match the sha256 stored with it (changed on disk)")
+            check_cached_array(array, (meta["n"], meta["d"]), meta["dtype"], meta["sha256"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("Discarding unreadable embedding cache entry %s (recomputing it): %s", key, exc)
             self.remove(key)
@@ -222,6 +217,15 @@ def array_sha256(array: np.ndarray) -> str:
     for start in range(0, len(array), step):
         digest.update(np.ascontiguousarray(array[start : start + step]).data)
     return digest.hexdigest()
+
+
+def check_cached_array(array: np.ndarray, shape, dtype: str, sha256: str) -> None:
+    """Raise ValueError unless a cache entry's array is what its metadata recorded: the shape,
+    the dtype and the content (both caches of this package store their arrays this way)."""
+    if list(array.shape) != list(shape) or str(array.dtype) != dtype:
+        raise ValueError(f"array {array.dtype}{array.shape} != metadata {dtype}{tuple(shape)}")
+    if array_sha256(array) != sha256:
+        raise ValueError("its array does not match the sha256 stored with it (changed on disk)")
 
 
 _warned_unhashed: set[str] = set()

@@ -42,7 +42,7 @@ import numpy as np
 from repalign._io import write_json_atomic
 from repalign._options import DEFAULT_INPUT_CACHE_BYTES
 from repalign._paths import cache_home
-from repalign.embed.cache import array_sha256, canonical_json, read_metadata
+from repalign.embed.cache import canonical_json, check_cached_array, read_metadata
 from repalign.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -158,10 +158,7 @@ class InputCache:
             return None
         try:
             array = np.lib.format.open_memmap(self._array_path(key), mode="r")
-            if list(array.shape) != meta["shape"] or str(array.dtype) != meta["dtype"]:
-                raise ValueError(f"array {array.dtype}{array.shape} != metadata {meta['dtype']}{tuple(meta['shape'])}")
-            if array_sha256(array) != meta["sha256"]:
-                raise ValueError("its array does not match the sha256 stored with it (changed on disk)")
+            check_cached_array(array, meta["shape"], meta["dtype"], meta["sha256"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("Discarding damaged preprocessed-input cache entry %s (recomputing it): %s", key, exc)
             self.remove(key)

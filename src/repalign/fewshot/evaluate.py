@@ -109,15 +109,10 @@ def evaluate_fewshot(
     from repalign.fewshot._heads import fit_and_score
 
     features, labels, rows_of_example = checked_features(features, labels, feature_indices)
-    heads = _check_heads(heads)
-    splits = _splits_for(
-        labels, splits, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class, dataset=dataset
+    heads, splits, keys, classes, targets = _checked_grid(
+        labels, heads, splits, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class, dataset=dataset
     )
-    _check_shots_per_class(splits, labels)
     settings = settings or HeadSettings()
-
-    classes, targets = np.unique(labels, return_inverse=True)
-    keys = sorted(splits.splits)
     tasks = grid_tasks(splits, keys, rows_of_example)
     row_targets = targets if rows_of_example is None else targets[np.asarray(feature_indices)]
 
@@ -349,6 +344,19 @@ def _loaded(dataset: str | os.PathLike | FewShotDataset, split: str | None) -> F
             f"leave split out, or pass load_fewshot_dataset('{dataset.name}', split='{split}')."
         )
     return dataset
+
+
+def _checked_grid(labels, heads, splits, *, shots, seeds, max_eval_per_class, dataset):
+    """What every evaluation of a few-shot grid checks and derives first: (heads, splits --
+    given, or drawn from the labels --, their keys in order, the classes, each example's
+    class index)."""
+    heads = _check_heads(heads)
+    splits = _splits_for(
+        labels, splits, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class, dataset=dataset
+    )
+    _check_shots_per_class(splits, labels)
+    classes, targets = np.unique(labels, return_inverse=True)
+    return heads, splits, sorted(splits.splits), classes, targets
 
 
 def _splits_for(

@@ -32,9 +32,7 @@ from repalign._options import DEFAULT_DEVICE, HEADS
 from repalign.errors import InputError
 from repalign.fewshot.evaluate import (
     PER_SEED_COLUMNS,
-    _check_heads,
-    _check_shots_per_class,
-    _splits_for,
+    _checked_grid,
     checked_features,
     grid_tasks,
     per_seed_records,
@@ -99,15 +97,10 @@ def evaluate_fewshot_many(
         )
         checked[name] = features
     labels = labels_checked
-    heads = _check_heads(heads)
-    splits = _splits_for(
-        labels, splits, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class, dataset=dataset
+    heads, splits, keys, classes, targets = _checked_grid(
+        labels, heads, splits, shots=shots, seeds=seeds, max_eval_per_class=max_eval_per_class, dataset=dataset
     )
-    _check_shots_per_class(splits, labels)
     settings = settings or HeadSettings()
-
-    classes, targets = np.unique(labels, return_inverse=True)
-    keys = sorted(splits.splits)
     # Only the rows some split uses are stacked (with a cap on evaluation examples, a small
     # part of a dataset): the rows of the used examples, in example order.
     used = splits.used_indices()

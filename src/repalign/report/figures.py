@@ -400,6 +400,27 @@ def hover_positions(fig, hover: Sequence[HoverPoints]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=["title", "fx", "fy"])
 
 
+def draw_bars(ax, labels, values, low=None, high=None, *, ceiling=None) -> None:
+    """Horizontal bars, one per label from the bottom up, with CI whiskers where both bounds
+    are finite, and the human data's noise ceiling behind them: a number draws a line, a
+    (low, high) pair a band. The one drawing of per-model bars (report and repalign.plot)."""
+    values = np.asarray(values, dtype=float)
+    y = np.arange(len(values))
+    if ceiling is not None:
+        if np.ndim(ceiling) == 0:
+            ax.axvline(float(ceiling), color=PALETTE[3], linestyle="--", label="noise ceiling")
+        else:
+            ax.axvspan(*(float(v) for v in ceiling), color=PALETTE[3], alpha=0.2, zorder=0, label="noise ceiling")
+    ax.barh(y, values, color=PALETTE[0], height=0.7)
+    if low is not None and high is not None:
+        low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+        ok = np.isfinite(low) & np.isfinite(high)
+        if ok.any():
+            errors = np.vstack([values[ok] - low[ok], high[ok] - values[ok]]).clip(min=0)
+            ax.errorbar(values[ok], y[ok], xerr=errors, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+    ax.set_yticks(y, [str(label) for label in labels])
+
+
 def ceiling_figure(table: pd.DataFrame, *, dataset: str, relative: bool = False) -> Any:
     """Per-model alignment bars on one human dataset with its noise-ceiling band, one panel per metric.
 
@@ -415,19 +436,18 @@ def ceiling_figure(table: pd.DataFrame, *, dataset: str, relative: bool = False)
     for ax, metric in zip(axes, metrics):
         rows = table[table["metric"] == metric].set_index("model").reindex(order)
         scale = rows["ceiling_high"].to_numpy(float) if relative else np.ones(len(rows))
-        value = rows["value"].to_numpy(float) / scale
-        low, high = rows["ci_low"].to_numpy(float) / scale, rows["ci_high"].to_numpy(float) / scale
-        positions = np.arange(len(rows))
-        ceiling_low = float(np.nanmean(rows["ceiling_low"].to_numpy(float) / scale))
-        ceiling_high = float(np.nanmean(rows["ceiling_high"].to_numpy(float) / scale))
-        ax.axvspan(ceiling_low, ceiling_high, color="0.8", zorder=0, label="noise ceiling")
-        ax.barh(positions, value, color=PALETTE[0], height=0.6)
-        has_ci = np.isfinite(low) & np.isfinite(high)
-        if has_ci.any():
-            errors = np.abs(np.vstack([value - low, high - value]))[:, has_ci]
-            ax.errorbar(value[has_ci], positions[has_ci], xerr=errors, fmt="none", color="black", capsize=2, lw=0.8)
-        ax.set_yticks(positions)
-        ax.set_yticklabels(order)
+        band = (
+            float(np.nanmean(rows["ceiling_low"].to_numpy(float) / scale)),
+            float(np.nanmean(rows["ceiling_high"].to_numpy(float) / scale)),
+        )
+        draw_bars(
+            ax,
+            order,
+            rows["value"].to_numpy(float) / scale,
+            rows["ci_low"].to_numpy(float) / scale,
+            rows["ci_high"].to_numpy(float) / scale,
+            ceiling=band,
+        )
         ax.set_title(metric)
         ax.set_xlabel("alignment / ceiling (upper bound)" if relative else "alignment")
     axes[0].legend(loc="lower right", fontsize="small")

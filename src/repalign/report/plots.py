@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from repalign.errors import InputError
-from repalign.report.figures import PALETTE, _new_figure, print_style
+from repalign.report.figures import _new_figure, draw_bars, print_style
 
 #: how :func:`similarity_matrix` orders the stimuli: clustered by the human matrix, or as given
 ORDERS = ("cluster", "given")
@@ -104,36 +104,23 @@ def model_bars(
         raise InputError(f"model_bars needs columns {label!r} and {value!r}; missing {', '.join(missing)}")
     if frame.empty:
         raise InputError("model_bars got no rows to draw")
+    if ceiling is not None and np.ndim(ceiling) != 0 and float(ceiling[0]) > float(ceiling[1]):
+        raise InputError(f"ceiling (low, high) has low > high: {ceiling[0]} > {ceiling[1]}")
     rows = frame.sort_values(value, ascending=True) if sort else frame.iloc[::-1]
-    values = rows[value].to_numpy(float)
-    y = np.arange(len(rows))
+    has_ci = ci is not None and all(c in rows for c in ci)
     with print_style():
         fig = _new_figure(5.0, max(1.6, 0.22 * len(rows) + 0.9))
         ax = fig.subplots()
-        ax.barh(y, values, color=PALETTE[0], height=0.7)
-        if ci is not None and all(c in rows for c in ci):
-            low = rows[ci[0]].to_numpy(float)
-            high = rows[ci[1]].to_numpy(float)
-            ok = ~(np.isnan(low) | np.isnan(high))
-            ax.errorbar(
-                values[ok],
-                y[ok],
-                xerr=np.vstack([values[ok] - low[ok], high[ok] - values[ok]]).clip(min=0),
-                fmt="none",
-                ecolor="black",
-                elinewidth=0.8,
-                capsize=2,
-            )
+        draw_bars(
+            ax,
+            rows[label],
+            rows[value].to_numpy(float),
+            rows[ci[0]].to_numpy(float) if has_ci else None,
+            rows[ci[1]].to_numpy(float) if has_ci else None,
+            ceiling=ceiling,
+        )
         if ceiling is not None:
-            if np.ndim(ceiling) == 0:
-                ax.axvline(float(ceiling), color=PALETTE[3], linestyle="--", label="noise ceiling")
-            else:
-                low, high = (float(v) for v in ceiling)
-                if low > high:
-                    raise InputError(f"ceiling (low, high) has low > high: {low} > {high}")
-                ax.axvspan(low, high, color=PALETTE[3], alpha=0.2, label="noise ceiling")
             ax.legend(loc="lower right")
-        ax.set_yticks(y, [str(v) for v in rows[label]])
         ax.set_xlabel(xlabel)
         ax.grid(axis="y", visible=False)
         if title:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -649,14 +650,15 @@ def test_importing_engine_and_cli_does_not_import_torch():
 # numpy models: the prefetch-thread loader (the default on a multi-core CPU)
 # ---------------------------------------------------------------------------------------
 class ResizeToUint8:
-    """RGB PIL -> (size, size, 3) uint8 array, as TFLite models take."""
+    """RGB PIL -> (size, size, 3) uint8 array, as TFLite models take (``delay`` seconds an image)."""
 
-    def __init__(self, size: int, log: list | None = None):
-        self.size, self.log = size, log
+    def __init__(self, size: int, log: list | None = None, delay: float = 0.0):
+        self.size, self.log, self.delay = size, log, delay
 
     def __call__(self, img):
         if self.log is not None:
             self.log.append(1)
+        time.sleep(self.delay)
         return np.asarray(img.resize((self.size, self.size), Image.BILINEAR))
 
 
@@ -664,12 +666,14 @@ class NumpyProjectionHandle(ModelHandle):
     """A real numpy model: flattened uint8 pixels times a seeded random matrix (-> 5 features).
 
     Records the thread count it ran with (``compute_threads``, as TFLite handles have) and,
-    per forward pass, how many images had been preprocessed by then.
+    per forward pass, how many images had been preprocessed by then. ``prepare_delay`` (an
+    image) and ``forward_delay`` (a batch) make preparing or the forward pass the slower side
+    by a wide margin, which decides whether the engine prepares in a thread.
     """
 
     uses_torch = False
 
-    def __init__(self, size: int = 6):
+    def __init__(self, size: int = 6, *, prepare_delay: float = 0.02, forward_delay: float = 0.0):
         self.size = size
         self.weights = np.random.default_rng(3).standard_normal((size * size * 3, 5)).astype(np.float32)
         self.spec = ModelSpec(name="test:numpyproj", source="test", arch="numpyproj", resolved_id="test:numpyproj")
@@ -679,10 +683,11 @@ class NumpyProjectionHandle(ModelHandle):
         self.threads_seen: list[int] = []
         self.prepared: list = []
         self.prepared_at_forward: list[int] = []
+        self.prepare_delay, self.forward_delay = prepare_delay, forward_delay
 
     identity = property(lambda self: {"resolved_id": "test:numpyproj", "weights": "random:3"})
     preprocess_config = property(lambda self: {"size": self.size})
-    transform = property(lambda self: ResizeToUint8(self.size, self.prepared))
+    transform = property(lambda self: ResizeToUint8(self.size, self.prepared, self.prepare_delay))
 
     def available_layers(self):
         return [PENULTIMATE]
@@ -699,6 +704,7 @@ class NumpyProjectionHandle(ModelHandle):
         assert isinstance(batch, np.ndarray) and batch.dtype == np.uint8
         self.threads_seen.append(self.num_threads)
         self.prepared_at_forward.append(len(self.prepared))
+        time.sleep(self.forward_delay)
         return {PENULTIMATE: batch.reshape(len(batch), -1).astype(np.float32) @ self.weights}
 
 
@@ -719,11 +725,43 @@ def test_threaded_loader_matches_oracle_in_order_and_frees_a_core(image_files, t
     handle = NumpyProjectionHandle()
     got = extract_embeddings(handle, image_files, batch_size=3, cache=False)  # default loader: the thread
     np.testing.assert_allclose(got, numpy_oracle(handle, image_files), rtol=1e-5, atol=1e-2)  # float32 sums
-    assert handle.threads_seen == [1] * 4 and handle.num_threads == 2  # one core left to decoding, then restored
+    # two batches in turn, on both cores, to time them; then one core left to decoding, then restored
+    assert handle.threads_seen == [2, 2, 1, 1] and handle.num_threads == 2
     reversed_set = SubsetImageSet(image_files, list(range(10, -1, -1)))
     np.testing.assert_array_equal(extract_embeddings(handle, reversed_set, batch_size=3, cache=False), got[::-1])
     serial = extract_embeddings(NumpyProjectionHandle(), image_files, batch_size=3, num_workers=0, cache=False)
     np.testing.assert_array_equal(serial, got)
+
+
+def test_a_forward_pass_slower_than_preparing_keeps_every_core(image_files, two_cpus):
+    """Preparing 2 images takes milliseconds, the forward pass 0.25 s: a thread would only
+    slow the forward pass, so the batches are prepared in turn."""
+    handle = NumpyProjectionHandle(prepare_delay=0.0, forward_delay=0.25)
+    got = extract_embeddings(handle, image_files, batch_size=3, cache=False)
+    assert handle.threads_seen == [2] * 4
+    assert handle.prepared_at_forward == [3, 6, 9, 11]  # nothing prepared ahead
+    np.testing.assert_allclose(got, numpy_oracle(handle, image_files), rtol=1e-5, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "prepare_s, forward_s, cpus, thread", [(0.3, 0.2, 2, True), (0.1, 0.2, 2, False), (0.1, 0.2, 4, True)]
+)
+def test_the_thread_pays_when_preparing_is_slower_than_its_share_of_the_forward_pass(
+    image_files, monkeypatch, prepare_s, forward_s, cpus, thread
+):
+    """The rule p > f / (c - 1): in turn p + f a batch, with the thread max(p, f c / (c - 1))."""
+    monkeypatch.setattr(embed, "usable_cpus", lambda: cpus)
+    assert (max(prepare_s, forward_s * cpus / (cpus - 1)) < prepare_s + forward_s) is thread
+    clock = iter([0.0, prepare_s, 10.0, 10.0 + prepare_s])  # the two probe batches' preparation
+    monkeypatch.setattr(embed.time, "perf_counter", lambda: next(clock, 20.0))
+    handle = NumpyProjectionHandle(prepare_delay=0.0)
+    times: list[float] = []
+    batches = embed._pipelined_batches(handle, embed._PreparedImages(image_files, handle.transform), 3, times)
+    for k, batch in enumerate(batches):
+        if k < 2:
+            times.append(forward_s)
+        handle.forward(batch)
+    assert handle.threads_seen == [2, 2] + [cpus - 1 if thread else 2] * 2  # the thread leaves a core
 
 
 def test_in_process_loader_keeps_the_model_thread_count(image_files, two_cpus):
@@ -749,7 +787,7 @@ def test_threaded_loader_corrupt_image_error_names_the_file(image_files, two_cpu
     with pytest.raises(InputError, match=f"Corrupt or unreadable image file: {bad}") as info:
         extract_embeddings(handle, image_files, batch_size=2, cache=False)
     assert "\n" not in str(info.value)
-    assert handle.threads_seen == [1] * 3 and handle.num_threads == 2
+    assert handle.threads_seen == [2, 2, 1] and handle.num_threads == 2
     assert not [t for t in threading.enumerate() if t.name == "repalign-prefetch"]
 
 

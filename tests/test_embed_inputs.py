@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from repalign._options import DEFAULT_INPUT_CACHE_BYTES
 from repalign.data.images import ArrayImageSet, FileImageSet, SubsetImageSet
 from repalign.embed import InputCache, extract_embeddings, order_by_preprocessing
 from repalign.embed.cache import cache_key
@@ -23,7 +24,7 @@ from repalign.errors import InputError
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REPALIGN_CACHE_HOME", str(tmp_path / "embeddings"))
-    # the store is off by default (docs/embeddings.md); these tests switch it on, with 4 GiB
+    # these tests set the store's limit themselves (4 GiB), whatever the default
     monkeypatch.setenv("REPALIGN_INPUT_CACHE_BYTES", str(4 << 30))
 
 
@@ -54,7 +55,8 @@ def _no_decoding(images, monkeypatch):
 
 
 def _entries() -> list[dict]:
-    return InputCache().entries()
+    """The store's preprocessed-input entries (decoded image files are tested in test_embed_decoded.py)."""
+    return [m for m in InputCache().entries() if m["parts"]["kind"] == "preprocessed-inputs"]
 
 
 def _three_ways(model, images, monkeypatch, **kwargs):
@@ -119,11 +121,13 @@ def test_input_cache_follows_the_cache_switch_by_default(photo_files):
     assert len(_entries()) == 1
 
 
-def test_the_store_is_off_by_default(photo_files, monkeypatch):
+def test_the_store_is_on_by_default_within_its_limit(photo_files, monkeypatch):
     monkeypatch.delenv("REPALIGN_INPUT_CACHE_BYTES")
-    assert input_cache_limit() == 0
+    assert input_cache_limit() == DEFAULT_INPUT_CACHE_BYTES == 2 << 30
     extract_embeddings("pixels:8", photo_files, cache=False)
-    assert not InputCache().root.exists()
+    assert not InputCache().root.exists()  # it follows the embedding cache's switch
+    extract_embeddings("pixels:8", photo_files)
+    assert len(_entries()) == 1
 
 
 def test_limit_zero_switches_the_store_off(photo_files, monkeypatch):
@@ -152,7 +156,7 @@ def test_bad_limit_variable_is_a_one_line_error(value, monkeypatch):
 # damaged entries
 # ---------------------------------------------------------------------------------------
 def _array_file(key: str):
-    return InputCache()._array_path(key)
+    return InputCache().array_path(key)
 
 
 def test_replaced_input_array_is_detected_and_recomputed(photo_files, caplog):

@@ -15,7 +15,14 @@ How it works, and why:
 * **Numpy models on a multi-core CPU** (TFLite) use a lighter loader by default: one
   thread decodes and preprocesses the next batches (PIL releases the GIL) while the
   forward pass runs with one core fewer (the handle's ``compute_threads``), at most
-  :data:`THREAD_PREFETCH_BATCHES` batches ahead (:mod:`repalign.embed._prefetch`).
+  :data:`THREAD_PREFETCH_BATCHES` batches ahead (:mod:`repalign.embed._prefetch`) -- when
+  preparing a batch takes longer than its forward pass on all cores (measured on the
+  second batch); otherwise batches are prepared in turn and the forward pass keeps every core.
+* **Shared work once** (the input cache, :mod:`repalign.embed.inputs`): a model whose
+  preprocessing configuration already ran on these images reads the ready inputs; the
+  first model of a configuration prepares them from pixels decoded once per image set
+  (:mod:`repalign.embed.decoded`). Array datasets are preprocessed in batches where the
+  model runs instead (:mod:`repalign.embed.arrays`).
 * **Deterministic order.** No shuffling; the DataLoader returns batches in index order
   even with several workers, and outputs are written into a preallocated array by index.
 * **Out of memory** halves the batch (and keeps the smaller size for later batches),
@@ -33,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +51,7 @@ from repalign._options import DEFAULT_DEVICE, DEFAULT_EMBEDDING_DTYPE
 from repalign._progress import progress_bar
 from repalign.data.images import ImageSet, SubsetImageSet
 from repalign.embed.cache import CACHE_DTYPES, EmbeddingCache, cache_key
+from repalign.embed.decoded import decoded_images
 from repalign.errors import InputError, MissingDataError, RepalignError, unknown_name
 from repalign.models.base import PENULTIMATE, ModelHandle
 
@@ -58,6 +67,9 @@ PREFETCH_FACTOR = 4
 
 #: Batches the prefetch thread (numpy models on the CPU) may finish ahead of the forward pass.
 THREAD_PREFETCH_BATCHES = 2
+
+#: Batches prepared and run in turn before the prefetch thread is considered (_pipelined_batches).
+_PROBE_BATCHES = 2
 
 #: Scheduling niceness of DataLoader workers when the model runs on the CPU. The forward
 #: pass runs on all cores with intra-op threads that wait for each other at every layer,
@@ -495,7 +507,7 @@ def _extract(
                 batch_size,
             )
             batches = array_batches(*plan, images, batch_size, handle.device)
-            return _run_batches(handle, images, layers, batches, batch_size, threaded=False, progress=progress)
+            return _run_batches(handle, images, layers, batches, batch_size, progress=progress)
     recorder = None
     cached_inputs = _input_entry(handle, images) if input_cache else None
     if cached_inputs is not None:
@@ -504,24 +516,36 @@ def _extract(
         if ready is not None:
             log.info("Preprocessed inputs of '%s' read from the input cache (%s)", images.name, key[:12])
             batches = _ready_batches(handle, ready, batch_size)
-            return _run_batches(handle, images, layers, batches, batch_size, threaded=False, progress=progress)
+            return _run_batches(handle, images, layers, batches, batch_size, progress=progress)
         recorder = store.recorder(key, n, parts=parts, info={"images": images.name, "source": handle.spec.source})
+        # the first model of this configuration: prepare from pixels decoded once for all configurations
+        source = decoded_images(images, store, code_version=EXTRACTION_CODE_VERSION, threads=usable_cpus())
+    else:
+        source = images
     threaded = num_workers is None and _use_thread_pipeline(handle, n, batch_size)
+    forward_seconds: list[float] = []  # each batch's forward time, read by the pipeline's choice
     if threaded:
         log.info(
-            "Extracting %s from %d images of '%s' on %s (batch %d, decoding in a prefetch thread)",
+            "Extracting %s from %d images of '%s' on %s (batch %d, decoding in a prefetch thread when it pays)",
             ", ".join(layers),
             n,
             images.name,
             handle.device,
             batch_size,
         )
-        batches = _threaded_batches(_PreparedImages(images, handle.transform), batch_size)
+        batches = _pipelined_batches(handle, _PreparedImages(source, handle.transform), batch_size, forward_seconds)
     else:
         workers = default_num_workers(n, batch_size, handle.device) if num_workers is None else int(num_workers)
-        batches = _loader_batches(handle, images, layers, batch_size, workers)
+        batches = _loader_batches(handle, source, layers, batch_size, workers)
     return _run_batches(
-        handle, images, layers, batches, batch_size, threaded=threaded, progress=progress, recorder=recorder
+        handle,
+        images,
+        layers,
+        batches,
+        batch_size,
+        progress=progress,
+        recorder=recorder,
+        forward_seconds=forward_seconds,
     )
 
 
@@ -601,17 +625,18 @@ def _run_batches(
     batches,
     batch_size: int,
     *,
-    threaded: bool,
     progress: bool,
     recorder=None,
+    forward_seconds: list[float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Forward every batch, writing features by position; ``{layer: (n_images, n_features)}``.
 
     ``recorder`` (an :class:`~repalign.embed.inputs.InputRecorder`) receives every input batch
-    and commits them to the input cache once all images went through.
+    and commits them to the input cache once all images went through. ``forward_seconds``,
+    when given, gets each batch's forward time appended as it finishes.
     """
     try:
-        outputs = _forward_all(handle, images, layers, batches, batch_size, threaded, progress, recorder)
+        outputs = _forward_all(handle, images, layers, batches, batch_size, progress, recorder, forward_seconds)
     except BaseException:
         if recorder is not None:
             recorder.abort()
@@ -621,14 +646,15 @@ def _run_batches(
     return outputs
 
 
-def _forward_all(handle, images, layers, batches, batch_size, threaded, progress, recorder) -> dict[str, np.ndarray]:
+def _forward_all(
+    handle, images, layers, batches, batch_size, progress, recorder, forward_seconds
+) -> dict[str, np.ndarray]:
     n = len(images)
     runner = _BatchRunner(handle, layers, batch_size)
     outputs: dict[str, np.ndarray] = {}
     done = 0
     with (
         contextlib.closing(batches),
-        _forward_threads(handle, threaded),
         progress_bar(f"{handle.spec.name} on {images.name}", n, enabled=progress) as advance,
     ):
         for batch in batches:
@@ -638,12 +664,15 @@ def _forward_all(handle, images, layers, batches, batch_size, threaded, progress
                 batch = batch.numpy()
             if recorder is not None:
                 recorder.add(batch)
+            started = time.perf_counter()
             for offset, features in runner.run(batch):
                 for name in layers:
                     block = np.asarray(features[name])
                     if name not in outputs:
                         outputs[name] = np.empty((n, block.shape[1]), dtype=np.float32)
                     outputs[name][done + offset : done + offset + len(block)] = block
+            if forward_seconds is not None:
+                forward_seconds.append(time.perf_counter() - started)
             size = _batch_len(batch)
             done += size
             advance(size)
@@ -665,8 +694,17 @@ def _use_thread_pipeline(handle: ModelHandle, n_images: int, batch_size: int) ->
     )
 
 
-def _threaded_batches(dataset: _PreparedImages, batch_size: int):
-    """Collated numpy batches of ``dataset``, prepared by one thread ahead of the consumer.
+def _pipelined_batches(handle: ModelHandle, dataset: _PreparedImages, batch_size: int, forward_seconds: list[float]):
+    """Collated numpy batches of ``dataset``; prepared by a thread ahead of the consumer when that pays.
+
+    The thread takes a core from the forward pass (:func:`_forward_threads`). With ``p`` the
+    time to prepare a batch and ``f`` its forward time on all ``c`` cores, preparing in turn
+    costs ``p + f`` a batch and the thread ``max(p, f * c / (c - 1))``: the thread wins only
+    when ``p > f / (c - 1)`` (on 2 cores: preparing is slower than the forward pass). Both
+    are measured on the second batch, prepared and run in turn (the first forward pass
+    includes one-off set-up such as XNNPACK packing its weights). Measured on 2 cores:
+    1,687 MNIST digits for a 224-pixel TFLite MobileNet, 18.2 s with the thread against
+    11.1 s in turn (forward 8.7 s); 120 Peterson fruits for a 128-pixel one, the thread wins.
 
     At most :data:`THREAD_PREFETCH_BATCHES` finished batches wait (plus one in the making),
     so memory does not grow with the number of images.
@@ -674,11 +712,29 @@ def _threaded_batches(dataset: _PreparedImages, batch_size: int):
     from repalign.embed._prefetch import prefetched
 
     n = len(dataset)
+    count = -(-n // batch_size)
 
     def batch(k: int):
         return _stack_numpy([dataset[i] for i in range(k * batch_size, min(n, (k + 1) * batch_size))])
 
-    return prefetched(batch, -(-n // batch_size), depth=THREAD_PREFETCH_BATCHES)
+    prepare_seconds = 0.0
+    for k in range(min(_PROBE_BATCHES, count)):
+        started = time.perf_counter()
+        ready = batch(k)
+        prepare_seconds = time.perf_counter() - started
+        yield ready
+    if count <= _PROBE_BATCHES:
+        return
+    if prepare_seconds <= forward_seconds[-1] / max(1, usable_cpus() - 1):
+        log.debug("Preparing in turn: %.3f s a batch against %.3f s forward", prepare_seconds, forward_seconds[-1])
+        for k in range(_PROBE_BATCHES, count):
+            yield batch(k)
+        return
+    log.debug("Preparing in a thread: %.3f s a batch against %.3f s forward", prepare_seconds, forward_seconds[-1])
+    with _forward_threads(handle):
+        yield from prefetched(
+            lambda k: batch(k + _PROBE_BATCHES), count - _PROBE_BATCHES, depth=THREAD_PREFETCH_BATCHES
+        )
 
 
 def _stack_numpy(items: list):
@@ -687,7 +743,7 @@ def _stack_numpy(items: list):
 
 
 @contextlib.contextmanager
-def _forward_threads(handle: ModelHandle, pipelined: bool):
+def _forward_threads(handle: ModelHandle):
     """While a decode thread is busy on one core, run the forward pass on the others.
 
     Handles that manage their own compute threads (TFLite) expose ``compute_threads(n)``, a
@@ -695,7 +751,7 @@ def _forward_threads(handle: ModelHandle, pipelined: bool):
     thread for a core at every layer's barrier (measured in benchmarks/bench_extraction.py).
     """
     compute_threads = getattr(handle, "compute_threads", None)
-    if not pipelined or compute_threads is None:
+    if compute_threads is None:
         yield
         return
     with compute_threads(max(1, usable_cpus() - 1)):

@@ -150,6 +150,23 @@ def test_cli_list_empty(store, capsys):
     assert "No cached embeddings" in capsys.readouterr().out
 
 
+def test_cli_list_reports_the_input_cache(store, capsys, monkeypatch):
+    from repalign.embed.inputs import InputCache
+
+    monkeypatch.setenv("REPALIGN_INPUT_CACHE_BYTES", str(3 << 20))
+    inputs = InputCache()
+    for kind in ("decoded-images", "preprocessed-inputs"):
+        recorder = inputs.recorder(kind[0] * 64, 1024, parts={"kind": kind}, info={"images": kind})
+        recorder.add(np.zeros(1024, dtype=np.uint8))
+        assert recorder.commit()
+    assert main(["cache", "list"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("Input cache: 1 decoded image set(s) and 1 preprocessed input set(s), 2.2 KiB of 3.0 MiB")
+    monkeypatch.setenv("REPALIGN_INPUT_CACHE_BYTES", "0")
+    assert main(["cache", "list"]) == 0
+    assert "Input cache: off (" in capsys.readouterr().out
+
+
 def test_cli_clear_requires_confirmation(store, capsys, monkeypatch):
     _put(store, model="timm:resnet18", seed=0)
     _put(store, model="tflite:mobilenet_v2", seed=1)
@@ -177,5 +194,5 @@ def test_cli_clear_also_removes_preprocessed_inputs(store, capsys):
     _put(store, model="timm:resnet18")
     assert main(["cache", "clear", "--model", "timm:*", "--yes"]) == 0 and len(inputs.entries()) == 2
     assert main(["cache", "clear", "--yes"]) == 0  # nothing embedded left: the inputs alone are cleared
-    assert "Deleted 2 preprocessed input set(s)" in capsys.readouterr().out
+    assert "Deleted 2 input cache entries" in capsys.readouterr().out
     assert inputs.entries() == [] and list(inputs.root.rglob("*.npy")) == []

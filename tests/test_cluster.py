@@ -259,7 +259,7 @@ def test_every_address_form_gives_the_local_values(cluster, reference, tmp_path,
     config = tmp_path / "study.toml"
     config.write_text(study_toml(tmp_path / "study"))
     env = {**cluster.env, "REPALIGN_CACHE_HOME": str(tmp_path / "driver-cache")}
-    started = time.monotonic()
+    started, started_ns = time.monotonic(), time.time_ns()
     result = run_cli(["run", str(config), "--address", address, "--no-live"], env)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -275,6 +275,13 @@ def test_every_address_form_gives_the_local_values(cluster, reference, tmp_path,
     cached = EmbeddingCache(tmp_path / "driver-cache").entries()
     assert sorted({e["model"] for e in cached}) == sorted(MODELS) and len(cached) == 2 * len(MODELS)
     print(f"{form}: {elapsed:.1f} s, nodes {sorted(nodes)}")
+    # the tasks read and wrote inputs in their node's store (the nodes' cache home), which
+    # outlives them, not in their temporary embedding caches
+    from repalign.embed import InputCache
+
+    node_inputs = InputCache(Path(cluster.env["REPALIGN_CACHE_HOME"]) / "inputs").entries()
+    used = [m for m in node_inputs if m["parts"]["kind"] == "decoded-images" and m["last_used_ns"] >= started_ns]
+    assert used, node_inputs
     if form != "gcs":
         return
     # the same study into a new directory: the driver ships its cached embeddings with each

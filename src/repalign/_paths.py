@@ -28,6 +28,15 @@ def cache_home() -> Path:
     return _cache_root() / "embeddings"
 
 
+def input_cache_home() -> Path:
+    """Decoded and preprocessed inputs (:mod:`repalign.embed.inputs`): ``$REPALIGN_INPUT_CACHE_DIR``,
+    else ``<embedding cache>/inputs``. A cluster task points it at its node's own store, so
+    the tasks a node runs share inputs while each keeps a private embedding cache."""
+    if env := os.environ.get("REPALIGN_INPUT_CACHE_DIR"):
+        return _folder(Path(env).expanduser(), "REPALIGN_INPUT_CACHE_DIR")
+    return cache_home() / "inputs"
+
+
 def mirror_dir() -> Path | None:
     """A local read-only copy of upstream data (``$REPALIGN_MIRROR``), if configured."""
     env = os.environ.get("REPALIGN_MIRROR")

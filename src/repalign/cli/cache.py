@@ -53,12 +53,30 @@ def _list(args) -> int:
     if args.format == "table":
         if not records:
             print(f"No cached embeddings in {store.root}" + (f" matching '{args.model}'" if args.model else ""))
-            return 0
-        total = sum(e.get("size_bytes", 0) for e in store.entries(model=args.model))
-        emit(records, "table", title=f"{len(records)} cached embeddings, {_human_size(total)} in {store.root}")
+        else:
+            total = sum(e.get("size_bytes", 0) for e in store.entries(model=args.model))
+            emit(records, "table", title=f"{len(records)} cached embeddings, {_human_size(total)} in {store.root}")
+        if not args.model:  # inputs belong to no model (models share them)
+            print(_input_cache_line())
     else:
         emit(records, args.format)
     return 0
+
+
+def _input_cache_line() -> str:
+    """One line on the input cache: its entries, their size and the limit."""
+    from repalign.embed.inputs import LIMIT_VARIABLE, InputCache
+
+    inputs = InputCache()
+    if not inputs.enabled:
+        return f"Input cache: off (${LIMIT_VARIABLE}=0)"
+    entries = inputs.entries()
+    decoded = sum(1 for e in entries if e.get("parts", {}).get("kind") == "decoded-images")
+    used = sum(int(e.get("size_bytes", 0)) for e in entries)
+    return (
+        f"Input cache: {decoded} decoded image set(s) and {len(entries) - decoded} preprocessed input set(s), "
+        f"{_human_size(used)} of {_human_size(inputs.max_bytes)} (${LIMIT_VARIABLE}) in {inputs.root}"
+    )
 
 
 def _clear(args) -> int:
@@ -70,7 +88,7 @@ def _clear(args) -> int:
     # preprocessed inputs belong to no model (models share them): cleared with everything
     inputs = [] if args.model else InputCache().entries()
     what = f"{len(entries)} cached embedding(s)" + (f" of models matching '{args.model}'" if args.model else "")
-    what += f" and {len(inputs)} preprocessed input set(s)" if inputs else ""
+    what += f" and {len(inputs)} input cache entries (decoded images, preprocessed inputs)" if inputs else ""
     if not entries and not inputs:
         print(f"Nothing to clear in {store.root}" + (f" matching '{args.model}'" if args.model else ""))
         return 0
@@ -86,7 +104,7 @@ def _clear(args) -> int:
     if not args.model:
         removed_inputs = InputCache().clear()
         if removed_inputs:
-            print(f"Deleted {removed_inputs} preprocessed input set(s) from {InputCache().root}")
+            print(f"Deleted {removed_inputs} input cache entries from {InputCache().root}")
     return 0
 
 

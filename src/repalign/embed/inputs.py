@@ -41,7 +41,7 @@ import numpy as np
 
 from repalign._io import write_json_atomic
 from repalign._options import DEFAULT_INPUT_CACHE_BYTES
-from repalign._paths import cache_home
+from repalign._paths import input_cache_home
 from repalign.embed.cache import canonical_json, check_cached_array, read_metadata
 from repalign.errors import InputError
 
@@ -125,10 +125,11 @@ def order_by_preprocessing(models: Sequence[str]) -> list[str]:
 
 
 class InputCache:
-    """The preprocessed-input store under ``root`` (default ``<cache home>/inputs``)."""
+    """The input store under ``root`` (default :func:`repalign._paths.input_cache_home`:
+    ``$REPALIGN_INPUT_CACHE_DIR``, else ``<cache home>/inputs``)."""
 
     def __init__(self, root: str | os.PathLike | None = None, *, max_bytes: int | None = None):
-        self.root = Path(root) if root is not None else cache_home() / "inputs"
+        self.root = Path(root) if root is not None else input_cache_home()
         self.max_bytes = input_cache_limit() if max_bytes is None else int(max_bytes)
 
     @property

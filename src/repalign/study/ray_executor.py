@@ -66,6 +66,7 @@ def _ray_unit(unit_dict: dict, config_dict: dict, threads: int, embeddings: list
     limit_threads(threads)
     import ray
 
+    from repalign._paths import input_cache_home
     from repalign.schema import conform
     from repalign.study.config import StudyConfig
     from repalign.study.unit import run_unit
@@ -80,6 +81,9 @@ def _ray_unit(unit_dict: dict, config_dict: dict, threads: int, embeddings: list
 
     if events is not None:
         events.add.remote(unit.id, "node", node)
+    # inputs stay in the node's own store, shared by the tasks this node runs (content-addressed
+    # and checked on every read); embeddings go to a private cache, returned to the driver
+    os.environ.setdefault("REPALIGN_INPUT_CACHE_DIR", str(input_cache_home()))
     cache_dir = tempfile.mkdtemp(prefix="repalign-unit-")
     os.environ["REPALIGN_CACHE_HOME"] = cache_dir  # a fresh worker process per task: nothing else sees it
     try:

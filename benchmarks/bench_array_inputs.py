@@ -16,7 +16,8 @@ TFLite models (numpy, on the CPU; ``--tflite``): the MNIST digits a quick-start 
 (the images its few-shot splits use, 1,687 with configs/quickstart.toml), extracted both ways
 with the engine's defaults (per-image: a prefetch thread decodes while the interpreter runs on
 the other cores; batched: the inputs prepared here, then the forward pass on every core), and
-the pure forward pass on the same inputs ready in memory. The last line is JSON.
+the pure forward pass on the same inputs ready in memory; the three take turns, best of
+``--repeats``. The last line is JSON.
 
     python benchmarks/bench_array_inputs.py
     python benchmarks/bench_array_inputs.py --images 2000 --threads 2 --device cuda
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 
@@ -66,8 +68,10 @@ def quickstart_mnist(config_path: str):
     return SubsetImageSet(data.images, splits.used_indices())
 
 
-def tflite_rows(models: list[str], config_path: str) -> None:
-    """Per TFLite model: extraction with and without batched arrays, and the pure forward pass."""
+def tflite_rows(models: list[str], config_path: str, repeats: int) -> None:
+    """Per TFLite model: extraction with and without batched arrays, and the pure forward pass,
+    measured in turn ``repeats`` times (the best of each kept: the load of a shared machine
+    changes between runs, and taking turns exposes all three to it alike)."""
     from repalign.embed import extract_embeddings
     from repalign.embed.arrays import array_batches, plan_for
     from repalign.models import load_model
@@ -79,25 +83,28 @@ def tflite_rows(models: list[str], config_path: str) -> None:
         handle = load_model(model)
         batch_size = handle.default_batch_size
         plan = plan_for(handle.transform, images)
-        prep_s, ready = best_of(1, lambda: list(array_batches(*plan, images, batch_size, "cpu")))
+        prep_s, ready = best_of(repeats, lambda: list(array_batches(*plan, images, batch_size, "cpu")))
         handle.forward(ready[0])  # the interpreter built and warm before any timing
-        forward_s, _ = best_of(1, lambda: [handle.forward(batch) for batch in ready])
         options = {"cache": False, "input_cache": False}
-        per_image_s, ref = best_of(1, lambda: extract_embeddings(handle, images, batched_arrays=False, **options))
-        batched_s, ours = best_of(1, lambda: extract_embeddings(handle, images, batched_arrays=True, **options))
-        same = bool(np.array_equal(ref, ours))
-        rows[model] = {
-            "per_image_s": round(per_image_s, 2),
-            "batched_s": round(batched_s, 2),
-            "forward_s": round(forward_s, 2),
-            "batched_prep_s": round(prep_s, 2),
-            "ratio": round(per_image_s / batched_s, 3),
-            "identical": same,
+        runs = {
+            "forward": lambda: [handle.forward(batch) for batch in ready],
+            "per_image": lambda: extract_embeddings(handle, images, batched_arrays=False, **options),
+            "batched": lambda: extract_embeddings(handle, images, batched_arrays=True, **options),
         }
+        times = {name: math.inf for name in runs}
+        results = {}
+        for _ in range(repeats):
+            for name, run in runs.items():
+                seconds, results[name] = best_of(1, run)
+                times[name] = min(times[name], seconds)
+        same = bool(np.array_equal(results["per_image"], results["batched"]))
+        ratio = times["per_image"] / times["batched"]
+        rows[model] = {f"{name}_s": round(t, 2) for name, t in times.items()}
+        rows[model].update({"batched_prep_s": round(prep_s, 2), "ratio": round(ratio, 3), "identical": same})
         print(
-            f"  {model}: extraction per-image {per_image_s:.2f} s, batched arrays {batched_s:.2f} s "
-            f"(ratio {per_image_s / batched_s:.2f}x; batched preparation alone {prep_s:.2f} s), "
-            f"pure forward {forward_s:.2f} s, identical features: {same}"
+            f"  {model}: extraction per-image {times['per_image']:.2f} s, batched arrays {times['batched']:.2f} s "
+            f"(ratio {ratio:.2f}x; batched preparation alone {prep_s:.2f} s), "
+            f"pure forward {times['forward']:.2f} s, identical features: {same}"
         )
     print(json.dumps({"n_images": len(images), "load": round(os.getloadavg()[0], 2), "tflite": rows}))
 
@@ -126,7 +133,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/quickstart.toml", help="--tflite: the study whose MNIST images")
     args = parser.parse_args()
     if args.tflite is not None:
-        tflite_rows(args.tflite or list(TFLITE_MODELS), args.config)
+        tflite_rows(args.tflite or list(TFLITE_MODELS), args.config, args.repeats)
         return
 
     import torch

@@ -3,7 +3,7 @@
 These datasets are small uint8 arrays; the per-image path turns every image into a PIL image
 and runs the model's transform on it, one Pillow call per image per model. Here the array is
 uploaded once (the images a run uses) and each batch is resized, cropped and normalised with
-a few tensor operations on the model's device.
+a few tensor operations on the model's device (numpy models: numpy operations on the CPU).
 
 The inputs are the same numbers as the per-image path's, bit for bit, on any device, which
 is why the embedding cache key does not tell the two paths apart:
@@ -19,8 +19,16 @@ Only transforms whose every step is understood are batched: a torchvision ``Comp
 ``create_transform(is_training=False)`` with the default center crop builds, and the CIFAR
 ResNets' transform -- and torchvision's ``ImageClassification`` preset. One geometry is left
 to Pillow: shrinking the height while the width is resized too, where Pillow 13 may run its
-vertical pass first. Anything else (numpy models such as TFLite and ``pixels``, custom
-transforms) takes the per-image path.
+vertical pass first. Anything else (``pixels``, custom transforms) takes the per-image path.
+
+Numpy models: a transform may describe itself as batch steps with ``batch_steps()`` -- the
+output size, the Pillow filter and a 256-entry lookup table of input values -- as TFLite's
+does (Lanczos resize of the whole image, then the quantization table). :class:`BatchedPixels`
+runs those steps on the CPU with numpy alone (the same exact float64 products, one BLAS
+thread) and gives ``(b, h, w, 3)`` arrays in the model's input dtype, the per-image arrays
+stacked; the engine then runs the interpreter on every core, no decode thread beside it.
+On the quick start's 1,687 MNIST digits (2 cores, shared): see docs/embeddings.md, "Array
+datasets".
 """
 
 from __future__ import annotations

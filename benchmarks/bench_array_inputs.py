@@ -10,16 +10,26 @@ the same process, two ways:
 
 For each transform it prints both times per image, the ratio, and whether the inputs are
 identical (they must be, bit for bit). Then the whole extraction (``extract_embeddings``,
-cache off) of one model both ways, with the features compared. The last line is JSON.
+cache off) of one model both ways, with the features compared.
+
+TFLite models (numpy, on the CPU; ``--tflite``): the MNIST digits a quick-start study embeds
+(the images its few-shot splits use, 1,687 with configs/quickstart.toml), extracted both ways
+with the engine's defaults (per-image: a prefetch thread decodes while the interpreter runs on
+the other cores; batched: the inputs prepared here, then the forward pass on every core), and
+the pure forward pass on the same inputs ready in memory; the three take turns, best of
+``--repeats``. The last line is JSON.
 
     python benchmarks/bench_array_inputs.py
     python benchmarks/bench_array_inputs.py --images 2000 --threads 2 --device cuda
+    python benchmarks/bench_array_inputs.py --tflite   # the two default TFLite models, or name them
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import time
 
 import numpy as np
@@ -45,6 +55,60 @@ def transforms():
     }
 
 
+TFLITE_MODELS = ("tflite:mobilenet_v1_1.0_224_quant_embedding_extractor", "tflite:mobilenet_v1_0.25_128_quant")
+
+
+def quickstart_mnist(config_path: str):
+    """The MNIST images a study of ``config_path`` embeds (those its few-shot splits use)."""
+    from repalign.data.images import SubsetImageSet
+    from repalign.study.config import load_config
+    from repalign.study.plan import fewshot_inputs
+
+    data, splits = fewshot_inputs("mnist", load_config(config_path))
+    return SubsetImageSet(data.images, splits.used_indices())
+
+
+def tflite_rows(models: list[str], config_path: str, repeats: int) -> None:
+    """Per TFLite model: extraction with and without batched arrays, and the pure forward pass,
+    measured in turn ``repeats`` times (the best of each kept: the load of a shared machine
+    changes between runs, and taking turns exposes all three to it alike)."""
+    from repalign.embed import extract_embeddings
+    from repalign.embed.arrays import array_batches, plan_for
+    from repalign.models import load_model
+
+    images = quickstart_mnist(config_path)
+    print(f"{len(images)} MNIST digits of {config_path}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    rows = {}
+    for model in models:
+        handle = load_model(model)
+        batch_size = handle.default_batch_size
+        plan = plan_for(handle.transform, images)
+        prep_s, ready = best_of(repeats, lambda: list(array_batches(*plan, images, batch_size, "cpu")))
+        handle.forward(ready[0])  # the interpreter built and warm before any timing
+        options = {"cache": False, "input_cache": False}
+        runs = {
+            "forward": lambda: [handle.forward(batch) for batch in ready],
+            "per_image": lambda: extract_embeddings(handle, images, batched_arrays=False, **options),
+            "batched": lambda: extract_embeddings(handle, images, batched_arrays=True, **options),
+        }
+        times = {name: math.inf for name in runs}
+        results = {}
+        for _ in range(repeats):
+            for name, run in runs.items():
+                seconds, results[name] = best_of(1, run)
+                times[name] = min(times[name], seconds)
+        same = bool(np.array_equal(results["per_image"], results["batched"]))
+        ratio = times["per_image"] / times["batched"]
+        rows[model] = {f"{name}_s": round(t, 2) for name, t in times.items()}
+        rows[model].update({"batched_prep_s": round(prep_s, 2), "ratio": round(ratio, 3), "identical": same})
+        print(
+            f"  {model}: extraction per-image {times['per_image']:.2f} s, batched arrays {times['batched']:.2f} s "
+            f"(ratio {ratio:.2f}x; batched preparation alone {prep_s:.2f} s), "
+            f"pure forward {times['forward']:.2f} s, identical features: {same}"
+        )
+    print(json.dumps({"n_images": len(images), "load": round(os.getloadavg()[0], 2), "tflite": rows}))
+
+
 def best_of(repeats: int, function):
     times = []
     for _ in range(repeats):
@@ -63,7 +127,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="timm:resnet18@random", help="model of the end-to-end comparison")
     parser.add_argument("--extract-images", type=int, default=160, help="digits of the end-to-end comparison")
+    parser.add_argument(
+        "--tflite", nargs="*", default=None, metavar="MODEL", help=f"TFLite models instead (default {TFLITE_MODELS})"
+    )
+    parser.add_argument("--config", default="configs/quickstart.toml", help="--tflite: the study whose MNIST images")
     args = parser.parse_args()
+    if args.tflite is not None:
+        tflite_rows(args.tflite or list(TFLITE_MODELS), args.config, args.repeats)
+        return
 
     import torch
 

@@ -336,7 +336,7 @@ def _array_plan(handle, images):
     """The batched preparation extraction uses for an array set (MNIST), or None."""
     from repalign.embed.arrays import plan_for
 
-    return plan_for(handle.transform, images) if handle.uses_torch else None
+    return plan_for(handle.transform, images)
 
 
 def _has_inputs(handle, images) -> bool:

@@ -29,14 +29,17 @@ PIL_FILTERS = {
 }
 
 
-def _resize_two_passes(image: np.ndarray, out_h: int, out_w: int, filter_name: str) -> np.ndarray:
+def _resize_two_passes(image: np.ndarray, out_h: int, out_w: int, filter_name: str, kind: str) -> np.ndarray:
+    """Both passes on torch tensors, or on numpy arrays (what numpy models such as TFLite use)."""
     h, w = image.shape[:2]
-    x = torch.from_numpy(image.copy()).permute(2, 0, 1).to(torch.float64)
+    x = np.transpose(image, (2, 0, 1)).astype(np.float64)
+    as_weights = torch.tensor if kind == "torch" else np.asarray
+    x = torch.from_numpy(x) if kind == "torch" else x
     if out_w != w:
-        x = resample_pass(x, torch.tensor(resample_weights(w, out_w, filter_name)), axis=-1)
+        x = resample_pass(x, as_weights(resample_weights(w, out_w, filter_name)), axis=-1)
     if out_h != h:
-        x = resample_pass(x, torch.tensor(resample_weights(h, out_h, filter_name)), axis=-2)
-    return x.permute(1, 2, 0).numpy().astype(np.uint8)
+        x = resample_pass(x, as_weights(resample_weights(h, out_h, filter_name)), axis=-2)
+    return np.transpose(np.asarray(x), (1, 2, 0)).astype(np.uint8)
 
 
 @pytest.mark.parametrize("filter_name", list(PIL_FILTERS))
@@ -51,11 +54,12 @@ def _resize_two_passes(image: np.ndarray, out_h: int, out_w: int, filter_name: s
         ((5, 7), (300, 11)),
     ],
 )
-def test_two_matrix_passes_equal_pillow_resize(filter_name, size_in, size_out, rng):
+@pytest.mark.parametrize("kind", ["torch", "numpy"])
+def test_two_matrix_passes_equal_pillow_resize(filter_name, size_in, size_out, kind, rng):
     image = rng.integers(0, 256, (*size_in, 3), dtype=np.uint8)
     image[: size_in[0] // 2] = np.where(image[: size_in[0] // 2] > 127, 255, 0)  # hard edges: overshoot is clipped
     expected = np.asarray(Image.fromarray(image).resize(size_out[::-1], PIL_FILTERS[filter_name]))
-    np.testing.assert_array_equal(_resize_two_passes(image, *size_out, filter_name), expected)
+    np.testing.assert_array_equal(_resize_two_passes(image, *size_out, filter_name, kind), expected)
 
 
 def _timm(**config):

@@ -216,3 +216,89 @@ def test_engine_default_loader_gives_the_direct_forward_and_alignment(mirror, mo
     unit = got / np.linalg.norm(got, axis=1, keepdims=True)
     upper = np.triu_indices(len(unit), 1)
     assert round(spearmanr((unit @ unit.T)[upper], human.similarity[upper]).statistic, 4) == 0.5237
+
+
+@pytest.fixture(scope="module")
+def array_sets(mirror):
+    """Real MNIST test digits (grayscale), CIFAR-sized random RGB images, and two geometries
+    that resize one side down: only the width, and the width down while the height grows."""
+    from repalign.data.fewshot_datasets import load_fewshot_dataset
+    from repalign.data.images import ArrayImageSet, SubsetImageSet
+
+    rng = np.random.default_rng(0)
+    digits = SubsetImageSet(load_fewshot_dataset("mnist").images, np.arange(0, 10_000, 997))
+    rgb = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    rgb[:, :16] = np.where(rgb[:, :16] > 127, 255, 0)  # hard edges: Lanczos overshoot is clipped
+    return {
+        "mnist": digits,
+        "rgb": ArrayImageSet(rgb, name="rgb"),
+        "narrower": lambda h: ArrayImageSet(rng.integers(0, 256, (3, h, h + 37, 3), dtype=np.uint8), name="narrower"),
+        "taller": lambda h: ArrayImageSet(rng.integers(0, 256, (3, h // 2, h + 37), dtype=np.uint8), name="taller"),
+    }
+
+
+@pytest.mark.parametrize("name", [*CLASSIFIERS, EXTRACTOR])
+def test_batched_array_inputs_equal_the_per_image_transform(name, array_sets):
+    """repalign.embed.arrays prepares TFLite inputs in batches; the oracle is the model's own
+    transform (Pillow's Lanczos resize, then the input table) image by image: equal exactly."""
+    from repalign.embed.arrays import BatchedPixels, array_batches, plan_for
+
+    handle = load_model(f"tflite:{name}")
+    height = handle.preprocess_config["resize"][0]
+    sets = [array_sets["mnist"], array_sets["rgb"], array_sets["narrower"](height), array_sets["taller"](height)]
+    for images in sets:
+        plan = plan_for(handle.transform, images)
+        assert plan is not None and isinstance(plan[0], BatchedPixels), images.name
+        got = np.concatenate(list(array_batches(*plan, images, 4, "cpu")))
+        expected = np.stack([handle.transform(images.load(i)) for i in range(len(images))])
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert np.array_equal(got, expected), images.name
+
+
+def test_geometries_pillow_may_order_differently_take_the_per_image_path(rng):
+    """Shrinking the height while the width is resized too (Pillow may run its vertical pass
+    first): no batch plan, and the engine's per-image path runs instead."""
+    from repalign.data.images import ArrayImageSet
+    from repalign.embed.arrays import batched_transform, plan_for
+
+    handle = load_model("tflite:mobilenet_v1_0.25_128_quant")
+    assert batched_transform(handle.transform) is not None
+    assert plan_for(handle.transform, ArrayImageSet(rng.integers(0, 256, (2, 150, 140), dtype=np.uint8))) is None
+    assert plan_for(handle.transform, ArrayImageSet(rng.integers(0, 256, (2, 150, 128), dtype=np.uint8))) is not None
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1_0.25_128_quant", EXTRACTOR])
+def test_batched_array_extraction_equals_the_per_image_path(name, array_sets, caplog):
+    """Features through the batched inputs equal the per-image path's exactly, for a graph that
+    batches (the extractor) and one that runs image by image (the classifiers)."""
+    import logging
+
+    from repalign.embed import extract_embeddings
+
+    images = array_sets["mnist"]
+    with caplog.at_level(logging.INFO, logger="repalign.embed.engine"):
+        batched = extract_embeddings(f"tflite:{name}", images, cache=False, input_cache=False, batch_size=4)
+    assert "preprocessed in batches" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="repalign.embed.engine"):
+        reference = extract_embeddings(
+            f"tflite:{name}", images, cache=False, input_cache=False, batch_size=4, batched_arrays=False
+        )
+    assert "preprocessed in batches" not in caplog.text
+    assert batched.dtype == reference.dtype and np.array_equal(batched, reference)
+
+
+def test_batched_array_inputs_need_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from repalign.models import load_model;"
+        "from repalign.data.images import ArrayImageSet; from repalign.embed.arrays import array_batches, plan_for;"
+        "h = load_model('tflite:mobilenet_v1_0.25_128_quant');"
+        "s = ArrayImageSet(np.zeros((3, 28, 28), np.uint8));"
+        "x = np.concatenate(list(array_batches(*plan_for(h.transform, s), s, 2, 'cpu')));"
+        "print(x.shape, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "(3, 128, 128, 3) False"

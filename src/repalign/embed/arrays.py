@@ -3,7 +3,7 @@
 These datasets are small uint8 arrays; the per-image path turns every image into a PIL image
 and runs the model's transform on it, one Pillow call per image per model. Here the array is
 uploaded once (the images a run uses) and each batch is resized, cropped and normalised with
-a few tensor operations on the model's device.
+a few tensor operations on the model's device (numpy models: numpy operations on the CPU).
 
 The inputs are the same numbers as the per-image path's, bit for bit, on any device, which
 is why the embedding cache key does not tell the two paths apart:
@@ -19,12 +19,21 @@ Only transforms whose every step is understood are batched: a torchvision ``Comp
 ``create_transform(is_training=False)`` with the default center crop builds, and the CIFAR
 ResNets' transform -- and torchvision's ``ImageClassification`` preset. One geometry is left
 to Pillow: shrinking the height while the width is resized too, where Pillow 13 may run its
-vertical pass first. Anything else (numpy models such as TFLite and ``pixels``, custom
-transforms) takes the per-image path.
+vertical pass first. Anything else (``pixels``, custom transforms) takes the per-image path.
+
+Numpy models: a transform may describe itself as batch steps with ``batch_steps()`` -- the
+output size, the Pillow filter and a 256-entry lookup table of input values -- as TFLite's
+does (Lanczos resize of the whole image, then the quantization table). :class:`BatchedPixels`
+runs those steps on the CPU with numpy alone (the same exact float64 products, one BLAS
+thread) and gives ``(b, h, w, 3)`` arrays in the model's input dtype, the per-image arrays
+stacked; the engine then runs the interpreter on every core, no decode thread beside it.
+On the quick start's 1,687 MNIST digits (2 cores, shared): see docs/embeddings.md, "Array
+datasets".
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +46,7 @@ from repalign.embed._pil_resample import FILTERS, resample_pass, resample_weight
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchedTransform", "array_batches", "array_images", "batched_transform", "plan_for"]
+__all__ = ["BatchedPixels", "BatchedTransform", "array_batches", "array_images", "batched_transform", "plan_for"]
 
 
 @dataclass(frozen=True)
@@ -80,17 +89,7 @@ class BatchedTransform:
         device = batch.device
         x = batch.to(torch.float64)
         x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)  # grayscale: one channel, replicated below
-        if geometry.rows is not None:
-            first, stop = geometry.row_span
-            x = x[:, :, first:stop]  # only the input rows the output rows read, as Pillow does
-        else:
-            x = x[:, :, geometry.top : geometry.top + geometry.height]
-        if geometry.cols is not None:
-            x = resample_pass(x, torch.tensor(geometry.cols, device=device), axis=-1)
-        else:
-            x = x[..., geometry.left : geometry.left + geometry.width]
-        if geometry.rows is not None:
-            x = resample_pass(x, torch.tensor(geometry.rows[:, first:stop], device=device), axis=-2)
+        x = _resampled(x, geometry, lambda weights: torch.tensor(weights, device=device))
         # integers 0..255, exact in float32, then ToTensor's / 255 (the same IEEE operation per value)
         x = x.to(torch.float32).div_(255)
         if x.shape[1] == 1:
@@ -100,6 +99,76 @@ class BatchedTransform:
         mean = torch.as_tensor(self.mean, dtype=torch.float32, device=device).view(-1, 1, 1)
         std = torch.as_tensor(self.std, dtype=torch.float32, device=device).view(-1, 1, 1)
         return x.sub(mean).div_(std)
+
+
+@dataclass(frozen=True, eq=False)
+class BatchedPixels:
+    """A numpy model's transform as batch operations on uint8 arrays: the whole image resized
+    to ``size`` (no crop), then each 8-bit value mapped through ``table`` -- what a transform
+    exposing ``batch_steps()`` (:class:`~repalign.models.tflite_source.TfliteTransform`) does
+    image by image. Runs on the CPU with numpy alone (numpy models need no torch).
+
+    Attributes:
+        size: ``(height, width)`` of the model input.
+        filter: the Pillow filter of the resize (a key of ``FILTERS``).
+        table: the model input value of each of the 256 pixel values, or None (the pixel itself).
+    """
+
+    size: tuple[int, int]
+    filter: str
+    table: np.ndarray | None
+
+    def geometry(self, height: int, width: int) -> _Geometry | None:
+        """As :meth:`BatchedTransform.geometry` for a resize straight to ``size``."""
+        resize = BatchedTransform(resize=self.size, filter=self.filter, crop=None, mean=None, std=None)
+        return resize.geometry(height, width)
+
+    def apply(self, batch: np.ndarray, geometry: _Geometry) -> np.ndarray:
+        """``(b, h, w)`` or ``(b, h, w, 3)`` uint8 array -> ``(b, H, W, 3)`` model inputs, the
+        per-image transform's arrays stacked."""
+        x = np.asarray(batch, dtype=np.float64)
+        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        with _one_blas_thread():
+            resized = _resampled(x, geometry, np.asarray)
+        # integers 0..255 after the passes, so the uint8 cast is exact
+        values = resized.astype(np.uint8)
+        if self.table is not None:
+            values = self.table[values]
+        planes = list(values.transpose(1, 0, 2, 3))  # per channel (b, H, W)
+        if len(planes) == 1:  # grayscale: convert("RGB") replicates it, and each channel resizes alike
+            planes *= 3
+        return np.stack(planes, axis=-1)  # NHWC; the fastest of the copies tried (repeat, broadcast)
+
+
+def _one_blas_thread():
+    """numpy's BLAS limited to one thread: a batch's products are small, and OpenBLAS's threads
+    cost more than they save and spin after each call on the cores the interpreter runs on
+    next (2.5x slower on 2 cores, measured)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # finding the loaded libraries once: ~0.3 ms, each limit ~15 us
+
+
+def _resampled(x, geometry: _Geometry, as_weights):
+    """``(b, c, h, w)`` float64 pixels (torch or numpy) resized and cropped by ``geometry``;
+    ``as_weights`` turns a weight matrix into the pixels' kind (and device)."""
+    if geometry.rows is not None:
+        first, stop = geometry.row_span
+        x = x[:, :, first:stop]  # only the input rows the output rows read, as Pillow does
+    else:
+        x = x[:, :, geometry.top : geometry.top + geometry.height]
+    if geometry.cols is not None:
+        x = resample_pass(x, as_weights(geometry.cols), axis=-1)
+    else:
+        x = x[..., geometry.left : geometry.left + geometry.width]
+    if geometry.rows is not None:
+        x = resample_pass(x, as_weights(geometry.rows[:, first:stop]), axis=-2)
+    return x
 
 
 @dataclass(frozen=True)
@@ -117,14 +186,30 @@ class _Geometry:
         return int(used[0]), int(used[-1]) + 1
 
 
-def batched_transform(transform: Any) -> BatchedTransform | None:
-    """The batch form of a model's transform, or None when a step is not one this module reproduces."""
+def batched_transform(transform: Any) -> BatchedTransform | BatchedPixels | None:
+    """The batch form of a model's transform, or None when a step is not one this module reproduces.
+
+    A transform of any model source may describe itself with ``batch_steps()``:
+    ``((height, width), Pillow filter name, 256-entry lookup table or None)``.
+    """
+    steps = getattr(transform, "batch_steps", None)
+    if callable(steps):
+        return _from_steps(*steps())
     kind = f"{type(transform).__module__}.{type(transform).__qualname__}"
     if kind == "torchvision.transforms._presets.ImageClassification":
         return _from_preset(transform)
     if kind != "torchvision.transforms.transforms.Compose":
         return None
     return _from_compose(list(transform.transforms))
+
+
+def _from_steps(size, filter_name: str, table) -> BatchedPixels | None:
+    if filter_name not in FILTERS:
+        return None
+    lookup = None if table is None else np.asarray(table)
+    if lookup is not None and lookup.shape != (256,):
+        return None
+    return BatchedPixels(size=_pair(size), filter=filter_name, table=lookup)
 
 
 def _from_compose(steps: list) -> BatchedTransform | None:
@@ -211,23 +296,28 @@ def array_images(images: ImageSet) -> tuple[np.ndarray, np.ndarray | None] | Non
 
 
 def array_batches(
-    plan: BatchedTransform, geometry: _Geometry, images: ImageSet, batch_size: int, device: str
+    plan: BatchedTransform | BatchedPixels, geometry: _Geometry, images: ImageSet, batch_size: int, device: str
 ) -> Iterator[Any]:
     """The model inputs of ``images``, ``batch_size`` at a time, prepared on ``device``.
 
     The used images are uploaded once as uint8 (MNIST's 10,000 test digits are 7.8 MB); MPS
-    has no float64, so there the batches are prepared on the CPU."""
-    import torch
-
+    has no float64, so there the batches are prepared on the CPU. A :class:`BatchedPixels`
+    plan (numpy models) gives numpy batches, prepared on the CPU."""
     array, indices = array_images(images)
     used = array if indices is None else array[indices]
+    if isinstance(plan, BatchedPixels):
+        for start in range(0, len(used), batch_size):
+            yield plan.apply(used[start : start + batch_size], geometry)
+        return
+    import torch
+
     where = "cpu" if str(device).startswith("mps") else str(device)
     uploaded = torch.from_numpy(np.ascontiguousarray(used)).to(where)
     for start in range(0, len(uploaded), batch_size):
         yield plan.apply(uploaded[start : start + batch_size], geometry)
 
 
-def plan_for(transform: Any, images: ImageSet) -> tuple[BatchedTransform, _Geometry] | None:
+def plan_for(transform: Any, images: ImageSet) -> tuple[BatchedTransform | BatchedPixels, _Geometry] | None:
     """``(batch transform, geometry)`` when ``images`` can be preprocessed in batches for
     ``transform``, else None."""
     source = array_images(images)

@@ -128,7 +128,8 @@ def extract_embeddings(
             so the next model with the same configuration skips decoding and preprocessing;
             None (default): as ``cache``. Features are the same either way, bit for bit.
         batched_arrays: preprocess an array image set (MNIST, Fashion-MNIST, CIFAR) in batches
-            on the model's device instead of one PIL call per image, when the model's transform
+            on the model's device (numpy models such as TFLite: on the CPU, the forward pass then
+            using every core) instead of one PIL call per image, when the model's transform
             is one :mod:`repalign.embed.arrays` reproduces; the inputs are bit-identical to the
             per-image path's (False: always the per-image path, the reference).
 
@@ -493,7 +494,7 @@ def _extract(
     """Run the model over every image; ``{layer: (n_images, n_features) float32}``."""
     n = len(images)
     batch_size = int(batch_size or handle.default_batch_size)
-    if batched_arrays and handle.uses_torch:
+    if batched_arrays:  # torch models on their device; numpy models (TFLite) on the CPU
         from repalign.embed.arrays import array_batches, plan_for
 
         plan = plan_for(handle.transform, images)

@@ -195,6 +195,12 @@ class TfliteTransform:
             return pixels
         return table[pixels]
 
+    def batch_steps(self) -> tuple[tuple[int, int], str, np.ndarray | None]:
+        """This transform as steps a batch can take (see ``repalign.embed.arrays``): the output
+        ``(height, width)``, the Pillow filter of the resize, and the 256-entry table of model
+        input values (None: the pixel itself)."""
+        return (self.height, self.width), "lanczos", _input_table(self.dtype, self.scale, self.zero_point)
+
 
 @functools.lru_cache(maxsize=32)
 def _input_table(dtype: str, scale: float, zero_point: int) -> np.ndarray | None:

@@ -37,4 +37,5 @@ def test_gpu_check_runs_on_the_cpu_and_writes_its_json(mirror, tmp_path):
     assert model["fewshot_max_abs_diff_points"] == 0.0 and model["alignment_ok"] and model["fewshot_ok"]
     (speed,) = result["throughput"].values()
     assert speed["images_per_s_ready_inputs"] > 0 and speed["images_per_s_end_to_end"] > 0
+    assert speed["images_per_s_from_input_cache"] > 0 and speed["input_cache_over_ready"] > 0
     assert speed["n_features"] == 512  # resnet18's penultimate layer

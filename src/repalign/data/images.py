@@ -235,6 +235,16 @@ class SubsetImageSet(ImageSet):
         return digest.hexdigest()
 
 
+def unwrap_subsets(images: ImageSet) -> tuple[ImageSet, np.ndarray | None]:
+    """``(base, indices)``: the set below any chain of subsets, and the positions in it of
+    ``images``' images, in order (None when ``images`` is not a subset)."""
+    indices = None
+    while isinstance(images, SubsetImageSet):
+        indices = images.indices if indices is None else images.indices[indices]
+        images = images.base
+    return images, indices
+
+
 def list_image_files(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     folder = Path(folder)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from repalign.data.images import ArrayImageSet, ImageSet, SubsetImageSet
+from repalign.data.images import ArrayImageSet, ImageSet, unwrap_subsets
 from repalign.embed._pil_resample import FILTERS, resample_pass, resample_weights
 
 log = logging.getLogger(__name__)
@@ -286,13 +286,10 @@ def _resized_size(height: int, width: int, size: Sequence[int]) -> tuple[int, in
 def array_images(images: ImageSet) -> tuple[np.ndarray, np.ndarray | None] | None:
     """``(uint8 array, indices or None)`` behind an array image set (or a subset of one);
     None for images that are files."""
-    indices = None
-    while isinstance(images, SubsetImageSet):
-        indices = images.indices if indices is None else images.indices[indices]
-        images = images.base
-    if not isinstance(images, ArrayImageSet) or type(images).load is not ArrayImageSet.load:
+    base, indices = unwrap_subsets(images)
+    if not isinstance(base, ArrayImageSet) or type(base).load is not ArrayImageSet.load:
         return None
-    return images.images, indices
+    return base.images, indices
 
 
 def array_batches(

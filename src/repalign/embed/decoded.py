@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from repalign.data.images import FileImageSet, ImageSet, SubsetImageSet
+from repalign.data.images import FileImageSet, ImageSet, unwrap_subsets
 from repalign.embed.cache import cache_key
 from repalign.embed.inputs import INPUT_CACHE_FORMAT_VERSION, InputCache
 from repalign.errors import RepalignError
@@ -51,14 +51,10 @@ __all__ = ["DecodedImageSet", "decoded_images", "image_files"]
 
 def image_files(images: ImageSet) -> list[Path] | None:
     """The files behind ``images`` in its order, or None when its images are not plain files."""
-    indices = None
-    while isinstance(images, SubsetImageSet):
-        indices = images.indices if indices is None else images.indices[indices]
-        images = images.base
-    if not isinstance(images, FileImageSet) or type(images).load is not FileImageSet.load:
+    base, indices = unwrap_subsets(images)
+    if not isinstance(base, FileImageSet) or type(base).load is not FileImageSet.load:
         return None
-    paths = list(images.paths)
-    return paths if indices is None else [paths[int(i)] for i in indices]
+    return list(base.paths) if indices is None else [base.paths[int(i)] for i in indices]
 
 
 def decoded_images(images: ImageSet, store: InputCache, *, code_version: str, threads: int = 1) -> ImageSet:

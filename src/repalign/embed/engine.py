@@ -49,7 +49,7 @@ import numpy as np
 from repalign._device import mps_available, resolve_device
 from repalign._options import DEFAULT_DEVICE, DEFAULT_EMBEDDING_DTYPE
 from repalign._progress import progress_bar
-from repalign.data.images import ImageSet, SubsetImageSet
+from repalign.data.images import ImageSet, unwrap_subsets
 from repalign.embed.cache import CACHE_DTYPES, EmbeddingCache, cache_key
 from repalign.embed.decoded import decoded_images
 from repalign.errors import InputError, MissingDataError, RepalignError, unknown_name
@@ -407,9 +407,8 @@ class _PreparedImages:
 
 def _image_label(images: ImageSet, index: int) -> str:
     """'image file /path/x.png' when the image has a file, else "image 3 of 'name'"."""
-    base, i = images, index
-    while isinstance(base, SubsetImageSet):
-        base, i = base.base, int(base.indices[i])
+    base, indices = unwrap_subsets(images)
+    i = index if indices is None else int(indices[index])
     paths = getattr(base, "paths", None)
     if paths is not None:
         return f"image file {paths[i]}"

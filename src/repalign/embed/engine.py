@@ -125,8 +125,10 @@ def extract_embeddings(
         progress: show a progress bar (on stderr, when it is a terminal).
         input_cache: read and write the preprocessed inputs of ``images`` for the model's
             preprocessing configuration (``<cache home>/inputs``, :mod:`repalign.embed.inputs`),
-            so the next model with the same configuration skips decoding and preprocessing;
-            None (default): as ``cache``. Features are the same either way, bit for bit.
+            so the next model with the same configuration skips decoding and preprocessing,
+            and the decoded image files (:mod:`repalign.embed.decoded`), so the first model of
+            another configuration skips decoding; None (default): as ``cache``. Features are
+            the same either way, bit for bit.
         batched_arrays: preprocess an array image set (MNIST, Fashion-MNIST, CIFAR) in batches
             on the model's device (numpy models such as TFLite: on the CPU, the forward pass then
             using every core) instead of one PIL call per image, when the model's transform

@@ -13,17 +13,21 @@ model source and its transform's type, the canonical preprocessing config (the s
 that is part of the embedding cache key), the extraction code version and this store's format.
 It never includes the model's identity, which is what lets models share an entry.
 
-Layout under ``<embedding cache>/inputs``::
+Layout under ``$REPALIGN_INPUT_CACHE_DIR``, else ``<embedding cache>/inputs``::
 
     <key[:2]>/<key>.npy    the (n_images, ...) input array, exactly as the model's forward got it
     <key[:2]>/<key>.json   metadata: key parts, shape, dtype, sha256 of the array's bytes, size
 
+The same store keeps an image set's decoded files (:mod:`repalign.embed.decoded`, whose
+entries' parts say ``"kind": "decoded-images"``), under the same limit.
+
 Written atomically (array first, the JSON last as the commit marker). Every read checks the
-array against its sha256, so a replaced or damaged array is removed and recomputed, never
-used. The store is bounded: after each write, the least recently used entries are removed
-until the total is under the limit (:data:`repalign._options.DEFAULT_INPUT_CACHE_BYTES`, or
-``$REPALIGN_INPUT_CACHE_BYTES``; 0 switches the store off). The last use is the metadata
-file's modification time, set on every hit.
+array against its sha256 (once per process while the file is unchanged), so a replaced or
+damaged array is removed and recomputed, never used. The store is bounded: after each
+write, the least recently used entries are removed until the total is under the limit
+(:data:`repalign._options.DEFAULT_INPUT_CACHE_BYTES`, 2 GiB, or ``$REPALIGN_INPUT_CACHE_BYTES``;
+0 switches the store off). The last use is the metadata file's modification time, set on
+every hit.
 """
 
 from __future__ import annotations
@@ -318,9 +322,9 @@ _verified: set[tuple[str, int, int, str]] = set()
 def _check_once(path: Path, array: np.ndarray, meta: dict[str, Any]) -> None:
     """:func:`check_cached_array`, hashing a file only the first time this process reads it.
 
-    Hashing is what makes reading an entry cost: 0.2 s for the 217 MB of one 224-pixel
-    configuration's Peterson inputs, which a process reading them for model after model
-    would repeat. A file changed on disk since (size or modification time) is hashed again.
+    Hashing is what makes reading an entry cost: 0.13 s for the 217 MB of one 224-pixel
+    configuration's Peterson inputs (measured here, from memory), which a process reading
+    them for model after model would repeat. A file changed on disk since (size or modification time) is hashed again.
     """
     stat = path.stat()
     seen = (str(path), stat.st_size, stat.st_mtime_ns, str(meta["sha256"]))

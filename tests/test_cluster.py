@@ -416,9 +416,10 @@ def test_the_token_can_come_from_a_token_file(cluster, tmp_path, monkeypatch):
     wrong.write_text(secrets.token_hex(16))
     empty.write_text("\n")
     for address in (cluster.address, cluster.client_address):
-        check_cluster(address, timeout=30, token_file=str(right))
+        # generous: a ray:// join starts a server process first, over 30 s once under CI's load
+        check_cluster(address, timeout=120, token_file=str(right))
         with pytest.raises(InputError, match="refused the authentication token"):
-            check_cluster(address, timeout=30, token_file=str(wrong))
+            check_cluster(address, timeout=120, token_file=str(wrong))
     with pytest.raises(InputError, match="token_file .* cannot be read"):
         check_cluster(cluster.address, timeout=30, token_file=str(tmp_path / "absent"))
     with pytest.raises(InputError, match="token_file .* is empty"):

@@ -151,10 +151,22 @@ def test_an_entry_is_hashed_once_per_process_until_its_file_changes(mixed_files,
     store = InputCache()
     for _ in range(3):
         assert store.load(entry["key"]) is not None
-    assert checks == []  # hashed once already, when _decoded read the new entry back
+    assert checks == []  # this process wrote the entry, hashing its bytes as it went
     path = store.array_path(entry["key"])
     pixels = np.load(path)
     pixels[0] ^= 1  # same size, new content and modification time
     np.save(path, pixels)
     assert store.load(entry["key"]) is None  # hashed again, found changed, removed
     assert _decoded_entries() == []
+
+
+def test_an_entry_this_process_wrote_is_read_back_without_hashing(mixed_files, monkeypatch):
+    """The recorder hashed the bytes as it wrote them; reading them back must not hash again."""
+    checks = []
+    original = inputs_module.check_cached_array
+    monkeypatch.setattr(inputs_module, "check_cached_array", lambda *args: checks.append(1) or original(*args))
+    assert isinstance(_decoded(mixed_files), DecodedImageSet)  # decoded, written, then read back
+    assert checks == []
+    inputs_module._verified.clear()  # another process: it hashes the entry on its first read
+    assert isinstance(_decoded(mixed_files), DecodedImageSet)
+    assert checks == [1]

@@ -86,13 +86,15 @@ class DecodedImageSet(ImageSet):
     Pickled (to DataLoader workers), it carries the file's path, never the pixels.
     """
 
-    def __init__(self, source: ImageSet, array_path: Path, shapes: np.ndarray, pixels: np.ndarray | None = None):
+    def __init__(
+        self, source: ImageSet, paths: list[Path], array_path: Path, shapes: np.ndarray, pixels: np.ndarray | None
+    ):
         self.source = source
         self.name = source.name
-        self.paths = image_files(source)  # error messages name the file, as the file path's do
+        self.paths = paths  # error messages name the file, as the file path's do
         self.array_path = Path(array_path)
-        self.shapes = np.asarray(shapes, dtype=np.int64).reshape(-1, 2)
-        self.offsets = np.concatenate([[0], np.cumsum(self.shapes[:, 0] * self.shapes[:, 1] * 3)])
+        self.shapes = shapes
+        self.offsets = np.concatenate([[0], np.cumsum(_sizes(shapes))])
         self._pixels = pixels
 
     def __len__(self) -> int:
@@ -123,12 +125,12 @@ def _read(store: InputCache, key: str, images: ImageSet, paths: list[Path]) -> D
         return None
     meta = store.metadata(key) or {}
     shapes = np.asarray(meta.get("image_shapes", []), dtype=np.int64).reshape(-1, 2)
-    if len(shapes) != len(paths) or int((shapes[:, 0] * shapes[:, 1] * 3).sum()) != len(pixels):
+    if len(shapes) != len(paths) or int(_sizes(shapes).sum()) != len(pixels):
         log.warning("Discarding decoded-image cache entry %s: its sizes do not match its pixels", key)
         store.remove(key)
         return None
     log.info("Decoded images of '%s' read from the input cache (%s)", images.name, key[:12])
-    return DecodedImageSet(images, store.array_path(key), shapes, pixels)
+    return DecodedImageSet(images, paths, store.array_path(key), shapes, pixels)
 
 
 def _decode_into(
@@ -138,7 +140,7 @@ def _decode_into(
     shapes = _header_shapes(paths)
     if shapes is None:
         return False
-    total = int((shapes[:, 0] * shapes[:, 1] * 3).sum())
+    total = int(_sizes(shapes).sum())
     if total > store.max_bytes:
         log.info("Not keeping decoded images of '%s': %d bytes is more than the input cache limit", images.name, total)
         return False
@@ -164,6 +166,11 @@ def _decode_into(
     return recorder.commit()
 
 
+def _sizes(shapes: np.ndarray) -> np.ndarray:
+    """Bytes of each image's RGB pixels, from ``(n, 2)`` heights and widths."""
+    return shapes[:, 0] * shapes[:, 1] * 3
+
+
 def _header_shapes(paths: list[Path]) -> np.ndarray | None:
     """``(n, 2)`` heights and widths read from the files' headers (no pixels decoded)."""
     from PIL import Image
@@ -183,7 +190,7 @@ def _decoded_pixels(images: ImageSet, threads: int) -> Iterator[np.ndarray]:
     """Every image's ``(h, w, 3)`` uint8 pixels in order, decoded by ``threads`` threads."""
     if threads <= 1:
         for index in range(len(images)):
-            yield np.asarray(images.load(index))
+            yield _pixels(images, index)
         return
     ahead = threads * _AHEAD_PER_THREAD
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="repalign-decode") as pool:

@@ -164,9 +164,33 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path) -> int:
     return proc.pid
 
 
+# Python runs this at the start of every process of a test cluster started with
+# client_server_deaths: the Ray Client servers the head starts for drivers (through Ray's
+# setup_worker shim) die at once on the starts the deaths file lists (1-based), as Ray's own
+# sometimes do on a loaded head node.
+_SERVER_DEATHS = """
+import os, sys
+if sys.argv[0].endswith("setup_worker.py") and "--mode=specific-server" in sys.argv:
+    with open(os.environ["REPALIGN_TEST_STARTS"], "a+") as starts:
+        starts.write("x")
+        starts.seek(0)
+        number = len(starts.read())
+    with open(os.environ["REPALIGN_TEST_DEATHS"]) as deaths:
+        die = str(number) in deaths.read().split(",")
+    if die:
+        os._exit(1)
+"""
+
+
 @contextlib.contextmanager
-def ray_cluster(tmp_path: Path, *, fault: str | None = None):
-    """A head node and a second node, one CPU each, token authentication on."""
+def ray_cluster(tmp_path: Path, *, fault: str | None = None, client_server_deaths: str | None = None):
+    """A head node and a second node, one CPU each, token authentication on.
+
+    ``fault``: ``$REPALIGN_TEST_FAULT`` for the units. ``client_server_deaths``: which of the
+    Ray Client servers started for drivers die at start ("1,3": the first and the third), kept
+    in the file ``tmp_path/client-server-deaths`` (a test may rewrite it); the file
+    ``tmp_path/client-server-starts`` gets one byte per start.
+    """
     root = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     port, client_port = free_port(), free_port()
     env = {
@@ -183,6 +207,15 @@ def ray_cluster(tmp_path: Path, *, fault: str | None = None):
     env.pop("RAY_ADDRESS", None)
     if fault:
         env["REPALIGN_TEST_FAULT"] = fault
+    if client_server_deaths:
+        (tmp_path / "site").mkdir()
+        (tmp_path / "site" / "sitecustomize.py").write_text(_SERVER_DEATHS)
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), env["PYTHONPATH"]])
+        (tmp_path / "client-server-deaths").write_text(client_server_deaths)
+        env["REPALIGN_TEST_DEATHS"] = str(tmp_path / "client-server-deaths")
+        env["REPALIGN_TEST_STARTS"] = str(tmp_path / "client-server-starts")
+        # the proxy gives up on a dead server after this many seconds, not 30
+        env["RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"] = "3"
     common = ["--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats"]
     logs = tmp_path / "ray-start.log"
     leaders: list[int] = []
@@ -202,6 +235,8 @@ def ray_cluster(tmp_path: Path, *, fault: str | None = None):
         worker = _ray_start([f"--address=127.0.0.1:{port}", *common], env, logs)
         leaders.append(worker)
         driver_env = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "REPALIGN_TEST_FAULT")}
+        if client_server_deaths:
+            driver_env["PYTHONPATH"] = env["PYTHONPATH"].split(os.pathsep, 1)[1]  # drivers run unchanged
         _wait_for_nodes(driver_env, port, 2)
         yield Cluster(port, client_port, driver_env, head, worker, logs)
     finally:
@@ -335,6 +370,37 @@ def test_a_node_lost_mid_study_is_retried_and_resume_changes_nothing(tmp_path, r
         pd.testing.assert_frame_equal(
             sorted_values(load_study(tmp_path / "study").results), sorted_values(reference.results), check_exact=True
         )
+
+
+def test_a_ray_client_server_that_dies_at_start_is_asked_for_again(tmp_path, reference, mirror):
+    """Ray's proxy forks each driver's Ray Client server from a multithreaded process; on a
+    loaded head node the first ones sometimes die at once (CI saw it). The check before the run
+    and the run's own join both ask again, within the connect timeout."""
+    with ray_cluster(tmp_path, client_server_deaths="1,3") as c:  # the check's first, the join's first
+        config = tmp_path / "study.toml"
+        config.write_text(study_toml(tmp_path / "study"))
+        env = {**c.env, "REPALIGN_CACHE_HOME": str(tmp_path / "driver-cache")}
+        args = ["run", str(config), "--address", c.client_address, "--no-live", "--connect-timeout", "120"]
+        result = run_cli(["-v", *args], env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        # the two chosen to die did (start 3 came), two served; Ray's own deaths come on top,
+        # before Python runs (so uncounted here), and were seen here even on an idle machine
+        assert len((tmp_path / "client-server-starts").read_text()) == 4
+        assert result.stderr.count("died at start") >= 2, result.stderr[-3000:]
+        got = load_study(tmp_path / "study")
+        pd.testing.assert_frame_equal(sorted_values(got.results), sorted_values(reference.results), check_exact=True)
+
+        # every server dies: one line naming the problem, within the timeout
+        (tmp_path / "client-server-starts").write_text("")
+        (tmp_path / "client-server-deaths").write_text(",".join(map(str, range(1, 100))))
+        started = time.monotonic()
+        failed = run_cli([*args[:-1], "20", "--output", str(tmp_path / "b")], env, timeout=120)
+        elapsed = time.monotonic() - started
+    line = one_error_line(failed, "died at start")
+    assert len((tmp_path / "client-server-starts").read_text()) >= 2, line  # asked again
+    assert elapsed < 20 + 30, line  # the timeout, plus one attempt begun before it ran out
+    assert not (tmp_path / "b").exists()
+    print(f"every Ray Client server died: {elapsed:.1f} s: {line}")
 
 
 def one_error_line(result: subprocess.CompletedProcess, contains: str) -> str:

@@ -170,6 +170,33 @@ def test_second_writer_is_refused_and_lock_dies_with_its_process(tmp_path):
         pass
 
 
+# a run that forked a child (which shares the lock's open file) before it was killed
+_FORKING_HOLDER = """
+import os, sys, time
+from repalign.store import StudyStore
+with StudyStore(sys.argv[1]).locked():
+    if os.fork() == 0:
+        time.sleep(3)
+        os._exit(0)
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_lock_the_child_of_a_killed_run_still_holds_is_waited_for(tmp_path):
+    import fcntl
+
+    holder = subprocess.Popen([sys.executable, "-c", _FORKING_HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait()  # the run's process is gone ...
+    with open(tmp_path / ".lock") as probe:  # ... and its child still holds the lock
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with StudyStore(tmp_path).locked():  # taken once the child is gone, not refused
+        pass
+
+
 def test_public_api_is_lazy_and_points_here():
     import repalign
     from repalign.study.config import load_config

@@ -36,6 +36,7 @@ import logging
 import os
 import platform
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,47 @@ class StudyResults:
         return self.results[self.results["status"] == STATUS_FAILED].reset_index(drop=True)
 
 
+#: seconds to wait for the lock of a run that has ended (see _take_lock)
+_ENDED_HOLDER_WAIT_S = 10.0
+
+
+def _take_lock(handle) -> bool:
+    """Take the study's flock without blocking; False when another run holds it.
+
+    A run that was just killed can hold its lock a moment after its own process is gone: a
+    process it forked (a worker, a subprocess not yet at exec) shares the lock until the
+    kernel has torn it down too. So while the pid the lock file names is no longer running,
+    wait up to ``_ENDED_HOLDER_WAIT_S`` for the lock instead of refusing at once.
+    """
+    deadline = time.monotonic() + _ENDED_HOLDER_WAIT_S
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        handle.seek(0)
+        holder = handle.read().strip()
+        if (holder.isdigit() and _running(int(holder))) or time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)  # no /proc (macOS): signal 0 only asks whether it exists
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state not in ("Z", "X")
+
+
 class StudyStore:
     """Read and write one study directory."""
 
@@ -163,16 +205,14 @@ class StudyStore:
         """
         self.path.mkdir(parents=True, exist_ok=True)
         handle = open(self.path / LOCK_FILE, "a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _take_lock(handle):
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
             raise StudyLockedError(
                 f"Study {self.path} is being written by another run (pid {holder}). "
                 "Wait for it to finish, or set a different [study] output."
-            ) from None
+            )
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

@@ -23,6 +23,11 @@ wrong token as a generic ``ConnectionError``. So before joining, a child process
 contact (:func:`probe_cluster`) and is stopped after ``connect_timeout`` seconds; what it
 printed says why it failed. An unreachable address, a refused token or a Ray/Python version
 mismatch is an :class:`~repalign.errors.InputError` (one line, exit code 2) within that time.
+
+Ray Client starts a server process on the head node for each driver. On a loaded head node
+that process sometimes dies as it starts (Ray forks it from a multithreaded proxy); the probe
+then asks again while its timeout lasts, and the run's own join asks up to
+``CLIENT_SERVER_ATTEMPTS`` times.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from repalign.errors import InputError
@@ -47,12 +53,41 @@ LOCAL_ADDRESSES = ("", "local")
 _AUTH_REFUSED = re.compile(
     r"InvalidAuthToken|Invalid or missing authentication token|Unauthenticated|no authentication token was found"
 )
+#: what Ray Client reports when the server process the cluster starts for this driver died as
+#: it started. Ray forks it from its multithreaded proxy, and on a loaded head node the first
+#: ones sometimes die before running a line (their logs stay empty); the next one works.
+_CLIENT_SERVER_DIED = re.compile(
+    r"Starting Ray client server failed|in start_specific_server|Proxy failed to Connect to backend"
+)
+#: seconds between asking for a driver's Ray Client server again
+CLIENT_SERVER_RETRY_PAUSE_S = 1.0
+#: how often a run's own join asks (the check before it asks while its timeout lasts)
+CLIENT_SERVER_ATTEMPTS = 5
 
 # The child's program: join, say what it joined, leave. It imports only Ray; ray's client
 # logger is turned up so a refused token shows within a second instead of after retries.
+# When the Ray Client server refuses the join, Ray spends another 30 s closing its channel
+# before ray.init raises; the child says why as soon as Ray knows (through Ray Client's
+# private Worker._server_init where it exists; elsewhere it only takes longer).
 _PROBE = r"""
 import json, logging, os, sys
 import ray
+
+def fail(exc):
+    print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
+    os._exit(0)
+
+try:
+    from ray.util.client.worker import Worker
+    server_init = Worker._server_init
+    def reporting_server_init(self, *args, **kwargs):
+        try:
+            return server_init(self, *args, **kwargs)
+        except BaseException as exc:
+            fail(exc)
+    Worker._server_init = reporting_server_init
+except (ImportError, AttributeError):
+    pass
 client = logging.getLogger("ray.util.client")
 client.setLevel(logging.DEBUG)
 client.addHandler(logging.StreamHandler(sys.stderr))
@@ -62,7 +97,7 @@ try:
     print(json.dumps({"ok": True, "nodes": len(nodes), "resources": ray.cluster_resources()}), flush=True)
     ray.shutdown()
 except BaseException as exc:
-    print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
+    fail(exc)
 sys.stdout.flush()
 os._exit(0)
 """
@@ -152,52 +187,47 @@ def check_reachable(address: str, *, timeout: float) -> None:
 def probe_cluster(address: str, *, timeout: float, env: dict[str, str] | None = None) -> dict:
     """Join ``address`` from a child process and leave; returns ``{"nodes", "resources"}``.
 
+    A Ray Client server that died as it started (:func:`client_server_died`) is asked for
+    again while time is left.
+
     Raises:
         InputError: the cluster cannot be reached, refuses the token, runs another Ray or
             Python version, or does not answer within ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
     check_reachable(address, timeout=timeout)
-    child = subprocess.Popen(
-        [sys.executable, "-c", _PROBE, address],
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        start_new_session=True,  # never receives the terminal's Ctrl-C; stopped below
-    )
-    refused = threading.Event()
-    stderr_tail: list[str] = []
-
-    def watch_stderr() -> None:
-        for line in child.stderr:
-            stderr_tail[:] = [*stderr_tail[-19:], line.rstrip()]
-            if _AUTH_REFUSED.search(line):
-                refused.set()
-
-    watcher = threading.Thread(target=watch_stderr, daemon=True, name="ray-probe-stderr")
-    watcher.start()
-    try:
-        while child.poll() is None and not refused.is_set() and time.monotonic() < deadline:
-            refused.wait(0.1)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-    out = child.stdout.read() if child.stdout else ""
-    watcher.join(timeout=2)
-    result = _last_json(out)
-    if refused.is_set() or (result and _AUTH_REFUSED.search(result.get("error", ""))):
+    deaths = 0
+    while True:
+        probe = _probe_once(address, deadline=deadline, env=env)
+        deaths += probe.server_died
+        if not probe.server_died or time.monotonic() + CLIENT_SERVER_RETRY_PAUSE_S >= deadline:
+            break
+        log.info(
+            "The Ray Client server that %s started for this driver died at start (%d so far); asking again",
+            address,
+            deaths,
+        )
+        time.sleep(CLIENT_SERVER_RETRY_PAUSE_S)
+    result = probe.result
+    if probe.refused or (result and _AUTH_REFUSED.search(result.get("error", ""))):
         raise InputError(
             f"The Ray cluster at {address} refused the authentication token (missing or wrong): set "
             "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or [execution] token_file to the cluster's token "
             "(`ray get-auth-token` on the head node prints it)"
         )
+    if probe.server_died or (deaths and result is None):  # the last one may have run out of time
+        times = f"{deaths} time{'s' if deaths != 1 else ''}"
+        raise InputError(
+            f"Cannot join the Ray cluster at {address}: the Ray Client server it starts for each driver died at "
+            f"start {times} within {timeout:g} s (its log is ray_client_server_PORT.err on the head node); "
+            "try again with a longer --connect-timeout, or join through the GCS address (HOST:PORT) from a "
+            "node of the cluster"
+        )
     if result is None:
-        if child.returncode not in (0, None) and time.monotonic() < deadline:
-            detail = next((line for line in reversed(stderr_tail) if line.strip()), f"exit code {child.returncode}")
+        if probe.returncode not in (0, None) and time.monotonic() < deadline:
+            detail = next(
+                (line for line in reversed(probe.stderr_tail) if line.strip()), f"exit code {probe.returncode}"
+            )
             raise InputError(f"Cannot join the Ray cluster at {address}: {_one_line(detail)}")
         raise InputError(
             f"The Ray cluster at {address} did not answer within {timeout:g} s (--connect-timeout); "
@@ -212,6 +242,64 @@ def probe_cluster(address: str, *, timeout: float, env: dict[str, str] | None = 
             )
         raise InputError(f"Cannot join the Ray cluster at {address}: {error}")
     return {"nodes": result.get("nodes"), "resources": result.get("resources", {})}
+
+
+def client_server_died(text: str) -> bool:
+    """True when ``text`` (an error or a log line of Ray Client) says the server process the
+    cluster started for this driver died as it started -- worth another attempt."""
+    return bool(_CLIENT_SERVER_DIED.search(text))
+
+
+@dataclass
+class _Probe:
+    """What one probe child printed: its JSON line (None when it printed none), whether the
+    cluster refused the token or the driver's Ray Client server died, and its last stderr lines."""
+
+    result: dict | None
+    refused: bool
+    server_died: bool
+    returncode: int | None
+    stderr_tail: list[str]
+
+
+def _probe_once(address: str, *, deadline: float, env: dict[str, str] | None) -> _Probe:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _PROBE, address],
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,  # never receives the terminal's Ctrl-C; stopped below
+    )
+    refused, died, stop = threading.Event(), threading.Event(), threading.Event()
+    stderr_tail: list[str] = []
+
+    def watch_stderr() -> None:
+        for line in child.stderr:
+            stderr_tail[:] = [*stderr_tail[-19:], line.rstrip()]
+            if _AUTH_REFUSED.search(line):
+                refused.set()
+            if client_server_died(line):
+                died.set()
+            if refused.is_set() or died.is_set():
+                stop.set()
+
+    watcher = threading.Thread(target=watch_stderr, daemon=True, name="ray-probe-stderr")
+    watcher.start()
+    try:
+        while child.poll() is None and not stop.is_set() and time.monotonic() < deadline:
+            stop.wait(0.1)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+    out = child.stdout.read() if child.stdout else ""
+    watcher.join(timeout=2)
+    result = _last_json(out)
+    server_died = died.is_set() or bool(result and not result.get("ok") and client_server_died(result.get("error", "")))
+    return _Probe(result, refused.is_set(), server_died and not refused.is_set(), child.returncode, stderr_tail)
 
 
 def _last_json(text: str) -> dict | None:

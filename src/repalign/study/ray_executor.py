@@ -165,7 +165,14 @@ class RayExecutor:
                 ray.shutdown()
 
     def _join(self, ray) -> None:
-        from repalign.study.cluster import LOCAL_ADDRESSES, apply_auth_environment, auth_environment
+        from repalign.study.cluster import (
+            CLIENT_SERVER_ATTEMPTS,
+            CLIENT_SERVER_RETRY_PAUSE_S,
+            LOCAL_ADDRESSES,
+            apply_auth_environment,
+            auth_environment,
+            client_server_died,
+        )
 
         address = self.address or "local"
         apply_auth_environment(auth_environment(self.address, self.token_file))
@@ -174,10 +181,22 @@ class RayExecutor:
             kwargs["include_dashboard"] = False
         log.info("connecting to Ray (address=%s)", address)
         with _keep_sigterm_handler():
-            try:
-                ray.init(**kwargs)
-            except Exception as exc:  # ConnectionError, RuntimeError (version), ValueError (address), ...
-                raise InputError(f"Cannot start or join Ray at address {address!r}: {_ray_error(exc)}") from None
+            for attempt in range(1, CLIENT_SERVER_ATTEMPTS + 1):
+                try:
+                    ray.init(**kwargs)
+                    return
+                except Exception as exc:  # ConnectionError, RuntimeError (version), ValueError (address), ...
+                    # the Ray Client server started for this driver died at start: ask again.
+                    # Counted, not timed: Ray takes ~30 s to report each one, so the connect
+                    # timeout (which the check before the run kept) would allow none.
+                    if not client_server_died(str(exc)) or attempt == CLIENT_SERVER_ATTEMPTS:
+                        raise InputError(
+                            f"Cannot start or join Ray at address {address!r}: {_ray_error(exc)}"
+                        ) from None
+                log.info("The Ray Client server for this driver died at start; asking %s again", address)
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                time.sleep(CLIENT_SERVER_RETRY_PAUSE_S)
 
     def _run(self, ray, units: list[Unit], config_dict: dict, on_event: EventCallback) -> Iterator[UnitResult]:
         from repalign.study.sizing import largest_first, unit_resources

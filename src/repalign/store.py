@@ -199,7 +199,8 @@ class StudyStore:
     # -- locking -------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self):
-        """Hold the study's write lock, or raise :class:`StudyLockedError` at once.
+        """Hold the study's write lock, or raise :class:`StudyLockedError`: at once while the
+        run holding it is alive, after up to ``_ENDED_HOLDER_WAIT_S`` when it has ended.
 
         ``flock`` locks die with their process, so a killed run never leaves a stale lock.
         """

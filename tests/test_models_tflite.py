@@ -132,18 +132,22 @@ def test_bad_inputs():
     assert pickle.loads(pickle.dumps(handle.transform)) == handle.transform
 
 
-def test_tflite_models_run_without_torch():
+def printed_in_a_fresh_process(code: str) -> str:
+    """What ``code`` prints, run by a new Python (so ``sys.modules`` shows what it imported)."""
     import subprocess
     import sys
 
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_tflite_models_run_without_torch():
     code = (
         "import sys, numpy as np; from repalign.models import load_model;"
         "h = load_model('tflite:mobilenet_v1_0.25_128_quant');"
         "out = h.forward(np.zeros((1, 128, 128, 3), np.uint8));"
         "print(out['penultimate'].shape, 'torch' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "(1, 256) False"
+    assert printed_in_a_fresh_process(code) == "(1, 256) False"
 
 
 def test_embedding_extractor_aligns_with_human_similarity_as_measured_independently(mirror):
@@ -289,9 +293,6 @@ def test_batched_array_extraction_equals_the_per_image_path(name, array_sets, ca
 
 
 def test_batched_array_inputs_need_no_torch():
-    import subprocess
-    import sys
-
     code = (
         "import sys, numpy as np; from repalign.models import load_model;"
         "from repalign.data.images import ArrayImageSet; from repalign.embed.arrays import array_batches, plan_for;"
@@ -300,5 +301,4 @@ def test_batched_array_inputs_need_no_torch():
         "x = np.concatenate(list(array_batches(*plan_for(h.transform, s), s, 2, 'cpu')));"
         "print(x.shape, 'torch' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "(3, 128, 128, 3) False"
+    assert printed_in_a_fresh_process(code) == "(3, 128, 128, 3) False"
